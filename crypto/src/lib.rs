@@ -34,6 +34,7 @@ pub mod identity;
 pub mod keystore;
 pub mod storage;
 
+mod aead;
 mod canonical;
 #[cfg(test)]
 mod test_support;
