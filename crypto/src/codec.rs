@@ -54,6 +54,27 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, Code
     serde_cbor::from_slice(bytes).map_err(|e| CodecError::Malformed(e.to_string()))
 }
 
+/// Decodes like [`decode`], then insists that `bytes` is exactly the encoding [`encode`]
+/// produces for the decoded value.
+///
+/// CBOR has several encodings for one value (an integer in a longer form than needed, `undefined`
+/// for `null`, indefinite lengths). Signatures cover values, not bytes, so those variants are not
+/// forgeries; but accepting them would let a relay alter a frame without detection and would give
+/// one message several wire forms. Everything signed is therefore decoded with this function.
+///
+/// # Errors
+/// As [`decode`], plus [`CodecError::Malformed`] for a non-canonical encoding.
+pub fn decode_canonical<T: Serialize + DeserializeOwned>(
+    bytes: &[u8],
+    limit: usize,
+) -> Result<T, CodecError> {
+    let value: T = decode(bytes, limit)?;
+    if encode(&value)? != bytes {
+        return Err(CodecError::Malformed("non-canonical encoding".into()));
+    }
+    Ok(value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,6 +130,17 @@ mod tests {
             decode::<Sample>(&bytes, 1024),
             Err(CodecError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn non_canonical_encodings_rejected() {
+        let canonical = encode(&Some(5u64)).unwrap();
+        assert_eq!(decode_canonical::<Option<u64>>(&canonical, 64).unwrap(), Some(5));
+        // 5 written as a two-byte integer instead of the one-byte form.
+        assert!(decode::<Option<u64>>(&[0x18, 0x05], 64).is_ok());
+        assert!(decode_canonical::<Option<u64>>(&[0x18, 0x05], 64).is_err());
+        // `undefined` instead of `null`.
+        assert!(decode_canonical::<Option<u64>>(&[0xf7], 64).is_err());
     }
 
     #[test]

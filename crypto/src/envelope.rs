@@ -1,1 +1,1351 @@
-//! (in progress)
+//! Message envelopes: what one node sends another for every chat message.
+//!
+//! Two ciphers, chosen per chat:
+//!
+//! - **`aes`**: a session key (AES-256) is wrapped once with the recipient's RSA key
+//!   (OAEP-SHA256) and named by a [`KeyId`]. Each message is AES-256-GCM under that key with a
+//!   fresh random nonce. The wrapped key rides along in every envelope until the sender sees an
+//!   acknowledgement ([`OutboundSession::mark_acknowledged`]), so a lost or reordered first
+//!   message never strands the rest; the receiver unwraps it once and caches it in
+//!   [`InboundSessions`]. RSA work is per session, not per message. Sessions rotate by count
+//!   and age ([`RotationPolicy`]) and, by the node, on every cipher switch.
+//! - **`rsa`**: the body is RSA-OAEP-SHA256 encrypted directly, block by block. Slow by nature
+//!   (one private-key operation per block on the receiver), so its bodies are capped at
+//!   [`MAX_RSA_BODY_LEN`].
+//!
+//! Every envelope is signed with the sender's Ed25519 key over a canonical encoding of sender,
+//! recipient, message id, timestamp, cipher, key id, wrapped key, nonce and ciphertext.
+//!
+//! [`open`] checks, in this order: structure, sender = the pinned key, **signature**,
+//! recipient = us, timestamp window, replay; only then does it do any RSA or AES work. So no
+//! one who cannot sign as the contact can make a node decrypt anything (no decryption oracle).
+//! Every failure is one opaque [`OpenError`] ("message rejected"); the precise
+//! [`RejectReason`] is available to logs and tests through [`OpenError::reason`].
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::str::FromStr;
+
+use rand_core::CryptoRng;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use crate::aead::{self, KEY_LEN, NONCE_LEN, TAG_LEN};
+use crate::canonical::Canonical;
+use crate::codec;
+use crate::identity::{ED25519_LEN, Identity, PublicIdentity, SIGNATURE_LEN};
+
+/// Largest plaintext body of an `aes` message.
+pub const MAX_BODY_LEN: usize = 64 * 1024;
+/// Largest plaintext body of an `rsa` message (each block costs the receiver one RSA
+/// private-key operation).
+pub const MAX_RSA_BODY_LEN: usize = 8 * 1024;
+/// Largest encoded envelope accepted from the network.
+pub const MAX_ENVELOPE_LEN: usize = 96 * 1024;
+/// Largest RSA ciphertext block (4096-bit keys).
+const MAX_RSA_BLOCK: usize = 512;
+
+/// The cipher a message (or a chat) uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Cipher {
+    /// AES-256-GCM under an RSA-wrapped session key.
+    #[default]
+    Aes,
+    /// RSA-OAEP-SHA256 directly, block by block.
+    Rsa,
+}
+
+impl Cipher {
+    /// The code used in canonical (signed) encodings.
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            Cipher::Aes => 1,
+            Cipher::Rsa => 2,
+        }
+    }
+
+    /// `"aes"` or `"rsa"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cipher::Aes => "aes",
+            Cipher::Rsa => "rsa",
+        }
+    }
+}
+
+impl fmt::Display for Cipher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Cipher {
+    type Err = UnknownCipher;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "aes" => Ok(Cipher::Aes),
+            "rsa" => Ok(Cipher::Rsa),
+            _ => Err(UnknownCipher(s.to_owned())),
+        }
+    }
+}
+
+/// A cipher name that is neither `aes` nor `rsa`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown cipher {0:?}: expected \"aes\" or \"rsa\"")]
+pub struct UnknownCipher(pub String);
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(#[serde(with = "serde_bytes")] pub [u8; 16]);
+
+        impl $name {
+            /// A fresh random id.
+            pub fn random<R: CryptoRng + ?Sized>(rng: &mut R) -> Self {
+                let mut id = [0u8; 16];
+                rng.fill_bytes(&mut id);
+                $name(id)
+            }
+        }
+
+        impl fmt::Display for $name {
+            /// 32 lowercase hex digits.
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                for b in self.0 {
+                    write!(f, "{b:02x}")?;
+                }
+                Ok(())
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!(stringify!($name), "({})"), self)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = InvalidId;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                let s = s.as_bytes();
+                if s.len() != 32 {
+                    return Err(InvalidId);
+                }
+                let mut id = [0u8; 16];
+                for (i, pair) in s.chunks_exact(2).enumerate() {
+                    let hi = (pair[0] as char).to_digit(16).ok_or(InvalidId)?;
+                    let lo = (pair[1] as char).to_digit(16).ok_or(InvalidId)?;
+                    id[i] = (hi * 16 + lo) as u8;
+                }
+                Ok($name(id))
+            }
+        }
+    };
+}
+
+id_type!(
+    /// A message id: 16 random bytes chosen by the sender; receivers de-duplicate by it.
+    MessageId
+);
+id_type!(
+    /// Names an `aes` session key: the first 16 bytes of SHA-256 over the key, so a receiver
+    /// can check that a wrapped key is the one the id promises.
+    KeyId
+);
+
+/// A string that is not 32 hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("not an id: expected 32 hexadecimal digits")]
+pub struct InvalidId;
+
+/// When an outbound `aes` session is replaced by a new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RotationPolicy {
+    /// Rotate after this many messages.
+    pub max_messages: u64,
+    /// Rotate when the session is this old (milliseconds).
+    pub max_age_ms: u64,
+}
+
+impl Default for RotationPolicy {
+    /// 1,000 messages or 24 hours, whichever comes first.
+    fn default() -> Self {
+        RotationPolicy {
+            max_messages: 1_000,
+            max_age_ms: 24 * 60 * 60 * 1000,
+        }
+    }
+}
+
+/// What a receiver accepts, beyond signatures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenPolicy {
+    /// Reject timestamps more than this far in the future (clock skew allowance), ms.
+    pub max_future_skew_ms: u64,
+    /// Reject timestamps older than this, ms; `None` accepts any age. Replay protection then
+    /// rests on the receiver keeping seen message ids for at least this long.
+    pub max_age_ms: Option<u64>,
+}
+
+impl Default for OpenPolicy {
+    /// Ten minutes of skew; messages up to 90 days old (a sender's outbox may hold a message
+    /// that long while the recipient is offline).
+    fn default() -> Self {
+        OpenPolicy {
+            max_future_skew_ms: 10 * 60 * 1000,
+            max_age_ms: Some(90 * 24 * 60 * 60 * 1000),
+        }
+    }
+}
+
+/// Tells [`open`] whether a message id from a sender was already accepted.
+pub trait ReplayGuard {
+    /// `true` if `(sender, id)` was accepted before.
+    fn is_seen(&self, sender: &[u8; ED25519_LEN], id: &MessageId) -> bool;
+}
+
+impl<F: Fn(&[u8; ED25519_LEN], &MessageId) -> bool> ReplayGuard for F {
+    fn is_seen(&self, sender: &[u8; ED25519_LEN], id: &MessageId) -> bool {
+        self(sender, id)
+    }
+}
+
+/// A sealed message as it travels.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Format version, [`Envelope::VERSION`].
+    pub version: u8,
+    /// Sender's Ed25519 public key.
+    #[serde(with = "serde_bytes")]
+    pub sender: [u8; ED25519_LEN],
+    /// Recipient's Ed25519 public key.
+    #[serde(with = "serde_bytes")]
+    pub recipient: [u8; ED25519_LEN],
+    /// Message id.
+    pub id: MessageId,
+    /// Sender's clock when sealed, Unix milliseconds.
+    pub timestamp: u64,
+    /// Cipher of the body.
+    pub cipher: Cipher,
+    /// `aes`: the session key's id.
+    pub key_id: Option<KeyId>,
+    /// `aes`: the session key wrapped for the recipient (until the session is acknowledged).
+    pub wrapped_key: Option<serde_bytes::ByteBuf>,
+    /// `aes`: the AES-GCM nonce.
+    pub nonce: Option<serde_bytes::ByteArray<NONCE_LEN>>,
+    /// Ciphertext.
+    pub body: serde_bytes::ByteBuf,
+    /// Ed25519 signature over [`Envelope`]'s canonical encoding.
+    #[serde(with = "serde_bytes")]
+    pub signature: [u8; SIGNATURE_LEN],
+}
+
+impl Envelope {
+    /// The current envelope format.
+    pub const VERSION: u8 = 1;
+
+    /// Encodes as CBOR.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        codec::encode(self).expect("an envelope always encodes")
+    }
+
+    /// Decodes and checks the structure (not the signature: that needs the pinned key).
+    ///
+    /// # Errors
+    /// [`OpenError`] with reason [`RejectReason::TooLarge`] or [`RejectReason::Malformed`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, OpenError> {
+        let env: Envelope = codec::decode_canonical(bytes, MAX_ENVELOPE_LEN).map_err(|e| match e {
+            codec::CodecError::TooLarge { .. } => OpenError(RejectReason::TooLarge),
+            _ => OpenError(RejectReason::Malformed("not an envelope")),
+        })?;
+        env.check_structure()?;
+        Ok(env)
+    }
+
+    /// The sender's PeerId, if the sender field is a valid key.
+    pub fn sender_peer_id(&self) -> Option<crate::PeerId> {
+        crate::identity::peer_id_of(&self.sender)
+    }
+
+    fn check_structure(&self) -> Result<(), OpenError> {
+        let bad = |why| Err(OpenError(RejectReason::Malformed(why)));
+        if self.version != Self::VERSION {
+            return Err(OpenError(RejectReason::UnsupportedVersion(self.version)));
+        }
+        match self.cipher {
+            Cipher::Aes => {
+                if self.key_id.is_none() || self.nonce.is_none() {
+                    return bad("aes envelope without key id or nonce");
+                }
+                if self
+                    .wrapped_key
+                    .as_ref()
+                    .is_some_and(|w| w.is_empty() || w.len() > MAX_RSA_BLOCK)
+                {
+                    return bad("wrapped key of impossible length");
+                }
+                if self.body.len() < TAG_LEN || self.body.len() > MAX_BODY_LEN + TAG_LEN {
+                    return bad("aes body of impossible length");
+                }
+            }
+            Cipher::Rsa => {
+                if self.key_id.is_some() || self.wrapped_key.is_some() || self.nonce.is_some() {
+                    return bad("rsa envelope with session fields");
+                }
+                if self.body.is_empty() || self.body.len() > MAX_ENVELOPE_LEN {
+                    return bad("rsa body of impossible length");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn signed_bytes(&self) -> Vec<u8> {
+        Canonical::new(b"encrypto/envelope/v1")
+            .u8(self.version)
+            .fixed(&self.sender)
+            .fixed(&self.recipient)
+            .fixed(&self.id.0)
+            .u64(self.timestamp)
+            .u8(self.cipher.code())
+            .opt_bytes(self.key_id.as_ref().map(|k| &k.0[..]))
+            .opt_bytes(self.wrapped_key.as_deref().map(|w| &w[..]))
+            .opt_bytes(self.nonce.as_ref().map(|n| &n[..]))
+            .bytes(&self.body)
+            .finish()
+    }
+}
+
+/// Associated data for the AES-GCM body: binds the ciphertext to its header.
+fn body_aad(
+    sender: &[u8; ED25519_LEN],
+    recipient: &[u8; ED25519_LEN],
+    id: &MessageId,
+    timestamp: u64,
+    key_id: &KeyId,
+) -> Vec<u8> {
+    Canonical::new(b"encrypto/envelope-body/v1")
+        .u8(Envelope::VERSION)
+        .fixed(sender)
+        .fixed(recipient)
+        .fixed(&id.0)
+        .u64(timestamp)
+        .fixed(&key_id.0)
+        .finish()
+}
+
+fn key_id_of(key: &[u8; KEY_LEN]) -> KeyId {
+    let mut h = Sha256::new();
+    h.update(b"encrypto/key-id/v1\0");
+    h.update(key);
+    let digest = h.finalize();
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&digest[..16]);
+    KeyId(id)
+}
+
+/// Why a message could not be sealed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SealError {
+    /// The body is over the cipher's limit.
+    #[error("message of {len} bytes is over the {max}-byte limit for this cipher")]
+    TooLarge {
+        /// Body length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The session belongs to another recipient.
+    #[error("the session was made for another recipient")]
+    SessionMismatch,
+    /// The session has sealed `u64::MAX` messages (cannot happen with any rotation policy).
+    #[error("the session is exhausted")]
+    SessionExhausted,
+    /// RSA encryption failed.
+    #[error("RSA encryption failed: {0}")]
+    Rsa(String),
+}
+
+/// The sender's side of an `aes` session with one recipient.
+pub struct OutboundSession {
+    key: Zeroizing<[u8; KEY_LEN]>,
+    key_id: KeyId,
+    recipient: [u8; ED25519_LEN],
+    wrapped: Vec<u8>,
+    created_ms: u64,
+    sealed: u64,
+    acknowledged: bool,
+}
+
+impl fmt::Debug for OutboundSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutboundSession")
+            .field("key_id", &self.key_id)
+            .field("created_ms", &self.created_ms)
+            .field("sealed", &self.sealed)
+            .field("acknowledged", &self.acknowledged)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct SessionState {
+    #[serde(with = "serde_bytes")]
+    key: [u8; KEY_LEN],
+    #[serde(with = "serde_bytes")]
+    recipient: [u8; ED25519_LEN],
+    wrapped: serde_bytes::ByteBuf,
+    created_ms: u64,
+    sealed: u64,
+    acknowledged: bool,
+}
+
+impl Drop for SessionState {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.key);
+    }
+}
+
+impl OutboundSession {
+    /// Starts a session: a fresh key, wrapped for `recipient` (one RSA public-key operation).
+    ///
+    /// # Errors
+    /// [`SealError::Rsa`] if RSA encryption fails.
+    pub fn new<R: CryptoRng + ?Sized>(
+        rng: &mut R,
+        recipient: &PublicIdentity,
+        now_ms: u64,
+    ) -> Result<Self, SealError> {
+        let mut key = Zeroizing::new([0u8; KEY_LEN]);
+        rng.fill_bytes(&mut key[..]);
+        let wrapped = recipient
+            .rsa_encrypt(rng, &key[..])
+            .map_err(|e| SealError::Rsa(e.to_string()))?;
+        Ok(OutboundSession {
+            key_id: key_id_of(&key),
+            key,
+            recipient: recipient.ed25519_bytes(),
+            wrapped,
+            created_ms: now_ms,
+            sealed: 0,
+            acknowledged: false,
+        })
+    }
+
+    /// The session key's id.
+    pub fn key_id(&self) -> KeyId {
+        self.key_id
+    }
+
+    /// Messages sealed so far.
+    pub fn messages_sealed(&self) -> u64 {
+        self.sealed
+    }
+
+    /// `true` when the policy says to start a new session before the next message.
+    pub fn needs_rotation(&self, policy: &RotationPolicy, now_ms: u64) -> bool {
+        self.sealed >= policy.max_messages
+            || now_ms.saturating_sub(self.created_ms) >= policy.max_age_ms
+    }
+
+    /// Records that the recipient acknowledged a message of this session, so it holds the key
+    /// and later envelopes can leave the wrapped key out.
+    pub fn mark_acknowledged(&mut self) {
+        self.acknowledged = true;
+    }
+
+    /// Whether [`Self::mark_acknowledged`] was called.
+    pub fn is_acknowledged(&self) -> bool {
+        self.acknowledged
+    }
+
+    /// Serialises the session (including its key) so the node can keep it sealed at rest with
+    /// the storage key. Never write these bytes to disk unsealed.
+    pub fn to_secret_bytes(&self) -> Zeroizing<Vec<u8>> {
+        let state = SessionState {
+            key: *self.key,
+            recipient: self.recipient,
+            wrapped: serde_bytes::ByteBuf::from(self.wrapped.clone()),
+            created_ms: self.created_ms,
+            sealed: self.sealed,
+            acknowledged: self.acknowledged,
+        };
+        Zeroizing::new(codec::encode(&state).expect("session state always encodes"))
+    }
+
+    /// Restores a session saved with [`Self::to_secret_bytes`].
+    ///
+    /// # Errors
+    /// [`codec::CodecError`] if the bytes are not a saved session.
+    pub fn from_secret_bytes(bytes: &[u8]) -> Result<Self, codec::CodecError> {
+        let state: SessionState = codec::decode(bytes, 4096)?;
+        if state.wrapped.is_empty() || state.wrapped.len() > MAX_RSA_BLOCK {
+            return Err(codec::CodecError::Malformed(
+                "bad wrapped key length".into(),
+            ));
+        }
+        let key = Zeroizing::new(state.key);
+        Ok(OutboundSession {
+            key_id: key_id_of(&key),
+            key,
+            recipient: state.recipient,
+            wrapped: state.wrapped.to_vec(),
+            created_ms: state.created_ms,
+            sealed: state.sealed,
+            acknowledged: state.acknowledged,
+        })
+    }
+}
+
+/// Seals `plaintext` for `recipient` with cipher `aes` in `session`.
+///
+/// The caller picks the message id (random, or the id of an outbox entry being re-sealed) and
+/// rotates the session when [`OutboundSession::needs_rotation`] says so.
+///
+/// # Errors
+/// [`SealError::TooLarge`] over [`MAX_BODY_LEN`]; [`SealError::SessionMismatch`] if the session
+/// was made for someone else.
+pub fn seal_aes<R: CryptoRng + ?Sized>(
+    sender: &Identity,
+    recipient: &PublicIdentity,
+    session: &mut OutboundSession,
+    id: MessageId,
+    now_ms: u64,
+    plaintext: &[u8],
+    rng: &mut R,
+) -> Result<Envelope, SealError> {
+    if plaintext.len() > MAX_BODY_LEN {
+        return Err(SealError::TooLarge {
+            len: plaintext.len(),
+            max: MAX_BODY_LEN,
+        });
+    }
+    if session.recipient != recipient.ed25519_bytes() {
+        return Err(SealError::SessionMismatch);
+    }
+    let sealed = session
+        .sealed
+        .checked_add(1)
+        .ok_or(SealError::SessionExhausted)?;
+    let sender_key = sender.public().ed25519_bytes();
+    let mut nonce = [0u8; NONCE_LEN];
+    rng.fill_bytes(&mut nonce);
+    let aad = body_aad(
+        &sender_key,
+        &session.recipient,
+        &id,
+        now_ms,
+        &session.key_id,
+    );
+    let body = aead::seal(&session.key, &nonce, &aad, plaintext);
+    let mut env = Envelope {
+        version: Envelope::VERSION,
+        sender: sender_key,
+        recipient: session.recipient,
+        id,
+        timestamp: now_ms,
+        cipher: Cipher::Aes,
+        key_id: Some(session.key_id),
+        wrapped_key: (!session.acknowledged)
+            .then(|| serde_bytes::ByteBuf::from(session.wrapped.clone())),
+        nonce: Some(serde_bytes::ByteArray::new(nonce)),
+        body: serde_bytes::ByteBuf::from(body),
+        signature: [0; SIGNATURE_LEN],
+    };
+    env.signature = sender.sign(&env.signed_bytes());
+    session.sealed = sealed;
+    Ok(env)
+}
+
+/// Seals `plaintext` for `recipient` with cipher `rsa`: RSA-OAEP-SHA256 block by block.
+///
+/// # Errors
+/// [`SealError::TooLarge`] over [`MAX_RSA_BODY_LEN`]; [`SealError::Rsa`] if RSA fails.
+pub fn seal_rsa<R: CryptoRng + ?Sized>(
+    sender: &Identity,
+    recipient: &PublicIdentity,
+    id: MessageId,
+    now_ms: u64,
+    plaintext: &[u8],
+    rng: &mut R,
+) -> Result<Envelope, SealError> {
+    if plaintext.len() > MAX_RSA_BODY_LEN {
+        return Err(SealError::TooLarge {
+            len: plaintext.len(),
+            max: MAX_RSA_BODY_LEN,
+        });
+    }
+    let per_block = recipient.rsa_max_plaintext();
+    let mut body = Vec::with_capacity(plaintext.len().div_ceil(per_block).max(1) * 512);
+    // An empty body is still one (empty) block, so every rsa envelope has ciphertext.
+    let blocks: Vec<&[u8]> = if plaintext.is_empty() {
+        vec![&[][..]]
+    } else {
+        plaintext.chunks(per_block).collect()
+    };
+    for block in blocks {
+        let ct = recipient
+            .rsa_encrypt(rng, block)
+            .map_err(|e| SealError::Rsa(e.to_string()))?;
+        body.extend_from_slice(&ct);
+    }
+    let mut env = Envelope {
+        version: Envelope::VERSION,
+        sender: sender.public().ed25519_bytes(),
+        recipient: recipient.ed25519_bytes(),
+        id,
+        timestamp: now_ms,
+        cipher: Cipher::Rsa,
+        key_id: None,
+        wrapped_key: None,
+        nonce: None,
+        body: serde_bytes::ByteBuf::from(body),
+        signature: [0; SIGNATURE_LEN],
+    };
+    env.signature = sender.sign(&env.signed_bytes());
+    Ok(env)
+}
+
+/// The receiver's cache of unwrapped `aes` session keys, by sender and key id. Bounded: the
+/// oldest entries are evicted first (an evicted key is unwrapped again if it is still in use
+/// and its envelope still carries it).
+pub struct InboundSessions {
+    keys: HashMap<([u8; ED25519_LEN], KeyId), Zeroizing<[u8; KEY_LEN]>>,
+    order: VecDeque<([u8; ED25519_LEN], KeyId)>,
+    capacity: usize,
+}
+
+impl fmt::Debug for InboundSessions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InboundSessions")
+            .field("len", &self.keys.len())
+            .field("capacity", &self.capacity)
+            .finish()
+    }
+}
+
+impl Default for InboundSessions {
+    fn default() -> Self {
+        Self::with_capacity(4096)
+    }
+}
+
+impl InboundSessions {
+    /// A cache holding at most `capacity` keys (at least 1).
+    pub fn with_capacity(capacity: usize) -> Self {
+        InboundSessions {
+            keys: HashMap::new(),
+            order: VecDeque::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Number of cached keys.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// `true` when no key is cached.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Whether the key `(sender, key_id)` is cached.
+    pub fn contains(&self, sender: &[u8; ED25519_LEN], key_id: &KeyId) -> bool {
+        self.keys.contains_key(&(*sender, *key_id))
+    }
+
+    /// Adds a key (for a node restoring keys it saved sealed) and returns its id.
+    pub fn insert(&mut self, sender: [u8; ED25519_LEN], key: Zeroizing<[u8; KEY_LEN]>) -> KeyId {
+        let id = key_id_of(&key);
+        if self.keys.insert((sender, id), key).is_none() {
+            self.order.push_back((sender, id));
+            while self.order.len() > self.capacity {
+                if let Some(old) = self.order.pop_front() {
+                    self.keys.remove(&old);
+                }
+            }
+        }
+        id
+    }
+
+    /// The cached key, for a node saving it sealed.
+    pub fn get(&self, sender: &[u8; ED25519_LEN], key_id: &KeyId) -> Option<&[u8; KEY_LEN]> {
+        self.keys.get(&(*sender, *key_id)).map(|k| &**k)
+    }
+}
+
+/// The precise reason an envelope or control payload was rejected. For logs and tests only:
+/// never send it to the peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RejectReason {
+    /// Over the size limit.
+    TooLarge,
+    /// Not a valid encoding, or fields that contradict each other.
+    Malformed(&'static str),
+    /// A format version we do not speak.
+    UnsupportedVersion(u8),
+    /// The sender field is not the pinned key of the peer it came from.
+    SenderMismatch,
+    /// The signature does not verify.
+    BadSignature,
+    /// Addressed to someone else.
+    WrongRecipient,
+    /// Timestamp too far in the future.
+    FromTheFuture,
+    /// Timestamp older than the policy allows.
+    TooOld,
+    /// The message id was already accepted from this sender.
+    Replayed,
+    /// An `aes` message for a session key we do not hold, without the wrapped key.
+    UnknownSessionKey,
+    /// The unwrapped session key does not match its key id.
+    KeyIdMismatch,
+    /// Decryption failed (RSA or AES-GCM).
+    Decryption,
+}
+
+/// An envelope or control payload was rejected. Displays only "message rejected"; the
+/// [`RejectReason`] is for local logs and tests.
+#[derive(Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("message rejected")]
+pub struct OpenError(pub(crate) RejectReason);
+
+impl fmt::Debug for OpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "OpenError({:?})", self.0)
+    }
+}
+
+impl OpenError {
+    /// The precise reason, for logs and tests.
+    pub fn reason(&self) -> RejectReason {
+        self.0
+    }
+}
+
+/// Everything [`open`] needs to know about the receiving side.
+#[derive(Clone, Copy)]
+pub struct OpenContext<'a> {
+    /// The receiving identity.
+    pub me: &'a Identity,
+    /// The key pinned for the peer the envelope came from.
+    pub sender: &'a PublicIdentity,
+    /// The receiver's clock, Unix milliseconds.
+    pub now_ms: u64,
+    /// Time window.
+    pub policy: OpenPolicy,
+    /// Seen message ids.
+    pub seen: &'a dyn ReplayGuard,
+}
+
+impl fmt::Debug for OpenContext<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenContext")
+            .field("me", &self.me.peer_id())
+            .field("sender", &self.sender.peer_id())
+            .field("now_ms", &self.now_ms)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The checks every signed payload goes through before anything else is done with it:
+/// sender = pinned, signature, recipient = us, time window, replay.
+pub(crate) fn check_signed_header(
+    ctx: &OpenContext<'_>,
+    sender: &[u8; ED25519_LEN],
+    recipient: &[u8; ED25519_LEN],
+    id: &MessageId,
+    timestamp: u64,
+    signed: &[u8],
+    signature: &[u8; SIGNATURE_LEN],
+) -> Result<(), OpenError> {
+    if *sender != ctx.sender.ed25519_bytes() {
+        return Err(OpenError(RejectReason::SenderMismatch));
+    }
+    if !ctx.sender.verify(signed, signature) {
+        return Err(OpenError(RejectReason::BadSignature));
+    }
+    if *recipient != ctx.me.public().ed25519_bytes() {
+        return Err(OpenError(RejectReason::WrongRecipient));
+    }
+    if timestamp > ctx.now_ms.saturating_add(ctx.policy.max_future_skew_ms) {
+        return Err(OpenError(RejectReason::FromTheFuture));
+    }
+    if let Some(max_age) = ctx.policy.max_age_ms
+        && ctx.now_ms.saturating_sub(timestamp) > max_age
+    {
+        return Err(OpenError(RejectReason::TooOld));
+    }
+    if ctx.seen.is_seen(sender, id) {
+        return Err(OpenError(RejectReason::Replayed));
+    }
+    Ok(())
+}
+
+/// A verified, decrypted message.
+pub struct Opened {
+    /// Message id.
+    pub id: MessageId,
+    /// Sender's timestamp, Unix milliseconds.
+    pub timestamp: u64,
+    /// Cipher it was sent with.
+    pub cipher: Cipher,
+    /// `aes`: the session key id.
+    pub key_id: Option<KeyId>,
+    /// The plaintext body.
+    pub plaintext: Zeroizing<Vec<u8>>,
+}
+
+impl fmt::Debug for Opened {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Opened")
+            .field("id", &self.id)
+            .field("timestamp", &self.timestamp)
+            .field("cipher", &self.cipher)
+            .field("len", &self.plaintext.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Verifies and decrypts an envelope. See the module docs for the order of checks: the
+/// signature is verified before any RSA or AES work. The caller records the id as seen only
+/// after the message is stored durably.
+///
+/// # Errors
+/// [`OpenError`]; its [`reason`](OpenError::reason) says which check failed.
+pub fn open<R: CryptoRng + ?Sized>(
+    envelope: &Envelope,
+    ctx: &OpenContext<'_>,
+    sessions: &mut InboundSessions,
+    rng: &mut R,
+) -> Result<Opened, OpenError> {
+    envelope.check_structure()?;
+    check_signed_header(
+        ctx,
+        &envelope.sender,
+        &envelope.recipient,
+        &envelope.id,
+        envelope.timestamp,
+        &envelope.signed_bytes(),
+        &envelope.signature,
+    )?;
+    let plaintext = match envelope.cipher {
+        Cipher::Aes => open_aes(envelope, ctx.me, sessions, rng)?,
+        Cipher::Rsa => open_rsa(envelope, ctx.me, rng)?,
+    };
+    Ok(Opened {
+        id: envelope.id,
+        timestamp: envelope.timestamp,
+        cipher: envelope.cipher,
+        key_id: envelope.key_id,
+        plaintext,
+    })
+}
+
+fn open_aes<R: CryptoRng + ?Sized>(
+    env: &Envelope,
+    me: &Identity,
+    sessions: &mut InboundSessions,
+    rng: &mut R,
+) -> Result<Zeroizing<Vec<u8>>, OpenError> {
+    let (Some(key_id), Some(nonce)) = (env.key_id, env.nonce.as_ref()) else {
+        return Err(OpenError(RejectReason::Malformed(
+            "aes envelope without key id or nonce",
+        )));
+    };
+    if !sessions.contains(&env.sender, &key_id) {
+        let wrapped = env
+            .wrapped_key
+            .as_ref()
+            .ok_or(OpenError(RejectReason::UnknownSessionKey))?;
+        let raw = me
+            .rsa_decrypt(rng, wrapped)
+            .ok_or(OpenError(RejectReason::Decryption))?;
+        let key: [u8; KEY_LEN] = raw[..]
+            .try_into()
+            .map_err(|_| OpenError(RejectReason::Decryption))?;
+        let key = Zeroizing::new(key);
+        if key_id_of(&key) != key_id {
+            return Err(OpenError(RejectReason::KeyIdMismatch));
+        }
+        sessions.insert(env.sender, key);
+    }
+    let key = sessions
+        .get(&env.sender, &key_id)
+        .ok_or(OpenError(RejectReason::UnknownSessionKey))?;
+    let aad = body_aad(&env.sender, &env.recipient, &env.id, env.timestamp, &key_id);
+    aead::open(key, nonce, &aad, &env.body).ok_or(OpenError(RejectReason::Decryption))
+}
+
+fn open_rsa<R: CryptoRng + ?Sized>(
+    env: &Envelope,
+    me: &Identity,
+    rng: &mut R,
+) -> Result<Zeroizing<Vec<u8>>, OpenError> {
+    let block = me.public().rsa_block_len();
+    if env.body.is_empty() || env.body.len() % block != 0 {
+        return Err(OpenError(RejectReason::Malformed(
+            "rsa body is not whole blocks",
+        )));
+    }
+    let per_block = me.public().rsa_max_plaintext();
+    if env.body.len() / block > MAX_RSA_BODY_LEN.div_ceil(per_block).max(1) {
+        return Err(OpenError(RejectReason::Malformed(
+            "rsa body has too many blocks",
+        )));
+    }
+    let mut out = Zeroizing::new(Vec::with_capacity(env.body.len()));
+    for ct in env.body.chunks_exact(block) {
+        let pt = me
+            .rsa_decrypt(rng, ct)
+            .ok_or(OpenError(RejectReason::Decryption))?;
+        out.extend_from_slice(&pt);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{alice, bob, carol, rng};
+    use std::cell::RefCell;
+    use std::collections::HashSet;
+
+    const NOW: u64 = 1_767_225_600_000;
+
+    fn never_seen() -> impl ReplayGuard {
+        |_: &[u8; 32], _: &MessageId| false
+    }
+
+    fn ctx<'a>(me: &'a Identity, from: &'a Identity, seen: &'a dyn ReplayGuard) -> OpenContext<'a> {
+        OpenContext {
+            me,
+            sender: from.public(),
+            now_ms: NOW,
+            policy: OpenPolicy::default(),
+            seen,
+        }
+    }
+
+    fn aes_envelope(text: &[u8]) -> Envelope {
+        let mut r = rng(10);
+        let mut s = OutboundSession::new(&mut r, bob().public(), NOW).unwrap();
+        seal_aes(
+            alice(),
+            bob().public(),
+            &mut s,
+            MessageId::random(&mut r),
+            NOW,
+            text,
+            &mut r,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn aes_round_trip_unwraps_once_then_uses_the_cache() {
+        let mut r = rng(11);
+        let mut session = OutboundSession::new(&mut r, bob().public(), NOW).unwrap();
+        let mut inbound = InboundSessions::default();
+        let seen = never_seen();
+        for i in 0..3u8 {
+            let env = seal_aes(
+                alice(),
+                bob().public(),
+                &mut session,
+                MessageId::random(&mut r),
+                NOW + u64::from(i),
+                &[i; 200],
+                &mut r,
+            )
+            .unwrap();
+            let env = Envelope::from_bytes(&env.to_bytes()).unwrap();
+            let opened = open(&env, &ctx(bob(), alice(), &seen), &mut inbound, &mut r).unwrap();
+            assert_eq!(&opened.plaintext[..], &[i; 200]);
+            assert_eq!(opened.cipher, Cipher::Aes);
+            assert_eq!(inbound.len(), 1);
+        }
+        assert_eq!(session.messages_sealed(), 3);
+    }
+
+    #[test]
+    fn acknowledged_session_omits_the_wrapped_key() {
+        let mut r = rng(12);
+        let mut session = OutboundSession::new(&mut r, bob().public(), NOW).unwrap();
+        let first = seal_aes(
+            alice(),
+            bob().public(),
+            &mut session,
+            MessageId::random(&mut r),
+            NOW,
+            b"1",
+            &mut r,
+        )
+        .unwrap();
+        assert!(first.wrapped_key.is_some());
+        session.mark_acknowledged();
+        let second = seal_aes(
+            alice(),
+            bob().public(),
+            &mut session,
+            MessageId::random(&mut r),
+            NOW,
+            b"2",
+            &mut r,
+        )
+        .unwrap();
+        assert!(second.wrapped_key.is_none());
+        // A receiver that lost its cache cannot open the second one, and says why.
+        let seen = never_seen();
+        let mut empty = InboundSessions::default();
+        let err = open(&second, &ctx(bob(), alice(), &seen), &mut empty, &mut r).unwrap_err();
+        assert_eq!(err.reason(), RejectReason::UnknownSessionKey);
+        // With the first message's key cached, it opens.
+        open(&first, &ctx(bob(), alice(), &seen), &mut empty, &mut r).unwrap();
+        assert_eq!(
+            &open(&second, &ctx(bob(), alice(), &seen), &mut empty, &mut r)
+                .unwrap()
+                .plaintext[..],
+            b"2"
+        );
+    }
+
+    #[test]
+    fn rsa_round_trip_multi_block_and_empty() {
+        let mut r = rng(13);
+        let seen = never_seen();
+        for len in [0usize, 1, 190, 191, 1000, MAX_RSA_BODY_LEN] {
+            let text: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let env = seal_rsa(
+                alice(),
+                bob().public(),
+                MessageId::random(&mut r),
+                NOW,
+                &text,
+                &mut r,
+            )
+            .unwrap();
+            let env = Envelope::from_bytes(&env.to_bytes()).unwrap();
+            let opened = open(
+                &env,
+                &ctx(bob(), alice(), &seen),
+                &mut InboundSessions::default(),
+                &mut r,
+            )
+            .unwrap();
+            assert_eq!(&opened.plaintext[..], &text[..], "len {len}");
+            assert_eq!(opened.cipher, Cipher::Rsa);
+        }
+    }
+
+    #[test]
+    fn size_limits_are_clear_errors() {
+        let mut r = rng(14);
+        let mut s = OutboundSession::new(&mut r, bob().public(), NOW).unwrap();
+        let big = vec![0u8; MAX_BODY_LEN + 1];
+        assert_eq!(
+            seal_aes(
+                alice(),
+                bob().public(),
+                &mut s,
+                MessageId::random(&mut r),
+                NOW,
+                &big,
+                &mut r
+            )
+            .unwrap_err(),
+            SealError::TooLarge {
+                len: MAX_BODY_LEN + 1,
+                max: MAX_BODY_LEN
+            }
+        );
+        let big = vec![0u8; MAX_RSA_BODY_LEN + 1];
+        assert!(matches!(
+            seal_rsa(
+                alice(),
+                bob().public(),
+                MessageId::random(&mut r),
+                NOW,
+                &big,
+                &mut r
+            ),
+            Err(SealError::TooLarge { .. })
+        ));
+        // A session made for Bob cannot seal for Carol.
+        assert_eq!(
+            seal_aes(
+                alice(),
+                carol().public(),
+                &mut s,
+                MessageId::random(&mut r),
+                NOW,
+                b"x",
+                &mut r
+            )
+            .unwrap_err(),
+            SealError::SessionMismatch
+        );
+    }
+
+    #[test]
+    fn every_flipped_bit_is_rejected() {
+        let mut r = rng(15);
+        let seen = never_seen();
+        for env in [
+            aes_envelope(b"flip me"),
+            seal_rsa(
+                alice(),
+                bob().public(),
+                MessageId::random(&mut r),
+                NOW,
+                b"flip me",
+                &mut r,
+            )
+            .unwrap(),
+        ] {
+            let bytes = env.to_bytes();
+            for bit in 0..bytes.len() * 8 {
+                let mut b = bytes.clone();
+                b[bit / 8] ^= 1 << (bit % 8);
+                let Ok(e) = Envelope::from_bytes(&b) else {
+                    continue;
+                };
+                let res = open(
+                    &e,
+                    &ctx(bob(), alice(), &seen),
+                    &mut InboundSessions::default(),
+                    &mut r,
+                );
+                assert!(
+                    res.is_err(),
+                    "bit {bit} of {:?} envelope accepted",
+                    env.cipher
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn signature_checked_before_any_rsa_work() {
+        // A forged envelope (wrong signature) carrying a wrapped key must not reach RSA: we
+        // check that the reason is BadSignature and that nothing was unwrapped into the cache.
+        let mut env = aes_envelope(b"x");
+        env.signature[0] ^= 1;
+        let seen = never_seen();
+        let mut inbound = InboundSessions::default();
+        let err = open(&env, &ctx(bob(), alice(), &seen), &mut inbound, &mut rng(1)).unwrap_err();
+        assert_eq!(err.reason(), RejectReason::BadSignature);
+        assert!(inbound.is_empty());
+    }
+
+    #[test]
+    fn forged_sender_rejected() {
+        // Carol signs an envelope claiming to be from Alice: sender field is Alice's key.
+        let mut env = aes_envelope(b"x");
+        env.signature = carol().sign(&env.signed_bytes());
+        let seen = never_seen();
+        let err = open(
+            &env,
+            &ctx(bob(), alice(), &seen),
+            &mut InboundSessions::default(),
+            &mut rng(1),
+        )
+        .unwrap_err();
+        assert_eq!(err.reason(), RejectReason::BadSignature);
+        // Carol signs honestly as herself but it arrives on Alice's connection.
+        let mut r = rng(2);
+        let mut s = OutboundSession::new(&mut r, bob().public(), NOW).unwrap();
+        let env = seal_aes(
+            carol(),
+            bob().public(),
+            &mut s,
+            MessageId::random(&mut r),
+            NOW,
+            b"x",
+            &mut r,
+        )
+        .unwrap();
+        let err = open(
+            &env,
+            &ctx(bob(), alice(), &seen),
+            &mut InboundSessions::default(),
+            &mut r,
+        )
+        .unwrap_err();
+        assert_eq!(err.reason(), RejectReason::SenderMismatch);
+    }
+
+    #[test]
+    fn wrong_recipient_rejected() {
+        let env = aes_envelope(b"for bob");
+        let seen = never_seen();
+        let err = open(
+            &env,
+            &ctx(carol(), alice(), &seen),
+            &mut InboundSessions::default(),
+            &mut rng(1),
+        )
+        .unwrap_err();
+        assert_eq!(err.reason(), RejectReason::WrongRecipient);
+    }
+
+    #[test]
+    fn replay_rejected() {
+        let env = aes_envelope(b"once");
+        let seen_ids: RefCell<HashSet<MessageId>> = RefCell::new(HashSet::new());
+        let guard = |_: &[u8; 32], id: &MessageId| seen_ids.borrow().contains(id);
+        let mut inbound = InboundSessions::default();
+        let mut r = rng(3);
+        let opened = open(&env, &ctx(bob(), alice(), &guard), &mut inbound, &mut r).unwrap();
+        seen_ids.borrow_mut().insert(opened.id);
+        let err = open(&env, &ctx(bob(), alice(), &guard), &mut inbound, &mut r).unwrap_err();
+        assert_eq!(err.reason(), RejectReason::Replayed);
+    }
+
+    #[test]
+    fn timestamps_out_of_range_rejected() {
+        let mut r = rng(4);
+        let seen = never_seen();
+        let policy = OpenPolicy::default();
+        for (ts, reason) in [
+            (
+                NOW + policy.max_future_skew_ms + 1,
+                RejectReason::FromTheFuture,
+            ),
+            (NOW - policy.max_age_ms.unwrap() - 1, RejectReason::TooOld),
+        ] {
+            let mut s = OutboundSession::new(&mut r, bob().public(), ts).unwrap();
+            let env = seal_aes(
+                alice(),
+                bob().public(),
+                &mut s,
+                MessageId::random(&mut r),
+                ts,
+                b"t",
+                &mut r,
+            )
+            .unwrap();
+            let err = open(
+                &env,
+                &ctx(bob(), alice(), &seen),
+                &mut InboundSessions::default(),
+                &mut r,
+            )
+            .unwrap_err();
+            assert_eq!(err.reason(), reason);
+        }
+    }
+
+    #[test]
+    fn wrapped_key_must_match_its_id() {
+        // Alice (a contact, so her signature verifies) sends a wrapped key that is not the key
+        // the id names: rejected after unwrapping, and not cached.
+        let mut r = rng(5);
+        let mut s1 = OutboundSession::new(&mut r, bob().public(), NOW).unwrap();
+        let s2 = OutboundSession::new(&mut r, bob().public(), NOW).unwrap();
+        let mut env = seal_aes(
+            alice(),
+            bob().public(),
+            &mut s1,
+            MessageId::random(&mut r),
+            NOW,
+            b"k",
+            &mut r,
+        )
+        .unwrap();
+        env.wrapped_key = Some(serde_bytes::ByteBuf::from(s2.wrapped.clone()));
+        env.signature = alice().sign(&env.signed_bytes());
+        let seen = never_seen();
+        let mut inbound = InboundSessions::default();
+        let err = open(&env, &ctx(bob(), alice(), &seen), &mut inbound, &mut r).unwrap_err();
+        assert_eq!(err.reason(), RejectReason::KeyIdMismatch);
+        assert!(inbound.is_empty());
+    }
+
+    #[test]
+    fn rotation_policy() {
+        let mut r = rng(6);
+        let p = RotationPolicy {
+            max_messages: 2,
+            max_age_ms: 1000,
+        };
+        let mut s = OutboundSession::new(&mut r, bob().public(), NOW).unwrap();
+        assert!(!s.needs_rotation(&p, NOW));
+        assert!(s.needs_rotation(&p, NOW + 1000));
+        for _ in 0..2 {
+            seal_aes(
+                alice(),
+                bob().public(),
+                &mut s,
+                MessageId::random(&mut r),
+                NOW,
+                b"",
+                &mut r,
+            )
+            .unwrap();
+        }
+        assert!(s.needs_rotation(&p, NOW));
+    }
+
+    #[test]
+    fn session_state_round_trips() {
+        let mut r = rng(7);
+        let mut s = OutboundSession::new(&mut r, bob().public(), NOW).unwrap();
+        s.mark_acknowledged();
+        let restored = OutboundSession::from_secret_bytes(&s.to_secret_bytes()).unwrap();
+        assert_eq!(restored.key_id(), s.key_id());
+        assert!(restored.is_acknowledged());
+        assert!(OutboundSession::from_secret_bytes(b"junk").is_err());
+    }
+
+    #[test]
+    fn inbound_cache_is_bounded() {
+        let mut c = InboundSessions::with_capacity(2);
+        for i in 0..5u8 {
+            c.insert([i; 32], Zeroizing::new([i; 32]));
+        }
+        assert_eq!(c.len(), 2);
+        assert!(c.get(&[4; 32], &key_id_of(&[4; 32])).is_some());
+        assert!(c.get(&[0; 32], &key_id_of(&[0; 32])).is_none());
+    }
+
+    #[test]
+    fn ids_print_and_parse() {
+        let id = MessageId([0xab; 16]);
+        assert_eq!(id.to_string(), "ab".repeat(16));
+        assert_eq!(id.to_string().parse::<MessageId>().unwrap(), id);
+        assert!("xyz".parse::<MessageId>().is_err());
+        assert!("zz".repeat(16).parse::<MessageId>().is_err());
+        assert_eq!("RSA".parse::<Cipher>().unwrap(), Cipher::Rsa);
+        assert!("des".parse::<Cipher>().is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..2048)) {
+            let _ = Envelope::from_bytes(&bytes);
+        }
+
+        #[test]
+        fn aes_round_trip_any_body(body in proptest::collection::vec(proptest::num::u8::ANY, 0..4096), seed in 0u64..1000) {
+            let mut r = rng(seed);
+            let mut s = OutboundSession::new(&mut r, bob().public(), NOW).unwrap();
+            let env = seal_aes(alice(), bob().public(), &mut s, MessageId::random(&mut r), NOW, &body, &mut r).unwrap();
+            let env = Envelope::from_bytes(&env.to_bytes()).unwrap();
+            let seen = never_seen();
+            let opened = open(&env, &ctx(bob(), alice(), &seen), &mut InboundSessions::default(), &mut r).unwrap();
+            proptest::prop_assert_eq!(&opened.plaintext[..], &body[..]);
+        }
+    }
+}

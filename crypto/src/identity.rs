@@ -427,7 +427,7 @@ impl SignedProfile {
     /// [`IdentityError::Malformed`] for bytes that are not a profile or exceed
     /// [`MAX_PROFILE_LEN`].
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, IdentityError> {
-        Ok(codec::decode(bytes, MAX_PROFILE_LEN)?)
+        Ok(codec::decode_canonical(bytes, MAX_PROFILE_LEN)?)
     }
 
     /// Checks the profile's keys, name and signature, and that it belongs to `expected`.

@@ -42,7 +42,7 @@ mod test_support;
 pub use libp2p_identity::PeerId;
 pub use rand_core::CryptoRng;
 
-// pub use envelope::{Cipher, MessageId};
+pub use envelope::{Cipher, KeyId, MessageId};
 pub use fingerprint::{Fingerprint, SafetyNumber};
 pub use identity::{Identity, PublicIdentity, RsaBits, SignedProfile, VerifiedProfile};
 pub use storage::StorageKey;
