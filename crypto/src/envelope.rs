@@ -894,7 +894,7 @@ fn open_rsa<R: CryptoRng + ?Sized>(
     rng: &mut R,
 ) -> Result<Zeroizing<Vec<u8>>, OpenError> {
     let block = me.public().rsa_block_len();
-    if env.body.is_empty() || env.body.len() % block != 0 {
+    if env.body.is_empty() || !env.body.len().is_multiple_of(block) {
         return Err(OpenError(RejectReason::Malformed(
             "rsa body is not whole blocks",
         )));

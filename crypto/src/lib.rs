@@ -14,7 +14,7 @@
 //! - [`keystore`]: private keys and the storage key, sealed under Argon2id(passphrase).
 //! - [`envelope`]: signed, encrypted chat messages (`aes` sessions and `rsa` blocks).
 //! - [`control`]: signed control payloads (cipher switch, delete chat, delivery ack).
-//! - [`file`]: signed file manifests and sealed, independently verifiable chunks.
+//! - [`file`](mod@file): signed file manifests and sealed, independently verifiable chunks.
 //! - [`storage`]: sealing records at rest with the storage key.
 //!
 //! # Wire format
@@ -40,7 +40,7 @@ mod canonical;
 mod test_support;
 
 pub use libp2p_identity::PeerId;
-pub use rand_core::CryptoRng;
+pub use rand_core::{self, CryptoRng};
 
 pub use envelope::{Cipher, KeyId, MessageId};
 pub use fingerprint::{Fingerprint, SafetyNumber};

@@ -1,6 +1,8 @@
 //! Known-answer tests for message envelopes and control payloads (`tests/vectors/envelope.json`,
 //! `tests/vectors/control.json`). A failure here means the wire format changed.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{alice, bob, hex_field, read_vector, rng, write_vector};

@@ -2,6 +2,8 @@
 //! `tests/vectors/identities.json` and `profile.json` pin the formats: if one of these tests
 //! fails, the wire format or the fingerprint construction changed.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{alice, bob, hex_field, read_vector, write_vector};

@@ -46,7 +46,9 @@ pub fn rng(seed: u64) -> StdRng {
 fn load(name: &str) -> Identity {
     let v = read_vector("identities.json");
     let who = &v[name];
-    let seed: [u8; 32] = hex_field(who, "ed25519_secret").try_into().expect("32 bytes");
+    let seed: [u8; 32] = hex_field(who, "ed25519_secret")
+        .try_into()
+        .expect("32 bytes");
     Identity::from_secret_parts(&seed, &hex_field(who, "rsa_pkcs8")).expect("vector identity")
 }
 
