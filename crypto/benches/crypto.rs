@@ -13,7 +13,9 @@ use aes_gcm::{Aes256Gcm, KeyInit};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use ed25519_dalek::{Signer, SigningKey, Verifier};
 use encrypto_crypto::envelope::{self, InboundSessions, OpenContext, OpenPolicy, OutboundSession};
-use encrypto_crypto::{Identity, MessageId, RsaBits};
+use encrypto_crypto::file::{self, FileId, ManifestBuilder};
+use encrypto_crypto::keystore::{self, KdfParams, KeystoreContents};
+use encrypto_crypto::{Identity, MessageId, RsaBits, StorageKey};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
@@ -197,5 +199,67 @@ fn messages(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, baselines, messages);
+fn files(c: &mut Criterion) {
+    const CHUNK: usize = 256 * 1024;
+    let p = pair();
+    let mut rng = StdRng::seed_from_u64(5);
+    let plaintext = vec![0x5au8; CHUNK];
+    let file_id = FileId::random(&mut rng);
+    let mut builder = ManifestBuilder::new(
+        &mut rng,
+        p.bob.public(),
+        file_id,
+        CHUNK as u64,
+        CHUNK as u32,
+        "bench.bin",
+        "application/octet-stream",
+    )
+    .expect("builder");
+    let sealed = builder.seal_next_chunk(&plaintext).expect("seal");
+    let (manifest, key) = builder.finish(&p.alice, NOW, &mut rng).expect("finish");
+
+    let mut g = c.benchmark_group("file");
+    g.throughput(Throughput::Bytes(CHUNK as u64));
+    // What the sender does per chunk: seal it and hash the sealed bytes for the manifest.
+    g.bench_function("seal+hash_256KiB", |b| {
+        b.iter(|| {
+            let s = file::seal_chunk(&key, &manifest.file_id, 0, 1, black_box(&plaintext));
+            black_box(blake3::hash(&s))
+        })
+    });
+    // What a relay does per chunk: check it against the manifest without the key.
+    g.bench_function("verify_256KiB", |b| {
+        b.iter(|| file::verify_chunk(&manifest, 0, black_box(&sealed)).expect("verify"))
+    });
+    // What the recipient does per chunk: verify the hash, then decrypt.
+    g.bench_function("open+verify_256KiB", |b| {
+        b.iter(|| file::open_chunk(&key, &manifest, 0, black_box(&sealed)).expect("open"))
+    });
+    g.finish();
+}
+
+fn keystore_unlock(c: &mut Criterion) {
+    let mut rng = StdRng::seed_from_u64(6);
+    let contents = KeystoreContents {
+        identity: Identity::generate(&mut rng, RsaBits::B3072).expect("keygen"),
+        name: "Bench".into(),
+        created_ms: NOW,
+        storage_key: StorageKey::generate(&mut rng),
+    };
+    let sealed = keystore::seal(
+        &contents,
+        b"a long passphrase",
+        KdfParams::RECOMMENDED,
+        &mut rng,
+    )
+    .expect("seal");
+    let mut g = c.benchmark_group("keystore");
+    g.sample_size(10);
+    g.bench_function("unlock_recommended", |b| {
+        b.iter(|| keystore::open(black_box(&sealed), b"a long passphrase").expect("open"))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, baselines, messages, files, keystore_unlock);
 criterion_main!(benches);

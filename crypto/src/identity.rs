@@ -213,7 +213,11 @@ impl Identity {
     ///
     /// # Errors
     /// [`IdentityError::InvalidName`] if the name is not acceptable (see [`validate_name`]).
-    pub fn sign_profile(&self, name: &str, created_ms: u64) -> Result<SignedProfile, IdentityError> {
+    pub fn sign_profile(
+        &self,
+        name: &str,
+        created_ms: u64,
+    ) -> Result<SignedProfile, IdentityError> {
         let name = validate_name(name)?;
         let mut profile = SignedProfile {
             version: SignedProfile::VERSION,
@@ -372,7 +376,9 @@ pub fn validate_name(name: &str) -> Result<String, IdentityError> {
         return Err(IdentityError::InvalidName("the name is empty"));
     }
     if trimmed.len() > MAX_NAME_LEN {
-        return Err(IdentityError::InvalidName("the name is longer than 64 bytes"));
+        return Err(IdentityError::InvalidName(
+            "the name is longer than 64 bytes",
+        ));
     }
     if trimmed.chars().any(char::is_control) {
         return Err(IdentityError::InvalidName(
@@ -452,7 +458,9 @@ impl SignedProfile {
         }
         let name = validate_name(&self.name)?;
         if name != self.name {
-            return Err(IdentityError::InvalidName("name has surrounding whitespace"));
+            return Err(IdentityError::InvalidName(
+                "name has surrounding whitespace",
+            ));
         }
         let public = PublicIdentity::from_bytes(&self.ed25519, &self.rsa)?;
         if !public.verify(&self.signed_bytes(), &self.signature) {
@@ -498,8 +506,8 @@ mod tests {
     #[test]
     fn secret_parts_round_trip() {
         let a = alice();
-        let b = Identity::from_secret_parts(&a.ed25519_secret(), &a.rsa_pkcs8_der().unwrap())
-            .unwrap();
+        let b =
+            Identity::from_secret_parts(&a.ed25519_secret(), &a.rsa_pkcs8_der().unwrap()).unwrap();
         assert_eq!(a.public(), b.public());
     }
 
@@ -544,12 +552,55 @@ mod tests {
     }
 
     #[test]
+    fn every_flipped_bit_of_a_profile_is_rejected() {
+        let a = alice();
+        let bytes = a
+            .sign_profile("Alice", 1_700_000_000_000)
+            .unwrap()
+            .to_bytes();
+        for bit in 0..bytes.len() * 8 {
+            let mut b = bytes.clone();
+            b[bit / 8] ^= 1 << (bit % 8);
+            if let Ok(p) = SignedProfile::from_bytes(&b) {
+                assert!(p.verify(&a.peer_id()).is_err(), "bit {bit} accepted");
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..3000)
+        ) {
+            if let Ok(p) = SignedProfile::from_bytes(&bytes) {
+                let _ = p.verify_self_signed();
+            }
+        }
+
+        #[test]
+        fn profiles_round_trip_for_any_valid_name(name in "[^\\p{Cc}]{1,20}", created in 0u64..u64::MAX) {
+            let a = alice();
+            if let Ok(p) = a.sign_profile(&name, created) {
+                let v = SignedProfile::from_bytes(&p.to_bytes()).unwrap().verify(&a.peer_id()).unwrap();
+                proptest::prop_assert_eq!(v.name, name.trim());
+                proptest::prop_assert_eq!(v.created, created);
+            }
+        }
+    }
+
+    #[test]
     fn unsupported_rsa_size_rejected() {
         let mut rng = crate::test_support::rng(9);
         let small = RsaPrivateKey::new(&mut rng, 1024).unwrap();
         let der = small.to_public_key().to_public_key_der().unwrap();
         let err = PublicIdentity::from_bytes(&alice().public().ed25519_bytes(), der.as_bytes())
             .unwrap_err();
-        assert!(matches!(err, IdentityError::InvalidKey { kind: "rsa public", .. }));
+        assert!(matches!(
+            err,
+            IdentityError::InvalidKey {
+                kind: "rsa public",
+                ..
+            }
+        ));
     }
 }
