@@ -135,7 +135,10 @@ mod tests {
     #[test]
     fn non_canonical_encodings_rejected() {
         let canonical = encode(&Some(5u64)).unwrap();
-        assert_eq!(decode_canonical::<Option<u64>>(&canonical, 64).unwrap(), Some(5));
+        assert_eq!(
+            decode_canonical::<Option<u64>>(&canonical, 64).unwrap(),
+            Some(5)
+        );
         // 5 written as a two-byte integer instead of the one-byte form.
         assert!(decode::<Option<u64>>(&[0x18, 0x05], 64).is_ok());
         assert!(decode_canonical::<Option<u64>>(&[0x18, 0x05], 64).is_err());

@@ -261,10 +261,11 @@ impl Envelope {
     /// # Errors
     /// [`OpenError`] with reason [`RejectReason::TooLarge`] or [`RejectReason::Malformed`].
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, OpenError> {
-        let env: Envelope = codec::decode_canonical(bytes, MAX_ENVELOPE_LEN).map_err(|e| match e {
-            codec::CodecError::TooLarge { .. } => OpenError(RejectReason::TooLarge),
-            _ => OpenError(RejectReason::Malformed("not an envelope")),
-        })?;
+        let env: Envelope =
+            codec::decode_canonical(bytes, MAX_ENVELOPE_LEN).map_err(|e| match e {
+                codec::CodecError::TooLarge { .. } => OpenError(RejectReason::TooLarge),
+                _ => OpenError(RejectReason::Malformed("not an envelope")),
+            })?;
         env.check_structure()?;
         Ok(env)
     }

@@ -139,7 +139,10 @@ mod tests {
         let s = alice().public().fingerprint().to_string();
         assert_eq!(s.len(), 35);
         assert_eq!(s.split(' ').count(), 6);
-        assert!(s.split(' ').all(|g| g.len() == 5 && g.bytes().all(|b| b.is_ascii_digit())));
+        assert!(
+            s.split(' ')
+                .all(|g| g.len() == 5 && g.bytes().all(|b| b.is_ascii_digit()))
+        );
     }
 
     #[test]
@@ -152,6 +155,9 @@ mod tests {
         let (a, b, c) = (alice().public(), bob().public(), carol().public());
         assert_eq!(SafetyNumber::between(a, b), SafetyNumber::between(b, a));
         assert_ne!(SafetyNumber::between(a, b), SafetyNumber::between(a, c));
-        assert_eq!(SafetyNumber::between(a, b).to_string().split(' ').count(), 12);
+        assert_eq!(
+            SafetyNumber::between(a, b).to_string().split(' ').count(),
+            12
+        );
     }
 }

@@ -14,7 +14,10 @@ fn identities_match_their_recorded_peer_ids_and_fingerprints() {
     let v = read_vector("identities.json");
     for (name, id) in [("alice", alice()), ("bob", bob())] {
         assert_eq!(v[name]["peer_id"], id.peer_id().to_string());
-        assert_eq!(v[name]["fingerprint"], id.public().fingerprint().to_string());
+        assert_eq!(
+            v[name]["fingerprint"],
+            id.public().fingerprint().to_string()
+        );
     }
 }
 
@@ -45,7 +48,9 @@ fn safety_number_vector() {
 #[ignore = "writes the vector files; run by hand after an intended format change"]
 fn regenerate_identity_vectors() {
     write_vector("identities.json", &common::generate_identities());
-    let p = alice().sign_profile("Alice Example", 1_767_225_600_000).unwrap();
+    let p = alice()
+        .sign_profile("Alice Example", 1_767_225_600_000)
+        .unwrap();
     write_vector(
         "profile.json",
         &serde_json::json!({
