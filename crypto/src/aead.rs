@@ -1,7 +1,7 @@
 //! The one place that calls AES-256-GCM. Every module seals through these two functions, so
 //! key and nonce sizes are enforced by the types and the crate has one AEAD code path.
 
-use aes_gcm::aead::{Aead, Payload};
+use aes_gcm::aead::{Aead, AeadInOut, Payload};
 use aes_gcm::{Aes256Gcm, KeyInit};
 use zeroize::Zeroizing;
 
@@ -51,6 +51,49 @@ pub(crate) fn open(
         .map(Zeroizing::new)
 }
 
+/// Like [`seal`], but encrypts `buf` in place and appends the tag: no allocation when `buf` has
+/// room for [`TAG_LEN`] more bytes. For the file chunk pipeline, which reuses its buffers.
+pub(crate) fn seal_in_place(
+    key: &[u8; KEY_LEN],
+    nonce: &[u8; NONCE_LEN],
+    aad: &[u8],
+    buf: &mut Vec<u8>,
+) {
+    let cipher = Aes256Gcm::new(&(*key).into());
+    let tag = cipher
+        .encrypt_inout_detached(&(*nonce).into(), aad, buf.as_mut_slice().into())
+        .expect("AES-GCM encryption only fails for inputs over 64 GiB");
+    buf.extend_from_slice(&tag);
+}
+
+/// Like [`open`], but decrypts `buf` (ciphertext and tag) in place and truncates the tag.
+/// Returns `false` if the tag does not verify; `buf` then holds no plaintext (the tag is
+/// checked before anything is decrypted) but its contents are otherwise unspecified.
+pub(crate) fn open_in_place(
+    key: &[u8; KEY_LEN],
+    nonce: &[u8; NONCE_LEN],
+    aad: &[u8],
+    buf: &mut Vec<u8>,
+) -> bool {
+    let Some(body_len) = buf.len().checked_sub(TAG_LEN) else {
+        return false;
+    };
+    let cipher = Aes256Gcm::new(&(*key).into());
+    let (body, tag) = buf.split_at_mut(body_len);
+    let tag: &[u8] = tag;
+    let Ok(tag) = tag.try_into() else {
+        return false;
+    };
+    if cipher
+        .decrypt_inout_detached(&(*nonce).into(), aad, body.into(), tag)
+        .is_err()
+    {
+        return false;
+    }
+    buf.truncate(body_len);
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,6 +109,26 @@ mod tests {
         let mut bad = ct.clone();
         bad[0] ^= 1;
         assert!(open(&key, &nonce, b"aad", &bad).is_none());
+    }
+
+    #[test]
+    fn in_place_matches_allocating() {
+        let key = [3u8; KEY_LEN];
+        let nonce = [4u8; NONCE_LEN];
+        let mut buf = b"in place".to_vec();
+        seal_in_place(&key, &nonce, b"a", &mut buf);
+        assert_eq!(buf, seal(&key, &nonce, b"a", b"in place"));
+        let mut bad = buf.clone();
+        bad[1] ^= 1;
+        assert!(!open_in_place(&key, &nonce, b"a", &mut bad));
+        assert!(!open_in_place(
+            &key,
+            &nonce,
+            b"a",
+            &mut vec![0; TAG_LEN - 1]
+        ));
+        assert!(open_in_place(&key, &nonce, b"a", &mut buf));
+        assert_eq!(buf, b"in place");
     }
 
     #[test]
