@@ -63,7 +63,9 @@ impl Source<'_> {
     /// # Errors
     /// The variable or the file is not UTF-8, or the file cannot be read.
     pub(crate) fn non_interactive(&self) -> Result<Option<Zeroizing<String>>> {
-        if let Some(value) = std::env::var_os(self.env) {
+        // An empty variable counts as unset (as ENCRYPTO_DATA_DIR): `ENCRYPTO_PASSPHRASE=` in a
+        // script means "not from here", and an empty passphrase is never valid anyway.
+        if let Some(value) = std::env::var_os(self.env).filter(|v| !v.is_empty()) {
             // The environment keeps its own copy; at least ours is wiped after use.
             return match value.into_string() {
                 Ok(text) => Ok(Some(Zeroizing::new(text))),

@@ -251,6 +251,14 @@ fn passphrase_file_gives_the_first_line() {
         .args(["--json", "whoami"]));
     assert_eq!(json(&out)["peer_id"], created["peer_id"]);
 
+    // An empty ENCRYPTO_PASSPHRASE counts as unset: the file is used.
+    let out = run(s
+        .with("")
+        .arg("--passphrase-file")
+        .arg(&file)
+        .args(["--json", "whoami"]));
+    assert_eq!(json(&out)["peer_id"], created["peer_id"]);
+
     // A missing file is one line naming it.
     let missing = s.tmp.path().join("missing.txt");
     let mut whoami = s.bare();
