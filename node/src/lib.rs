@@ -1,18 +1,35 @@
 //! Encrypto's node: everything that runs on a user's machine around the pure crypto core.
 //!
-//! Today the node owns the data directory and the keystore file in it: creating an identity,
-//! unlocking it with the passphrase, and changing the passphrase, with atomic writes and
-//! owner-only permissions. The binary, the window and the tests all go through this crate, so
-//! none of them touches the disk on their own.
+//! The node owns the data directory and the keystore file in it (creating an identity,
+//! unlocking it with the passphrase, changing the passphrase, with atomic writes and owner-only
+//! permissions), the sled store, the wire protocols and the libp2p swarm. The binary, the
+//! window and the tests all go through this crate, so none of them touches the disk on their
+//! own.
 //!
 //! # Layout
 //!
 //! - [`datadir`]: the data directory (mode 0700) and the sealed keystore file in it (mode
 //!   0600): [`DataDir`].
+//! - [`protocol`]: the wire protocols (`/encrypto/msg/1`, `/encrypto/profile/1`), their message
+//!   types, and the length-prefixed CBOR codec with explicit size limits.
+//! - [`store`]: the sled store in `DATA_DIR/store`: contacts, history, outbox, seen message
+//!   ids, crypto sessions, known peers and settings, every value sealed with the storage key
+//!   and every per-chat key a keyed hash: [`Store`].
 //!
-//! The libp2p swarm, the protocols, the sled store, the `Node` actor with its `NodeHandle`,
-//! and the JSON-RPC control socket come with the node issue.
+//! - [`swarm`]: the libp2p swarm: TCP (noise, yamux) and QUIC, identify, ping, mDNS, Kademlia
+//!   on `/encrypto/kad/1.0.0`, the two request-response protocols, connection limits, and the
+//!   libp2p defaults we override on purpose.
+//!
+//! Still to come with the node issue: the `Node` actor with its `NodeHandle` and event stream,
+//! which owns the swarm and the store and runs the messaging flows (profiles pinned on connect,
+//! outbox and acks, cipher switch, delete chat); then the daemon's JSON-RPC control socket.
 
 pub mod datadir;
+pub mod node;
+pub mod protocol;
+pub mod swarm;
+pub mod store;
 
 pub use datadir::{DataDir, DataDirError};
+pub use node::{NodeConfig, NodeError, NodeEvent, NodeHandle, PeerInfo, Via};
+pub use store::{Store, StoreError};

@@ -1,0 +1,1484 @@
+//! The node actor: one task owns the libp2p swarm and the store; everything else talks to it
+//! through a cloneable [`NodeHandle`] (bounded command channel, a oneshot reply per command)
+//! and listens to [`NodeEvent`]s on a broadcast channel.
+//!
+//! # Flows
+//!
+//! - **Profiles** are exchanged on every new connection (`/encrypto/profile/1`): each side
+//!   verifies the other's signed profile against the connection's PeerId and pins its keys on
+//!   first sight. A later profile with other keys raises [`NodeEvent::KeyChanged`] and is not
+//!   accepted.
+//! - **Sending**: [`NodeHandle::send_text`] returns once the message is in the outbox and the
+//!   history, flushed. The actor seals each outbox item when it can reach the peer (on connect,
+//!   at once if connected, and on a retry timer with backoff) and sends it on `/encrypto/msg/1`.
+//!   The response is a delivery ack signed by the recipient; only then is the outbox entry
+//!   removed and [`NodeEvent::Delivered`] emitted.
+//! - **Receiving**: an envelope from a pinned contact is verified and opened by the crypto
+//!   crate (signature before any RSA work), de-duplicated by message id, stored durably, and
+//!   only then acknowledged. A duplicate (the sender retrying after a lost ack) is acknowledged
+//!   again without a second copy, so history holds every message exactly once.
+//! - **Control payloads** (cipher switch, delete chat) travel through the same outbox and are
+//!   acknowledged the same way.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use encrypto_crypto::control::{Control, ControlKind};
+use encrypto_crypto::envelope::{
+    self, Envelope, InboundSessions, OpenContext, OpenPolicy, OutboundSession, RejectReason,
+    RotationPolicy,
+};
+use encrypto_crypto::{
+    Cipher, Identity, MessageId, PeerId, PublicIdentity, SignedProfile, StorageKey,
+};
+use futures::StreamExt;
+use libp2p::request_response::{self, Message, OutboundRequestId, ResponseChannel};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, Swarm, identify, mdns};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use crate::protocol::{MsgRequest, MsgResponse, ProfileRequest, ProfileResponse};
+use crate::store::{
+    Body, Contact, Direction, KnownPeer, OutboxItem, OutboxKind, Status, Store, StoredMessage,
+};
+use crate::swarm::{self, Behaviour, BehaviourEvent, SwarmConfig};
+
+/// Largest text a message may carry (the `aes` body limit, less the payload's framing).
+pub const MAX_TEXT_LEN: usize = envelope::MAX_BODY_LEN - 64;
+/// Largest text an `rsa` message may carry.
+pub const MAX_RSA_TEXT_LEN: usize = envelope::MAX_RSA_BODY_LEN - 64;
+/// Most requests in flight to one peer at a time.
+const MAX_IN_FLIGHT_PER_PEER: usize = 256;
+
+/// How the node runs.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The data directory; the store lives in `DATA_DIR/store`.
+    pub data_dir: PathBuf,
+    /// Transports, discovery and limits.
+    pub swarm: SwarmConfig,
+    /// Peers to dial at start (multiaddrs ending in `/p2p/PEER_ID`, or plain addresses).
+    pub bootstrap: Vec<Multiaddr>,
+    /// When outbound `aes` sessions rotate.
+    pub rotation: RotationPolicy,
+    /// What inbound envelopes are accepted (time window).
+    pub open_policy: OpenPolicy,
+    /// Inbound envelopes accepted per peer and second, on average.
+    pub inbound_per_second: u32,
+    /// Inbound envelopes a peer may send in one burst.
+    pub inbound_burst: u32,
+    /// First retry delay for a peer that could not be reached; doubles up to `retry_max`.
+    pub retry_initial: Duration,
+    /// Longest retry delay.
+    pub retry_max: Duration,
+}
+
+impl NodeConfig {
+    /// Defaults for a node whose data lives in `data_dir`.
+    pub fn new(data_dir: PathBuf) -> Self {
+        NodeConfig {
+            data_dir,
+            swarm: SwarmConfig::default(),
+            bootstrap: Vec::new(),
+            rotation: RotationPolicy::default(),
+            open_policy: OpenPolicy::default(),
+            inbound_per_second: 2_000,
+            inbound_burst: 4_000,
+            retry_initial: Duration::from_millis(500),
+            retry_max: Duration::from_secs(60),
+        }
+    }
+}
+
+/// How a peer was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Via {
+    /// mDNS on the local network.
+    Mdns,
+    /// The Kademlia DHT.
+    Kad,
+    /// Dialled by address, or it dialled us.
+    Direct,
+    /// Through a circuit relay.
+    Relay,
+}
+
+impl Via {
+    /// `mdns`, `kad`, `direct` or `relay`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::Mdns => "mdns",
+            Via::Kad => "kad",
+            Via::Direct => "direct",
+            Via::Relay => "relay",
+        }
+    }
+
+    fn parse(s: &str) -> Via {
+        match s {
+            "mdns" => Via::Mdns,
+            "kad" => Via::Kad,
+            "relay" => Via::Relay,
+            _ => Via::Direct,
+        }
+    }
+}
+
+/// A peer the node knows of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// Its PeerId.
+    pub peer_id: PeerId,
+    /// Its verified profile name, if we have one.
+    pub name: Option<String>,
+    /// Addresses it was seen at.
+    pub addrs: Vec<Multiaddr>,
+    /// Whether a connection is open now.
+    pub connected: bool,
+    /// How it was found.
+    pub via: Via,
+}
+
+/// Something that happened, for the window, the control socket and the tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NodeEvent {
+    /// The node listens on a new address.
+    Listening {
+        /// The address.
+        addr: Multiaddr,
+    },
+    /// A peer was discovered.
+    PeerDiscovered {
+        /// The peer.
+        peer: PeerId,
+        /// How.
+        via: Via,
+    },
+    /// A connection to a peer opened (its first).
+    PeerConnected {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// The last connection to a peer closed.
+    PeerDisconnected {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// A peer's signed profile was verified and its keys pinned (or confirmed).
+    ProfileVerified {
+        /// The peer.
+        peer: PeerId,
+        /// Its name.
+        name: String,
+    },
+    /// A pinned contact presented different keys: not accepted; the user must re-verify.
+    KeyChanged {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// A message arrived and is stored.
+    MessageReceived {
+        /// From.
+        peer: PeerId,
+        /// Its id.
+        id: MessageId,
+        /// The sender's timestamp, Unix ms.
+        timestamp_ms: u64,
+        /// The cipher it came with.
+        cipher: Cipher,
+    },
+    /// A sent message was acknowledged by the recipient.
+    Delivered {
+        /// To.
+        peer: PeerId,
+        /// Its id.
+        id: MessageId,
+    },
+    /// The chat's cipher changed.
+    CipherChanged {
+        /// The chat.
+        peer: PeerId,
+        /// The new cipher.
+        cipher: Cipher,
+        /// `Out` when we switched it, `In` when the peer did.
+        by: Direction,
+    },
+    /// A chat's history was deleted.
+    ChatDeleted {
+        /// The chat.
+        peer: PeerId,
+        /// Messages deleted here.
+        deleted: usize,
+        /// `Out` when we deleted it, `In` when the peer asked.
+        by: Direction,
+    },
+    /// An inbound frame was rejected (for logs and tests; never sent to the peer).
+    Rejected {
+        /// From.
+        peer: PeerId,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What a node command can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The peer is not a contact: no pinned keys to encrypt to.
+    #[error("{0} is not a contact yet: connect to it first so its signed profile can be pinned")]
+    UnknownPeer(PeerId),
+    /// The contact's keys changed and were not accepted.
+    #[error("the keys of {0} changed: verify the contact again before sending")]
+    KeyChanged(PeerId),
+    /// The text is over the cipher's limit.
+    #[error("the message is {len} bytes; the limit with cipher {cipher} is {max} bytes")]
+    TooLarge {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+        /// The cipher.
+        cipher: Cipher,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The swarm could not be built or could not listen.
+    #[error(transparent)]
+    Swarm(#[from] swarm::SwarmError),
+    /// A dial failed at once (bad address).
+    #[error("cannot dial {addr}: {reason}")]
+    Dial {
+        /// The address.
+        addr: Multiaddr,
+        /// Why.
+        reason: String,
+    },
+    /// Sealing or signing failed (not expected with valid pinned keys).
+    #[error("cannot seal: {0}")]
+    Crypto(String),
+    /// The node has stopped.
+    #[error("the node has stopped")]
+    Stopped,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, NodeError>>;
+
+enum Command {
+    SendText(PeerId, String, Reply<MessageId>),
+    SetCipher(PeerId, Cipher, Reply<()>),
+    DeleteChat(PeerId, bool, Reply<usize>),
+    History(PeerId, Option<usize>, Reply<Vec<StoredMessage>>),
+    Contacts(Reply<Vec<Contact>>),
+    Peers(Reply<Vec<PeerInfo>>),
+    SearchLocal(String, Reply<Vec<PeerInfo>>),
+    Dial(Multiaddr, Reply<()>),
+    ListenAddrs(Reply<Vec<Multiaddr>>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// A cloneable handle to a running node.
+#[derive(Clone)]
+pub struct NodeHandle {
+    commands: mpsc::Sender<Command>,
+    events: broadcast::Sender<NodeEvent>,
+    peer_id: PeerId,
+}
+
+impl std::fmt::Debug for NodeHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeHandle")
+            .field("peer_id", &self.peer_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeHandle {
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| NodeError::Stopped)?;
+        rx.await.map_err(|_| NodeError::Stopped)?
+    }
+
+    /// This node's PeerId.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// A new subscription to the node's events (from now on).
+    pub fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
+        self.events.subscribe()
+    }
+
+    /// Queues a text message; returns once it is durable in the outbox. Delivery happens in
+    /// the background ([`NodeEvent::Delivered`]).
+    ///
+    /// # Errors
+    /// [`NodeError::UnknownPeer`], [`NodeError::KeyChanged`], [`NodeError::TooLarge`], or a
+    /// store failure.
+    pub async fn send_text(&self, peer: PeerId, text: String) -> Result<MessageId, NodeError> {
+        self.ask(|r| Command::SendText(peer, text, r)).await
+    }
+
+    /// Switches the chat's cipher; the peer is told with a signed control message.
+    ///
+    /// # Errors
+    /// [`NodeError::UnknownPeer`] or a store failure.
+    pub async fn set_cipher(&self, peer: PeerId, cipher: Cipher) -> Result<(), NodeError> {
+        self.ask(|r| Command::SetCipher(peer, cipher, r)).await
+    }
+
+    /// Deletes the chat's history here; with `for_both`, also asks the peer to (a signed
+    /// request it honours and acknowledges). Returns how many messages were deleted here.
+    ///
+    /// # Errors
+    /// [`NodeError::UnknownPeer`] (for both) or a store failure.
+    pub async fn delete_chat(&self, peer: PeerId, for_both: bool) -> Result<usize, NodeError> {
+        self.ask(|r| Command::DeleteChat(peer, for_both, r)).await
+    }
+
+    /// The chat with `peer`, oldest first; with a limit, the newest `limit` messages.
+    ///
+    /// # Errors
+    /// A store failure.
+    pub async fn history(
+        &self,
+        peer: PeerId,
+        limit: Option<usize>,
+    ) -> Result<Vec<StoredMessage>, NodeError> {
+        self.ask(|r| Command::History(peer, limit, r)).await
+    }
+
+    /// Contacts: every peer whose signed profile was verified and pinned.
+    ///
+    /// # Errors
+    /// A store failure.
+    pub async fn contacts(&self) -> Result<Vec<Contact>, NodeError> {
+        self.ask(Command::Contacts).await
+    }
+
+    /// Connected and discovered peers, with how they were found.
+    ///
+    /// # Errors
+    /// A store failure.
+    pub async fn peers(&self) -> Result<Vec<PeerInfo>, NodeError> {
+        self.ask(Command::Peers).await
+    }
+
+    /// Contacts and known peers whose name starts with `name` (case-insensitive).
+    ///
+    /// # Errors
+    /// A store failure.
+    pub async fn search_local(&self, name: &str) -> Result<Vec<PeerInfo>, NodeError> {
+        self.ask(|r| Command::SearchLocal(name.to_owned(), r)).await
+    }
+
+    /// Dials an address (returns when the dial has started; watch for
+    /// [`NodeEvent::PeerConnected`]).
+    ///
+    /// # Errors
+    /// [`NodeError::Dial`] for an address that cannot be dialled at all.
+    pub async fn dial(&self, addr: Multiaddr) -> Result<(), NodeError> {
+        self.ask(|r| Command::Dial(addr, r)).await
+    }
+
+    /// The addresses the node listens on.
+    ///
+    /// # Errors
+    /// [`NodeError::Stopped`].
+    pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, NodeError> {
+        self.ask(Command::ListenAddrs).await
+    }
+
+    /// Stops the node: flushes the store, closes connections, ends the actor task.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Shutdown(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// The plaintext inside a chat envelope. Versioned by its variants: new kinds (files) are
+/// appended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+enum ChatPayload {
+    Text(String),
+}
+
+/// A token bucket per peer for inbound frames.
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+/// An outbound request waiting for its response.
+struct InFlight {
+    peer: PeerId,
+    id: MessageId,
+    created_ms: u64,
+    key_id: Option<envelope::KeyId>,
+}
+
+/// Starts a node for an unlocked identity. The returned handle is the only way to talk to it;
+/// the task ends when [`NodeHandle::shutdown`] is called or every handle is dropped.
+///
+/// # Errors
+/// [`NodeError::Store`] if the store cannot be opened (locked by another process, damaged,
+/// another identity's), [`NodeError::Swarm`] if the network cannot be set up.
+pub fn start(
+    identity: Identity,
+    name: &str,
+    created_ms: u64,
+    storage_key: StorageKey,
+    config: NodeConfig,
+) -> Result<(NodeHandle, tokio::task::JoinHandle<()>), NodeError> {
+    let store = Store::open(&config.data_dir.join("store"), storage_key)?;
+    let profile = identity
+        .sign_profile(name, created_ms)
+        .map_err(|e| NodeError::Crypto(e.to_string()))?;
+    let mut swarm = swarm::build(identity.to_libp2p_keypair(), &config.swarm)?;
+    for addr in &config.bootstrap {
+        if let Err(e) = swarm.dial(addr.clone()) {
+            warn!(%addr, error = %e, "cannot dial bootstrap peer");
+        }
+    }
+    let (commands, rx) = mpsc::channel(256);
+    let (events, _) = broadcast::channel(1024);
+    let peer_id = identity.peer_id();
+    let mut actor = Actor {
+        identity,
+        profile,
+        store,
+        swarm,
+        config,
+        events: events.clone(),
+        sessions: HashMap::new(),
+        inbound: InboundSessions::default(),
+        persisted_keys: HashSet::new(),
+        connected: HashSet::new(),
+        in_flight: HashMap::new(),
+        in_flight_ids: HashSet::new(),
+        retry_at: HashMap::new(),
+        backoff: HashMap::new(),
+        buckets: HashMap::new(),
+        last_ts: 0,
+    };
+    actor.load_inbound_keys();
+    let task = tokio::spawn(actor.run(rx));
+    Ok((
+        NodeHandle {
+            commands,
+            events,
+            peer_id,
+        },
+        task,
+    ))
+}
+
+struct Actor {
+    identity: Identity,
+    profile: SignedProfile,
+    store: Store,
+    swarm: Swarm<Behaviour>,
+    config: NodeConfig,
+    events: broadcast::Sender<NodeEvent>,
+    sessions: HashMap<PeerId, OutboundSession>,
+    inbound: InboundSessions,
+    persisted_keys: HashSet<(PeerId, envelope::KeyId)>,
+    connected: HashSet<PeerId>,
+    in_flight: HashMap<OutboundRequestId, InFlight>,
+    in_flight_ids: HashSet<MessageId>,
+    retry_at: HashMap<PeerId, Instant>,
+    backoff: HashMap<PeerId, Duration>,
+    buckets: HashMap<PeerId, Bucket>,
+    last_ts: u64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+impl Actor {
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                command = commands.recv() => match command {
+                    Some(Command::Shutdown(done)) => {
+                        self.shutdown();
+                        let _ = done.send(());
+                        return;
+                    }
+                    Some(command) => self.handle_command(command),
+                    None => {
+                        self.shutdown();
+                        return;
+                    }
+                },
+                event = self.swarm.select_next_some() => self.handle_swarm_event(event),
+                _ = tick.tick() => self.retry_due(),
+            }
+        }
+    }
+
+    fn shutdown(&mut self) {
+        for (peer, session) in &self.sessions {
+            if let Err(e) = self
+                .store
+                .put_outbound_session(peer, &session.to_secret_bytes())
+            {
+                warn!(%peer, error = %e, "cannot save an outbound session");
+            }
+        }
+        if let Err(e) = self.store.flush() {
+            warn!(error = %e, "cannot flush the store at shutdown");
+        }
+        let peers: Vec<PeerId> = self.connected.iter().copied().collect();
+        for peer in peers {
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+        info!("node stopped");
+    }
+
+    fn emit(&self, event: NodeEvent) {
+        // No subscriber is fine: events are for whoever listens.
+        let _ = self.events.send(event);
+    }
+
+    /// A timestamp for a new outgoing item: now, but strictly after the previous one, so a
+    /// chat's order is the order of sending even within one millisecond.
+    fn next_ts(&mut self) -> u64 {
+        self.last_ts = now_ms().max(self.last_ts + 1);
+        self.last_ts
+    }
+
+    fn load_inbound_keys(&mut self) {
+        let contacts = match self.store.contacts() {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(error = %e, "cannot list contacts to restore session keys");
+                return;
+            }
+        };
+        for contact in contacts {
+            match self.store.inbound_keys(&contact.peer_id) {
+                Ok(keys) => {
+                    for (key_id, key) in keys {
+                        self.inbound.insert(contact.ed25519, key);
+                        self.persisted_keys.insert((contact.peer_id, key_id));
+                    }
+                }
+                Err(e) => warn!(peer = %contact.peer_id, error = %e, "cannot restore session keys"),
+            }
+        }
+    }
+
+    // ----- commands -------------------------------------------------------------------------
+
+    fn handle_command(&mut self, command: Command) {
+        match command {
+            Command::SendText(peer, text, reply) => {
+                let _ = reply.send(self.send_text(peer, text));
+            }
+            Command::SetCipher(peer, cipher, reply) => {
+                let _ = reply.send(self.set_cipher(peer, cipher));
+            }
+            Command::DeleteChat(peer, for_both, reply) => {
+                let _ = reply.send(self.delete_chat(peer, for_both));
+            }
+            Command::History(peer, limit, reply) => {
+                let _ = reply.send(self.store.history(&peer, limit).map_err(Into::into));
+            }
+            Command::Contacts(reply) => {
+                let _ = reply.send(self.store.contacts().map_err(Into::into));
+            }
+            Command::Peers(reply) => {
+                let _ = reply.send(self.peers());
+            }
+            Command::SearchLocal(name, reply) => {
+                let _ = reply.send(self.search_local(&name));
+            }
+            Command::Dial(addr, reply) => {
+                let result = self.swarm.dial(addr.clone()).map_err(|e| NodeError::Dial {
+                    addr,
+                    reason: e.to_string(),
+                });
+                let _ = reply.send(result);
+            }
+            Command::ListenAddrs(reply) => {
+                let _ = reply.send(Ok(self.swarm.listeners().cloned().collect()));
+            }
+            Command::Shutdown(_) => unreachable!("handled in run"),
+        }
+    }
+
+    fn contact_for_sending(&self, peer: &PeerId) -> Result<Contact, NodeError> {
+        let contact = self
+            .store
+            .contact(peer)?
+            .ok_or(NodeError::UnknownPeer(*peer))?;
+        if contact.key_changed {
+            return Err(NodeError::KeyChanged(*peer));
+        }
+        Ok(contact)
+    }
+
+    fn send_text(&mut self, peer: PeerId, text: String) -> Result<MessageId, NodeError> {
+        let contact = self.contact_for_sending(&peer)?;
+        let max = match contact.cipher {
+            Cipher::Aes => MAX_TEXT_LEN,
+            Cipher::Rsa => MAX_RSA_TEXT_LEN,
+        };
+        if text.len() > max {
+            return Err(NodeError::TooLarge {
+                len: text.len(),
+                max,
+                cipher: contact.cipher,
+            });
+        }
+        let id = MessageId::random(&mut rand::rng());
+        let ts = self.next_ts();
+        let message = StoredMessage {
+            id,
+            peer,
+            direction: Direction::Out,
+            timestamp_ms: ts,
+            cipher: contact.cipher,
+            body: Body::Text(text.clone()),
+            status: Status::Queued,
+            envelope: None,
+        };
+        let item = OutboxItem {
+            id,
+            peer,
+            created_ms: ts,
+            cipher: contact.cipher,
+            kind: OutboxKind::Text(text),
+            attempts: 0,
+        };
+        self.store.enqueue_outgoing(&message, &item)?;
+        self.deliver(peer);
+        Ok(id)
+    }
+
+    fn queue_control(&mut self, peer: PeerId, kind: ControlKind) -> Result<(), NodeError> {
+        let contact = self.contact_for_sending(&peer)?;
+        let public = public_of(&contact)?;
+        let id = MessageId::random(&mut rand::rng());
+        let ts = self.next_ts();
+        let control = Control::sign(&self.identity, &public, id, ts, kind)
+            .map_err(|e| NodeError::Crypto(e.to_string()))?;
+        let item = OutboxItem {
+            id,
+            peer,
+            created_ms: ts,
+            cipher: contact.cipher,
+            kind: OutboxKind::Control(control.to_bytes()),
+            attempts: 0,
+        };
+        self.store.enqueue_control(&item)?;
+        self.deliver(peer);
+        Ok(())
+    }
+
+    fn set_cipher(&mut self, peer: PeerId, cipher: Cipher) -> Result<(), NodeError> {
+        let mut contact = self.contact_for_sending(&peer)?;
+        contact.cipher = cipher;
+        self.store.put_contact(&contact)?;
+        // A cipher switch starts a new session key.
+        self.sessions.remove(&peer);
+        self.store.remove_outbound_session(&peer)?;
+        self.queue_control(peer, ControlKind::CipherSwitch { cipher })?;
+        self.emit(NodeEvent::CipherChanged {
+            peer,
+            cipher,
+            by: Direction::Out,
+        });
+        Ok(())
+    }
+
+    fn delete_chat(&mut self, peer: PeerId, for_both: bool) -> Result<usize, NodeError> {
+        if for_both {
+            self.queue_control(peer, ControlKind::DeleteChat)?;
+        }
+        let deleted = self.store.delete_chat(&peer)?;
+        self.emit(NodeEvent::ChatDeleted {
+            peer,
+            deleted,
+            by: Direction::Out,
+        });
+        Ok(deleted)
+    }
+
+    fn peers(&self) -> Result<Vec<PeerInfo>, NodeError> {
+        let mut out: HashMap<PeerId, PeerInfo> = HashMap::new();
+        for known in self.store.peers()? {
+            out.insert(
+                known.peer_id,
+                PeerInfo {
+                    peer_id: known.peer_id,
+                    name: known.name,
+                    addrs: known.addrs.iter().filter_map(|a| a.parse().ok()).collect(),
+                    connected: self.connected.contains(&known.peer_id),
+                    via: Via::parse(&known.via),
+                },
+            );
+        }
+        for peer in &self.connected {
+            out.entry(*peer).or_insert_with(|| PeerInfo {
+                peer_id: *peer,
+                name: None,
+                addrs: Vec::new(),
+                connected: true,
+                via: Via::Direct,
+            });
+        }
+        for contact in self.store.contacts()? {
+            if let Some(info) = out.get_mut(&contact.peer_id) {
+                info.name = Some(contact.name);
+            }
+        }
+        let mut peers: Vec<PeerInfo> = out.into_values().collect();
+        peers.sort_by_key(|p| p.peer_id.to_bytes());
+        Ok(peers)
+    }
+
+    fn search_local(&self, name: &str) -> Result<Vec<PeerInfo>, NodeError> {
+        let needle = name.trim().to_lowercase();
+        let mut found: HashMap<PeerId, PeerInfo> = HashMap::new();
+        for peer in self.peers()? {
+            if peer
+                .name
+                .as_ref()
+                .is_some_and(|n| n.to_lowercase().starts_with(&needle))
+            {
+                found.insert(peer.peer_id, peer);
+            }
+        }
+        for contact in self.store.contacts()? {
+            if contact.name.to_lowercase().starts_with(&needle) {
+                found.entry(contact.peer_id).or_insert(PeerInfo {
+                    peer_id: contact.peer_id,
+                    name: Some(contact.name),
+                    addrs: Vec::new(),
+                    connected: self.connected.contains(&contact.peer_id),
+                    via: Via::Direct,
+                });
+            }
+        }
+        let mut out: Vec<PeerInfo> = found.into_values().collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    // ----- delivery -------------------------------------------------------------------------
+
+    fn retry_due(&mut self) {
+        let now = Instant::now();
+        let due: Vec<PeerId> = self
+            .retry_at
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in due {
+            self.retry_at.remove(&peer);
+            if self.connected.contains(&peer) {
+                self.deliver(peer);
+            } else if let Err(e) = self.swarm.dial(peer) {
+                debug!(%peer, error = %e, "redial failed");
+                self.schedule_retry(peer);
+            }
+        }
+    }
+
+    fn schedule_retry(&mut self, peer: PeerId) {
+        let next = self
+            .backoff
+            .get(&peer)
+            .map_or(self.config.retry_initial, |d| {
+                (*d * 2).min(self.config.retry_max)
+            });
+        self.backoff.insert(peer, next);
+        self.retry_at.entry(peer).or_insert(Instant::now() + next);
+    }
+
+    /// Sends what the outbox holds for `peer`, if it is connected; otherwise dials it and
+    /// schedules a retry.
+    fn deliver(&mut self, peer: PeerId) {
+        if !self.connected.contains(&peer) {
+            if let Err(e) = self.swarm.dial(peer) {
+                debug!(%peer, error = %e, "cannot dial yet");
+            }
+            self.schedule_retry(peer);
+            return;
+        }
+        let items = match self.store.outbox_for(&peer) {
+            Ok(items) => items,
+            Err(e) => {
+                warn!(%peer, error = %e, "cannot read the outbox");
+                return;
+            }
+        };
+        let mut budget = MAX_IN_FLIGHT_PER_PEER
+            .saturating_sub(self.in_flight.values().filter(|f| f.peer == peer).count());
+        for item in items {
+            if budget == 0 {
+                break;
+            }
+            if self.in_flight_ids.contains(&item.id) {
+                continue;
+            }
+            match self.seal_item(&item) {
+                Ok((request, key_id)) => {
+                    let request_id = self.swarm.behaviour_mut().msg.send_request(&peer, request);
+                    self.in_flight_ids.insert(item.id);
+                    self.in_flight.insert(
+                        request_id,
+                        InFlight {
+                            peer,
+                            id: item.id,
+                            created_ms: item.created_ms,
+                            key_id,
+                        },
+                    );
+                    budget -= 1;
+                }
+                Err(e) => warn!(%peer, id = %item.id, error = %e, "cannot seal an outbox item"),
+            }
+        }
+    }
+
+    fn seal_item(
+        &mut self,
+        item: &OutboxItem,
+    ) -> Result<(MsgRequest, Option<envelope::KeyId>), NodeError> {
+        let contact = self.contact_for_sending(&item.peer)?;
+        match &item.kind {
+            OutboxKind::Control(bytes) => Ok((MsgRequest::Control(bytes.clone().into()), None)),
+            OutboxKind::Text(text) => {
+                let public = public_of(&contact)?;
+                let payload = encrypto_crypto::codec::encode(&ChatPayload::Text(text.clone()))
+                    .map_err(|e| NodeError::Crypto(e.to_string()))?;
+                let mut rng = rand::rng();
+                let (env, key_id) = match item.cipher {
+                    Cipher::Rsa => (
+                        envelope::seal_rsa(
+                            &self.identity,
+                            &public,
+                            item.id,
+                            item.created_ms,
+                            &payload,
+                            &mut rng,
+                        ),
+                        None,
+                    ),
+                    Cipher::Aes => {
+                        self.ensure_session(&item.peer, &public)?;
+                        let session = self
+                            .sessions
+                            .get_mut(&item.peer)
+                            .ok_or(NodeError::UnknownPeer(item.peer))?;
+                        let key_id = session.key_id();
+                        (
+                            envelope::seal_aes(
+                                &self.identity,
+                                &public,
+                                session,
+                                item.id,
+                                item.created_ms,
+                                &payload,
+                                &mut rng,
+                            ),
+                            Some(key_id),
+                        )
+                    }
+                };
+                let env = env.map_err(|e| NodeError::Crypto(e.to_string()))?;
+                Ok((MsgRequest::Envelope(env.to_bytes().into()), key_id))
+            }
+        }
+    }
+
+    /// Makes sure a usable outbound session for `peer` is in `self.sessions`: the saved one,
+    /// or a new one when there is none or the policy says to rotate.
+    fn ensure_session(&mut self, peer: &PeerId, public: &PublicIdentity) -> Result<(), NodeError> {
+        let now = now_ms();
+        if !self.sessions.contains_key(peer)
+            && let Some(bytes) = self.store.outbound_session(peer)?
+            && let Ok(session) = OutboundSession::from_secret_bytes(&bytes)
+        {
+            self.sessions.insert(*peer, session);
+        }
+        let stale = self
+            .sessions
+            .get(peer)
+            .is_none_or(|s| s.needs_rotation(&self.config.rotation, now));
+        if stale {
+            let session = OutboundSession::new(&mut rand::rng(), public, now)
+                .map_err(|e| NodeError::Crypto(e.to_string()))?;
+            self.store
+                .put_outbound_session(peer, &session.to_secret_bytes())?;
+            self.sessions.insert(*peer, session);
+        }
+        Ok(())
+    }
+
+    fn on_ack(&mut self, request_id: OutboundRequestId, response: MsgResponse) {
+        let Some(flight) = self.in_flight.remove(&request_id) else {
+            return;
+        };
+        self.in_flight_ids.remove(&flight.id);
+        let peer = flight.peer;
+        let bytes = match response {
+            MsgResponse::Ack(bytes) => bytes,
+            MsgResponse::Rejected => {
+                debug!(%peer, id = %flight.id, "peer rejected a message; will retry");
+                self.schedule_retry(peer);
+                return;
+            }
+        };
+        let Ok(contact) = self.contact_for_sending(&peer) else {
+            return;
+        };
+        let Ok(public) = public_of(&contact) else {
+            return;
+        };
+        let never = |_: &[u8; 32], _: &MessageId| false;
+        let ctx = OpenContext {
+            me: &self.identity,
+            sender: &public,
+            now_ms: now_ms(),
+            policy: self.config.open_policy,
+            seen: &never,
+        };
+        let acked = Control::from_bytes(&bytes).and_then(|c| {
+            c.verify(&ctx).map(|kind| match kind {
+                ControlKind::DeliveryAck { ids } => ids.contains(&flight.id),
+                _ => false,
+            })
+        });
+        if acked != Ok(true) {
+            warn!(%peer, id = %flight.id, "invalid acknowledgement");
+            self.schedule_retry(peer);
+            return;
+        }
+        self.backoff.remove(&peer);
+        if let Some(key_id) = flight.key_id
+            && let Some(session) = self.sessions.get_mut(&peer)
+            && session.key_id() == key_id
+            && !session.is_acknowledged()
+        {
+            session.mark_acknowledged();
+            if let Err(e) = self
+                .store
+                .put_outbound_session(&peer, &session.to_secret_bytes())
+            {
+                warn!(%peer, error = %e, "cannot save the session");
+            }
+        }
+        match self
+            .store
+            .complete_outgoing(&peer, &flight.id, flight.created_ms)
+        {
+            Ok(_) => self.emit(NodeEvent::Delivered {
+                peer,
+                id: flight.id,
+            }),
+            Err(e) => warn!(%peer, error = %e, "cannot record a delivery"),
+        }
+    }
+
+    fn on_outbound_failure(&mut self, request_id: OutboundRequestId) {
+        if let Some(flight) = self.in_flight.remove(&request_id) {
+            self.in_flight_ids.remove(&flight.id);
+            self.schedule_retry(flight.peer);
+        }
+    }
+
+    // ----- receiving ------------------------------------------------------------------------
+
+    fn allow_inbound(&mut self, peer: &PeerId) -> bool {
+        let (rate, burst) = (
+            f64::from(self.config.inbound_per_second),
+            f64::from(self.config.inbound_burst),
+        );
+        let now = Instant::now();
+        let bucket = self.buckets.entry(*peer).or_insert(Bucket {
+            tokens: burst,
+            last: now,
+        });
+        bucket.tokens =
+            (bucket.tokens + now.duration_since(bucket.last).as_secs_f64() * rate).min(burst);
+        bucket.last = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn reject(&mut self, peer: PeerId, channel: ResponseChannel<MsgResponse>, reason: String) {
+        debug!(%peer, %reason, "inbound frame rejected");
+        self.emit(NodeEvent::Rejected { peer, reason });
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .msg
+            .send_response(channel, MsgResponse::Rejected);
+    }
+
+    fn on_msg_request(
+        &mut self,
+        peer: PeerId,
+        request: MsgRequest,
+        channel: ResponseChannel<MsgResponse>,
+    ) {
+        if !self.allow_inbound(&peer) {
+            return self.reject(peer, channel, "rate limited".into());
+        }
+        let contact = match self.store.contact(&peer) {
+            Ok(Some(c)) if !c.key_changed => c,
+            Ok(Some(_)) => return self.reject(peer, channel, "keys changed".into()),
+            Ok(None) => return self.reject(peer, channel, "not a contact yet".into()),
+            Err(e) => return self.reject(peer, channel, format!("store: {e}")),
+        };
+        let public = match public_of(&contact) {
+            Ok(p) => p,
+            Err(e) => return self.reject(peer, channel, e.to_string()),
+        };
+        let result = match request {
+            MsgRequest::Envelope(bytes) => self.receive_envelope(peer, &public, &bytes),
+            MsgRequest::Control(bytes) => self.receive_control(peer, contact, &public, &bytes),
+        };
+        match result {
+            Ok(ack_id) => {
+                let ack = Control::sign(
+                    &self.identity,
+                    &public,
+                    MessageId::random(&mut rand::rng()),
+                    now_ms(),
+                    ControlKind::DeliveryAck { ids: vec![ack_id] },
+                );
+                match ack {
+                    Ok(ack) => {
+                        let _ = self
+                            .swarm
+                            .behaviour_mut()
+                            .msg
+                            .send_response(channel, MsgResponse::Ack(ack.to_bytes().into()));
+                    }
+                    Err(e) => self.reject(peer, channel, e.to_string()),
+                }
+            }
+            Err(reason) => self.reject(peer, channel, reason),
+        }
+    }
+
+    /// Opens, stores and returns the id to acknowledge; an error is the reason to reject.
+    fn receive_envelope(
+        &mut self,
+        peer: PeerId,
+        public: &PublicIdentity,
+        bytes: &[u8],
+    ) -> Result<MessageId, String> {
+        let env = Envelope::from_bytes(bytes).map_err(|e| format!("{:?}", e.reason()))?;
+        let store = &self.store;
+        let seen = |_: &[u8; 32], id: &MessageId| store.is_seen(&peer, id).unwrap_or(false);
+        let ctx = OpenContext {
+            me: &self.identity,
+            sender: public,
+            now_ms: now_ms(),
+            policy: self.config.open_policy,
+            seen: &seen,
+        };
+        let opened = match envelope::open(&env, &ctx, &mut self.inbound, &mut rand::rng()) {
+            Ok(opened) => opened,
+            // The sender retried after our ack was lost: acknowledge again, store nothing.
+            Err(e) if e.reason() == RejectReason::Replayed => return Ok(env.id),
+            Err(e) => return Err(format!("{:?}", e.reason())),
+        };
+        if let Some(key_id) = opened.key_id
+            && !self.persisted_keys.contains(&(peer, key_id))
+            && let Some(key) = self.inbound.get(&env.sender, &key_id)
+        {
+            match self.store.put_inbound_key(&peer, &key_id, key) {
+                Ok(()) => {
+                    self.persisted_keys.insert((peer, key_id));
+                }
+                Err(e) => warn!(%peer, error = %e, "cannot save a session key"),
+            }
+        }
+        let payload: ChatPayload =
+            encrypto_crypto::codec::decode(&opened.plaintext, envelope::MAX_BODY_LEN)
+                .map_err(|e| format!("payload: {e}"))?;
+        let ChatPayload::Text(text) = payload;
+        let message = StoredMessage {
+            id: opened.id,
+            peer,
+            direction: Direction::In,
+            timestamp_ms: opened.timestamp,
+            cipher: opened.cipher,
+            body: Body::Text(text),
+            status: Status::Received,
+            envelope: Some(bytes.to_vec()),
+        };
+        match self.store.store_incoming(&message) {
+            Ok(true) => self.emit(NodeEvent::MessageReceived {
+                peer,
+                id: opened.id,
+                timestamp_ms: opened.timestamp,
+                cipher: opened.cipher,
+            }),
+            Ok(false) => {}
+            Err(e) => return Err(format!("store: {e}")),
+        }
+        Ok(opened.id)
+    }
+
+    fn receive_control(
+        &mut self,
+        peer: PeerId,
+        mut contact: Contact,
+        public: &PublicIdentity,
+        bytes: &[u8],
+    ) -> Result<MessageId, String> {
+        let control = Control::from_bytes(bytes).map_err(|e| format!("{:?}", e.reason()))?;
+        let store = &self.store;
+        let seen = |_: &[u8; 32], id: &MessageId| store.is_seen(&peer, id).unwrap_or(false);
+        let ctx = OpenContext {
+            me: &self.identity,
+            sender: public,
+            now_ms: now_ms(),
+            policy: self.config.open_policy,
+            seen: &seen,
+        };
+        let kind = match control.verify(&ctx) {
+            Ok(kind) => kind.clone(),
+            Err(e) if e.reason() == RejectReason::Replayed => return Ok(control.id),
+            Err(e) => return Err(format!("{:?}", e.reason())),
+        };
+        match kind {
+            ControlKind::CipherSwitch { cipher } => {
+                contact.cipher = cipher;
+                self.store
+                    .put_contact(&contact)
+                    .map_err(|e| format!("store: {e}"))?;
+                self.sessions.remove(&peer);
+                self.emit(NodeEvent::CipherChanged {
+                    peer,
+                    cipher,
+                    by: Direction::In,
+                });
+            }
+            ControlKind::DeleteChat => {
+                let deleted = self
+                    .store
+                    .delete_chat(&peer)
+                    .map_err(|e| format!("store: {e}"))?;
+                self.emit(NodeEvent::ChatDeleted {
+                    peer,
+                    deleted,
+                    by: Direction::In,
+                });
+            }
+            ControlKind::DeliveryAck { .. } => {
+                return Err("an acknowledgement is not a request".into());
+            }
+        }
+        self.store
+            .mark_seen(&peer, &control.id, control.timestamp)
+            .map_err(|e| format!("store: {e}"))?;
+        Ok(control.id)
+    }
+
+    // ----- profiles -------------------------------------------------------------------------
+
+    fn send_profile(&mut self, peer: PeerId) {
+        let request = ProfileRequest {
+            profile: self.profile.to_bytes().into(),
+        };
+        self.swarm
+            .behaviour_mut()
+            .profile
+            .send_request(&peer, request);
+    }
+
+    /// Verifies a peer's profile and pins its keys (or flags a key change).
+    fn pin_profile(&mut self, peer: PeerId, bytes: &[u8]) {
+        let verified = match SignedProfile::from_bytes(bytes).and_then(|p| {
+            let v = p.verify(&peer)?;
+            Ok((p, v))
+        }) {
+            Ok(v) => v,
+            Err(e) => {
+                warn!(%peer, error = %e, "rejected a profile");
+                self.emit(NodeEvent::Rejected {
+                    peer,
+                    reason: format!("profile: {e}"),
+                });
+                return;
+            }
+        };
+        let (profile, verified) = verified;
+        let ed = verified.public.ed25519_bytes();
+        let rsa = verified.public.rsa_der().to_vec();
+        let existing = match self.store.contact(&peer) {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(%peer, error = %e, "cannot read a contact");
+                return;
+            }
+        };
+        let contact = match existing {
+            Some(mut c) => {
+                if c.ed25519 != ed || c.rsa_der != rsa {
+                    if !c.key_changed {
+                        c.key_changed = true;
+                        if let Err(e) = self.store.put_contact(&c) {
+                            warn!(%peer, error = %e, "cannot record a key change");
+                        }
+                    }
+                    self.emit(NodeEvent::KeyChanged { peer });
+                    return;
+                }
+                c.name = verified.name.clone();
+                c.profile = profile.to_bytes();
+                c
+            }
+            None => Contact {
+                peer_id: peer,
+                name: verified.name.clone(),
+                profile: profile.to_bytes(),
+                ed25519: ed,
+                rsa_der: rsa,
+                cipher: Cipher::Aes,
+                verified: false,
+                key_changed: false,
+                added_ms: now_ms(),
+            },
+        };
+        if let Err(e) = self.store.put_contact(&contact) {
+            warn!(%peer, error = %e, "cannot pin a profile");
+            return;
+        }
+        self.remember_peer(peer, None, Some(verified.name.clone()), None);
+        self.emit(NodeEvent::ProfileVerified {
+            peer,
+            name: verified.name,
+        });
+        self.deliver(peer);
+    }
+
+    fn remember_peer(
+        &mut self,
+        peer: PeerId,
+        addr: Option<&Multiaddr>,
+        name: Option<String>,
+        via: Option<Via>,
+    ) {
+        let mut known = match self.store.peer(&peer) {
+            Ok(Some(k)) => k,
+            Ok(None) => KnownPeer {
+                peer_id: peer,
+                name: None,
+                addrs: Vec::new(),
+                via: via.unwrap_or(Via::Direct).as_str().to_owned(),
+                last_seen_ms: 0,
+            },
+            Err(e) => {
+                warn!(%peer, error = %e, "cannot read a known peer");
+                return;
+            }
+        };
+        if let Some(addr) = addr {
+            let addr = addr.to_string();
+            if !known.addrs.contains(&addr) {
+                known.addrs.push(addr);
+                // Keep the list short: the newest addresses matter.
+                if known.addrs.len() > 8 {
+                    known.addrs.remove(0);
+                }
+            }
+        }
+        if name.is_some() {
+            known.name = name;
+        }
+        if let Some(via) = via {
+            known.via = via.as_str().to_owned();
+        }
+        known.last_seen_ms = now_ms();
+        if let Err(e) = self.store.put_peer(&known) {
+            warn!(%peer, error = %e, "cannot remember a peer");
+        }
+    }
+
+    // ----- swarm events ---------------------------------------------------------------------
+
+    fn handle_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                info!(%address, "listening");
+                self.emit(NodeEvent::Listening { addr: address });
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                endpoint,
+                num_established,
+                ..
+            } => {
+                self.remember_peer(peer_id, Some(endpoint.get_remote_address()), None, None);
+                if num_established.get() == 1 {
+                    self.connected.insert(peer_id);
+                    self.emit(NodeEvent::PeerConnected { peer: peer_id });
+                    self.send_profile(peer_id);
+                    self.backoff.remove(&peer_id);
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => {
+                self.connected.remove(&peer_id);
+                self.emit(NodeEvent::PeerDisconnected { peer: peer_id });
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                debug!(?peer_id, %error, "outgoing connection failed");
+            }
+            SwarmEvent::Behaviour(event) => self.handle_behaviour_event(event),
+            _ => {}
+        }
+    }
+
+    fn handle_behaviour_event(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::Mdns(mdns::Event::Discovered(list)) => {
+                for (peer, addr) in list {
+                    self.swarm.add_peer_address(peer, addr.clone());
+                    self.swarm
+                        .behaviour_mut()
+                        .kad
+                        .add_address(&peer, addr.clone());
+                    self.remember_peer(peer, Some(&addr), None, Some(Via::Mdns));
+                    self.emit(NodeEvent::PeerDiscovered {
+                        peer,
+                        via: Via::Mdns,
+                    });
+                    if !self.connected.contains(&peer)
+                        && let Err(e) = self.swarm.dial(peer)
+                    {
+                        debug!(%peer, error = %e, "cannot dial a discovered peer");
+                    }
+                }
+            }
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                // Kademlia learns addresses only when told: feed it the listen addresses.
+                for addr in info.listen_addrs {
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                }
+            }
+            BehaviourEvent::Profile(event) => self.handle_profile_event(event),
+            BehaviourEvent::Msg(event) => self.handle_msg_event(event),
+            _ => {}
+        }
+    }
+
+    fn handle_profile_event(
+        &mut self,
+        event: request_response::Event<ProfileRequest, ProfileResponse>,
+    ) {
+        match event {
+            request_response::Event::Message {
+                peer,
+                message:
+                    Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                let response = ProfileResponse {
+                    profile: self.profile.to_bytes().into(),
+                };
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .profile
+                    .send_response(channel, response);
+                self.pin_profile(peer, &request.profile);
+            }
+            request_response::Event::Message {
+                peer,
+                message: Message::Response { response, .. },
+                ..
+            } => self.pin_profile(peer, &response.profile),
+            request_response::Event::OutboundFailure { peer, error, .. } => {
+                debug!(%peer, %error, "profile exchange failed");
+            }
+            _ => {}
+        }
+    }
+
+    fn handle_msg_event(&mut self, event: request_response::Event<MsgRequest, MsgResponse>) {
+        match event {
+            request_response::Event::Message {
+                peer,
+                message:
+                    Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => self.on_msg_request(peer, request, channel),
+            request_response::Event::Message {
+                message:
+                    Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => self.on_ack(request_id, response),
+            request_response::Event::OutboundFailure {
+                request_id,
+                error,
+                peer,
+                ..
+            } => {
+                debug!(%peer, %error, "message request failed");
+                self.on_outbound_failure(request_id);
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                debug!(%peer, %error, "inbound message failed");
+                self.emit(NodeEvent::Rejected {
+                    peer,
+                    reason: error.to_string(),
+                });
+            }
+            _ => {}
+        }
+    }
+}
+
+fn public_of(contact: &Contact) -> Result<PublicIdentity, NodeError> {
+    PublicIdentity::from_bytes(&contact.ed25519, &contact.rsa_der).map_err(|e| {
+        NodeError::Crypto(format!(
+            "the pinned keys of {} are invalid: {e}",
+            contact.peer_id
+        ))
+    })
+}

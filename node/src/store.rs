@@ -1,0 +1,1248 @@
+//! The node's sled store: contacts, history, outbox, seen message ids, crypto sessions, known
+//! peers and settings, all sealed with the storage key.
+//!
+//! # Nothing readable without the passphrase
+//!
+//! Every value is sealed with [`encrypto_crypto::storage::seal_record`] under the storage key
+//! (which only the passphrase unlocks), bound to the context `tree name || 0 || record key`:
+//! a record copied to another slot or another tree does not open. Keys do not say whom the
+//! user talks to either: per-chat records are keyed by a *chat tag*, a 16-byte BLAKE3 keyed
+//! hash of the peer id under a subkey of the storage key; seen ids and setting names are keyed
+//! hashes too. What a reader of the disk does learn: how many contacts, chats and messages
+//! there are, which messages belong to the same (unnamed) chat, their times, message ids, and
+//! approximate sizes.
+//!
+//! # On disk
+//!
+//! | tree | key | value (sealed) |
+//! |---|---|---|
+//! | `meta` | `format` (in clear: `u32` BE, not sealed) / `check` | a known plaintext, to tell a wrong key at open |
+//! | `contacts` | chat tag (16) | [`Contact`] |
+//! | `messages` | chat tag (16) ‖ timestamp ms (`u64` BE) ‖ message id (16) | [`StoredMessage`] |
+//! | `outbox` | same as `messages` (`created_ms`) | [`OutboxItem`] |
+//! | `seen` | keyed hash (16) of message id ‖ sender | when it was seen |
+//! | `outbound_sessions` | chat tag | the session's secret bytes |
+//! | `inbound_keys` | chat tag ‖ keyed hash (16) of the key id | key id ‖ key |
+//! | `peers` | chat tag | [`KnownPeer`] |
+//! | `settings` | keyed hash (16) of the name | the value |
+//!
+//! Values are packed CBOR ([`encrypto_crypto::codec`]) inside the sealed record, decoded with
+//! a size limit ([`MAX_RECORD_LEN`]).
+//!
+//! # Atomicity and durability
+//!
+//! Each call is atomic: it happens entirely or not at all, also across trees
+//! ([`Store::enqueue_outgoing`], [`Store::store_incoming`], [`Store::complete_outgoing`] are
+//! single sled transactions over history and outbox or seen ids). Calls that the node's
+//! delivery guarantees rest on flush before they return; each one says so. The others are
+//! written to disk by sled's background flush (every 500 ms), by the next flushing call, by
+//! [`Store::flush`], or when the store is dropped.
+//!
+//! A flush is sled's: it uses `sync_file_range`, not `fsync`. Data flushed survives the node
+//! being killed, not necessarily a power cut or a kernel crash.
+//!
+//! Records that do not open (sealed under another key, moved from another slot, damaged) are
+//! an error when asked for one by one and are skipped with a warning in listings; they are
+//! never deleted by reading.
+//!
+//! # Damage
+//!
+//! Opening never panics. A store sealed with another storage key is refused
+//! ([`StoreError::WrongKey`]) before anything is read. sled treats a damaged log as its end:
+//! a database file that was overwritten, truncated to nothing or removed would open as an
+//! empty database, so the store keeps a marker file (`encrypto-store`) beside sled's files and
+//! an initialised store whose records are all gone is [`StoreError::Damaged`]. Damage in the
+//! middle of the file is not detectable that way: sled recovers the records before it and
+//! silently drops those after it.
+
+mod error;
+mod keys;
+#[cfg(test)]
+mod tests;
+mod types;
+
+use std::fs;
+use std::io;
+use std::panic::{self, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use encrypto_crypto::codec;
+use encrypto_crypto::storage::{self, RECORD_OVERHEAD, StorageKey};
+use encrypto_crypto::{KeyId, MessageId, PeerId};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use zeroize::Zeroizing;
+
+pub use error::StoreError;
+pub use types::{
+    Body, Contact, Direction, KnownPeer, OutboxItem, OutboxKind, Status, StoredMessage,
+};
+
+use keys::{ChatTag, Subkeys, TreeId};
+use types::{ContactRecord, MessageRecord, OutboxRecord, PeerRecord, SeenRecord};
+
+/// Largest plaintext of one record (before sealing). A message with its envelope is at most
+/// about 160 KiB.
+pub const MAX_RECORD_LEN: usize = 512 * 1024;
+
+/// The store format this build writes and reads.
+const FORMAT_VERSION: u32 = 1;
+const FORMAT_KEY: &[u8] = b"format";
+const CHECK_KEY: &[u8] = b"check";
+const CHECK_PLAINTEXT: &[u8] = b"encrypto store check v1";
+/// A file next to sled's, written once the store is initialised (see
+/// `Inner::check_format_and_key`).
+const MARKER_FILE: &str = "encrypto-store";
+const MARKER_CONTENTS: &[u8] = b"encrypto store v1\n";
+/// How long [`Store::open`] waits for a lock held by a store just closed in this process.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+const LOCK_RETRY: Duration = Duration::from_millis(20);
+/// sled's default page cache is 1 GiB; a personal history needs far less.
+const CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
+type Result<T, E = StoreError> = std::result::Result<T, E>;
+type TxResult<T> = std::result::Result<T, ConflictableTransactionError<StoreError>>;
+
+/// The node's encrypted store. Cheap to clone (clones share one database); every method is
+/// synchronous and may block on disk I/O.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    path: PathBuf,
+    db: sled::Db,
+    trees: Vec<sled::Tree>,
+    key: StorageKey,
+    subkeys: Subkeys,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Err(e) = self.db.flush() {
+            tracing::warn!(path = %self.path.display(), error = %e, "flushing the store on close failed");
+        }
+    }
+}
+
+impl Store {
+    /// Opens the store in `dir` (the node uses `DATA_DIR/store`), creating it (mode 0700) if
+    /// needed, and checks that it was sealed with `key`.
+    ///
+    /// # Errors
+    /// [`StoreError::Locked`] if another process has it open; [`StoreError::WrongKey`] if it
+    /// belongs to another storage key; [`StoreError::Damaged`] if sled cannot read it;
+    /// [`StoreError::UnsupportedVersion`] for a newer format; [`StoreError::Io`] if the
+    /// directory cannot be created or read.
+    pub fn open(dir: &Path, key: StorageKey) -> Result<Store> {
+        let store = Self::open_unchecked(dir, key)?;
+        store.inner.check_format_and_key()?;
+        Ok(store)
+    }
+
+    /// Opens the sled database and its trees without looking at the meta records.
+    fn open_unchecked(dir: &Path, key: StorageKey) -> Result<Store> {
+        let path = dir.to_path_buf();
+        create_private_dir(dir).map_err(|source| StoreError::Io {
+            op: "create",
+            path: path.clone(),
+            source,
+        })?;
+        let config = sled::Config::new().path(dir).cache_capacity(CACHE_BYTES);
+        // sled releases its file lock only when deferred cleanup of a dropped database has
+        // run, which can lag behind the drop: a store closed and reopened in one process (a
+        // node restarted in place, tests) can find its own old lock for a moment. Another
+        // process holding it keeps it past the wait.
+        let started = Instant::now();
+        let db = loop {
+            // sled 0.34 can panic on some damaged files instead of returning an error; a
+            // damaged store must be an error the user can act on, never a crash.
+            match panic::catch_unwind(AssertUnwindSafe(|| config.open())) {
+                Ok(Ok(db)) => break db,
+                Ok(Err(e)) => match open_error(path.clone(), e) {
+                    StoreError::Locked { .. } if started.elapsed() < LOCK_WAIT => {
+                        thread::sleep(LOCK_RETRY);
+                    }
+                    e => return Err(e),
+                },
+                Err(_) => {
+                    return Err(StoreError::Damaged {
+                        path,
+                        reason: "the storage engine failed while reading it".into(),
+                    });
+                }
+            }
+        };
+        let mut trees = Vec::with_capacity(TreeId::ALL.len());
+        for tree in TreeId::ALL {
+            match panic::catch_unwind(AssertUnwindSafe(|| db.open_tree(tree.name()))) {
+                Ok(Ok(t)) => trees.push(t),
+                Ok(Err(e)) => return Err(open_error(path, e)),
+                Err(_) => {
+                    return Err(StoreError::Damaged {
+                        path,
+                        reason: "the storage engine failed while reading it".into(),
+                    });
+                }
+            }
+        }
+        let subkeys = Subkeys::derive(&key);
+        Ok(Store {
+            inner: Arc::new(Inner {
+                path,
+                db,
+                trees,
+                key,
+                subkeys,
+            }),
+        })
+    }
+
+    /// The store's directory.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Writes everything written so far to disk. sled's flush uses `sync_file_range`: the data
+    /// survives the process being killed, not necessarily a power cut.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] or [`StoreError::Engine`] if the write fails.
+    pub fn flush(&self) -> Result<()> {
+        self.inner.flush()
+    }
+
+    /// [`Store::flush`] without blocking the calling thread: for an async caller that groups
+    /// several non-flushing writes and waits for them to be durable together.
+    ///
+    /// # Errors
+    /// As [`Store::flush`].
+    pub async fn flush_async(&self) -> Result<()> {
+        self.inner
+            .db
+            .flush_async()
+            .await
+            .map(drop)
+            .map_err(|e| self.inner.sled_error("flush", e))
+    }
+
+    // ---- contacts -------------------------------------------------------------------------
+
+    /// Adds or replaces a contact. Flushed before returning (pinned keys must not be lost).
+    ///
+    /// # Errors
+    /// [`StoreError::TooLarge`] for an oversized contact; write or flush failures.
+    pub fn put_contact(&self, contact: &Contact) -> Result<()> {
+        let tag = self.inner.tag(&contact.peer_id);
+        let sealed =
+            self.inner
+                .seal_value(TreeId::Contacts, &tag, &ContactRecord::from(contact))?;
+        self.inner.insert(TreeId::Contacts, &tag, sealed)?;
+        self.inner.flush()
+    }
+
+    /// The contact for `peer`, if there is one.
+    ///
+    /// # Errors
+    /// [`StoreError::Record`] or [`StoreError::BadRecord`] if its record does not open; read
+    /// failures.
+    pub fn contact(&self, peer: &PeerId) -> Result<Option<Contact>> {
+        let tag = self.inner.tag(peer);
+        let Some(sealed) = self.inner.get(TreeId::Contacts, &tag)? else {
+            return Ok(None);
+        };
+        let contact: Contact =
+            self.inner
+                .open_record::<ContactRecord, _>(TreeId::Contacts, &tag, &sealed)?;
+        if contact.peer_id != *peer {
+            return Err(self
+                .inner
+                .bad_record(TreeId::Contacts, "filed under another peer".into()));
+        }
+        Ok(Some(contact))
+    }
+
+    /// Every contact, sorted by name (case-insensitively). Records that do not open are
+    /// skipped with a warning.
+    ///
+    /// # Errors
+    /// Read failures.
+    pub fn contacts(&self) -> Result<Vec<Contact>> {
+        let mut contacts: Vec<Contact> = self
+            .inner
+            .list::<ContactRecord, _>(TreeId::Contacts, self.inner.tree(TreeId::Contacts).iter())?;
+        contacts.sort_by_cached_key(|c| (c.name.to_lowercase(), c.peer_id.to_bytes()));
+        Ok(contacts)
+    }
+
+    /// Removes the contact for `peer` (not its history). Returns whether there was one.
+    /// Flushed before returning.
+    ///
+    /// # Errors
+    /// Write or flush failures.
+    pub fn remove_contact(&self, peer: &PeerId) -> Result<bool> {
+        let removed = self.inner.remove(TreeId::Contacts, &self.inner.tag(peer))?;
+        self.inner.flush()?;
+        Ok(removed)
+    }
+
+    // ---- history --------------------------------------------------------------------------
+
+    /// Adds or replaces one history entry (keyed by peer, timestamp and id). Not flushed: the
+    /// node's durable paths are [`Store::enqueue_outgoing`] and [`Store::store_incoming`].
+    ///
+    /// # Errors
+    /// [`StoreError::TooLarge`]; write failures.
+    pub fn put_message(&self, message: &StoredMessage) -> Result<()> {
+        let key = self
+            .inner
+            .message_key(&message.peer, message.timestamp_ms, &message.id);
+        let sealed =
+            self.inner
+                .seal_value(TreeId::Messages, &key, &MessageRecord::from(message))?;
+        self.inner.insert(TreeId::Messages, &key, sealed)
+    }
+
+    /// One history entry, if it exists.
+    ///
+    /// # Errors
+    /// [`StoreError::Record`] or [`StoreError::BadRecord`] if it does not open; read failures.
+    pub fn message(
+        &self,
+        peer: &PeerId,
+        timestamp_ms: u64,
+        id: &MessageId,
+    ) -> Result<Option<StoredMessage>> {
+        let key = self.inner.message_key(peer, timestamp_ms, id);
+        match self.inner.get(TreeId::Messages, &key)? {
+            Some(sealed) => Ok(Some(self.inner.open_record::<MessageRecord, _>(
+                TreeId::Messages,
+                &key,
+                &sealed,
+            )?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The chat with `peer`, oldest first. With `limit`, only the newest `limit` messages
+    /// (still oldest first). Records that do not open are skipped with a warning.
+    ///
+    /// # Errors
+    /// Read failures.
+    pub fn history(&self, peer: &PeerId, limit: Option<usize>) -> Result<Vec<StoredMessage>> {
+        let tag = self.inner.tag(peer);
+        let tree = self.inner.tree(TreeId::Messages);
+        match limit {
+            None => self
+                .inner
+                .list::<MessageRecord, _>(TreeId::Messages, tree.scan_prefix(tag)),
+            Some(n) => {
+                let mut newest = self.inner.list::<MessageRecord, _>(
+                    TreeId::Messages,
+                    tree.scan_prefix(tag).rev().take(n),
+                )?;
+                newest.reverse();
+                Ok(newest)
+            }
+        }
+    }
+
+    /// A page of older history: the newest `limit` messages of the chat with `peer` filed
+    /// strictly before `before_ms`, oldest first. For scrolling back from the oldest message
+    /// shown.
+    ///
+    /// # Errors
+    /// Read failures.
+    pub fn history_before(
+        &self,
+        peer: &PeerId,
+        before_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>> {
+        let tag = self.inner.tag(peer);
+        let start = keys::message_key_floor(&tag, 0);
+        let end = keys::message_key_floor(&tag, before_ms);
+        let range = self.inner.tree(TreeId::Messages).range(start..end);
+        let mut page = self
+            .inner
+            .list::<MessageRecord, _>(TreeId::Messages, range.rev().take(limit))?;
+        page.reverse();
+        Ok(page)
+    }
+
+    /// Sets the status of one history entry. Returns `false` if there is no such entry. Not
+    /// flushed.
+    ///
+    /// # Errors
+    /// [`StoreError::Record`] or [`StoreError::BadRecord`] if the entry does not open; write
+    /// failures.
+    pub fn set_status(
+        &self,
+        peer: &PeerId,
+        timestamp_ms: u64,
+        id: &MessageId,
+        status: Status,
+    ) -> Result<bool> {
+        let key = self.inner.message_key(peer, timestamp_ms, id);
+        let inner = &self.inner;
+        inner
+            .tree(TreeId::Messages)
+            .transaction(|m| {
+                let Some(sealed) = m.get(key)? else {
+                    return Ok(false);
+                };
+                let mut record: MessageRecord = inner
+                    .open_value(TreeId::Messages, &key, &sealed)
+                    .map_err(abort)?;
+                record.status = status;
+                let sealed = inner
+                    .seal_value(TreeId::Messages, &key, &record)
+                    .map_err(abort)?;
+                m.insert(&key[..], sealed)?;
+                Ok(true)
+            })
+            .map_err(|e| inner.tx_error(e))
+    }
+
+    /// Deletes the whole history with `peer` in one atomic batch and returns how many
+    /// messages it held. Flushed before returning. The contact, the outbox (messages still
+    /// to be delivered) and the seen ids (which keep replays out) stay.
+    ///
+    /// # Errors
+    /// Read, write or flush failures.
+    pub fn delete_chat(&self, peer: &PeerId) -> Result<usize> {
+        let tag = self.inner.tag(peer);
+        let tree = self.inner.tree(TreeId::Messages);
+        let mut batch = sled::Batch::default();
+        let mut count = 0;
+        for entry in tree.scan_prefix(tag).keys() {
+            batch.remove(entry.map_err(|e| self.inner.sled_error("read", e))?);
+            count += 1;
+        }
+        tree.apply_batch(batch)
+            .map_err(|e| self.inner.sled_error("write to", e))?;
+        self.inner.flush()?;
+        Ok(count)
+    }
+
+    /// How many messages the chat with `peer` holds (counting records that might not open;
+    /// nothing is decrypted).
+    ///
+    /// # Errors
+    /// Read failures.
+    pub fn message_count(&self, peer: &PeerId) -> Result<usize> {
+        let mut count = 0;
+        for entry in self
+            .inner
+            .tree(TreeId::Messages)
+            .scan_prefix(self.inner.tag(peer))
+            .keys()
+        {
+            entry.map_err(|e| self.inner.sled_error("read", e))?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    // ---- outbox ---------------------------------------------------------------------------
+
+    /// Files an outgoing chat message: its history entry and its outbox item, atomically (one
+    /// transaction over both trees), then flushes. When this returns, the message survives a
+    /// restart and will be sent.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] unless `item` has the message's id, peer and
+    /// `created_ms == timestamp_ms`; [`StoreError::TooLarge`]; write or flush failures.
+    pub fn enqueue_outgoing(&self, message: &StoredMessage, item: &OutboxItem) -> Result<()> {
+        self.enqueue_outgoing_many(&[(message.clone(), item.clone())])
+    }
+
+    /// [`Store::enqueue_outgoing`] for several messages: one transaction and one flush for all
+    /// of them (group commit for a sender with many messages queued).
+    ///
+    /// # Errors
+    /// As [`Store::enqueue_outgoing`]; nothing is written if any pair is invalid.
+    pub fn enqueue_outgoing_many(&self, pairs: &[(StoredMessage, OutboxItem)]) -> Result<()> {
+        let inner = &self.inner;
+        let mut prepared = Vec::with_capacity(pairs.len());
+        for (message, item) in pairs {
+            if message.id != item.id
+                || message.peer != item.peer
+                || message.timestamp_ms != item.created_ms
+            {
+                return Err(StoreError::Invalid {
+                    what: "outgoing message",
+                    reason: "the history entry and the outbox item differ in id, peer or time",
+                });
+            }
+            let key = inner.message_key(&message.peer, message.timestamp_ms, &message.id);
+            let sealed_message =
+                inner.seal_value(TreeId::Messages, &key, &MessageRecord::from(message))?;
+            let sealed_item = inner.seal_value(TreeId::Outbox, &key, &OutboxRecord::from(item))?;
+            prepared.push((key, sealed_message, sealed_item));
+        }
+        let (messages, outbox) = (inner.tree(TreeId::Messages), inner.tree(TreeId::Outbox));
+        (messages, outbox)
+            .transaction(|(m, o)| {
+                for (key, sealed_message, sealed_item) in &prepared {
+                    m.insert(&key[..], &sealed_message[..])?;
+                    o.insert(&key[..], &sealed_item[..])?;
+                }
+                Ok(())
+            })
+            .map_err(|e| inner.tx_error(e))?;
+        inner.flush()
+    }
+
+    /// Files an outbox item that has no history entry (a control payload), then flushes.
+    ///
+    /// # Errors
+    /// [`StoreError::TooLarge`]; write or flush failures.
+    pub fn enqueue_control(&self, item: &OutboxItem) -> Result<()> {
+        let key = self
+            .inner
+            .message_key(&item.peer, item.created_ms, &item.id);
+        let sealed = self
+            .inner
+            .seal_value(TreeId::Outbox, &key, &OutboxRecord::from(item))?;
+        self.inner.insert(TreeId::Outbox, &key, sealed)?;
+        self.inner.flush()
+    }
+
+    /// Replaces an outbox item that is still there (to count an attempt, say); returns
+    /// `false`, writing nothing, if it was completed meanwhile. Not flushed.
+    ///
+    /// # Errors
+    /// [`StoreError::TooLarge`]; write failures.
+    pub fn update_outbox(&self, item: &OutboxItem) -> Result<bool> {
+        let inner = &self.inner;
+        let key = inner.message_key(&item.peer, item.created_ms, &item.id);
+        let sealed = inner.seal_value(TreeId::Outbox, &key, &OutboxRecord::from(item))?;
+        inner
+            .tree(TreeId::Outbox)
+            .transaction(|o| {
+                if o.get(key)?.is_none() {
+                    return Ok(false);
+                }
+                o.insert(&key[..], &sealed[..])?;
+                Ok(true)
+            })
+            .map_err(|e| inner.tx_error(e))
+    }
+
+    /// Every outbox item, oldest first (by `created_ms`, then id). Items that do not open are
+    /// skipped with a warning and stay on disk.
+    ///
+    /// # Errors
+    /// Read failures.
+    pub fn outbox(&self) -> Result<Vec<OutboxItem>> {
+        let mut items: Vec<OutboxItem> = self
+            .inner
+            .list::<OutboxRecord, _>(TreeId::Outbox, self.inner.tree(TreeId::Outbox).iter())?;
+        items.sort_by_key(|i| (i.created_ms, i.id));
+        Ok(items)
+    }
+
+    /// The outbox items for `peer`, oldest first.
+    ///
+    /// # Errors
+    /// Read failures.
+    pub fn outbox_for(&self, peer: &PeerId) -> Result<Vec<OutboxItem>> {
+        let tag = self.inner.tag(peer);
+        self.inner.list::<OutboxRecord, _>(
+            TreeId::Outbox,
+            self.inner.tree(TreeId::Outbox).scan_prefix(tag),
+        )
+    }
+
+    /// The peer acknowledged `id`: removes its outbox item and marks its outgoing history
+    /// entry [`Status::Delivered`], atomically, then flushes. Returns whether anything changed
+    /// (`false` for a repeated acknowledgement). A history entry that is gone (chat deleted) or
+    /// does not open does not keep the item in the outbox.
+    ///
+    /// # Errors
+    /// Write or flush failures.
+    pub fn complete_outgoing(
+        &self,
+        peer: &PeerId,
+        id: &MessageId,
+        created_ms: u64,
+    ) -> Result<bool> {
+        Ok(self.complete_outgoing_many(peer, &[(*id, created_ms)])? > 0)
+    }
+
+    /// [`Store::complete_outgoing`] for several messages to one peer (one acknowledgement
+    /// carries many ids): one transaction and one flush. Returns how many changed.
+    ///
+    /// # Errors
+    /// Write or flush failures.
+    pub fn complete_outgoing_many(
+        &self,
+        peer: &PeerId,
+        acked: &[(MessageId, u64)],
+    ) -> Result<usize> {
+        let inner = &self.inner;
+        let tag = inner.tag(peer);
+        let keys: Vec<_> = acked
+            .iter()
+            .map(|(id, created_ms)| keys::message_key(&tag, *created_ms, id))
+            .collect();
+        let (messages, outbox) = (inner.tree(TreeId::Messages), inner.tree(TreeId::Outbox));
+        let changed = (messages, outbox)
+            .transaction(|(m, o)| {
+                let mut changed = 0;
+                for key in &keys {
+                    let removed = o.remove(&key[..])?.is_some();
+                    let delivered = inner.mark_delivered(m, key)?;
+                    if removed || delivered {
+                        changed += 1;
+                    }
+                }
+                Ok(changed)
+            })
+            .map_err(|e| inner.tx_error(e))?;
+        inner.flush()?;
+        Ok(changed)
+    }
+
+    // ---- incoming and seen ids ------------------------------------------------------------
+
+    /// Whether a message (or control payload) `id` from `sender` was already accepted.
+    ///
+    /// # Errors
+    /// Read failures.
+    pub fn is_seen(&self, sender: &PeerId, id: &MessageId) -> Result<bool> {
+        let key = self.inner.subkeys.seen_key(sender, id);
+        Ok(self.inner.get(TreeId::Seen, &key)?.is_some())
+    }
+
+    /// Files an incoming message exactly once: in one transaction, checks its id against the
+    /// seen ids of its sender (`message.peer`), inserts it into history and marks the id seen;
+    /// then flushes. Returns `false`, writing nothing, for a duplicate. When this returns the
+    /// message is durable and may be acknowledged.
+    ///
+    /// # Errors
+    /// [`StoreError::TooLarge`]; write or flush failures.
+    pub fn store_incoming(&self, message: &StoredMessage) -> Result<bool> {
+        let stored = self.store_incoming_many(std::slice::from_ref(message))?;
+        Ok(stored.first().copied().unwrap_or(false))
+    }
+
+    /// [`Store::store_incoming`] for several messages: one transaction and one flush. Returns,
+    /// for each message, whether it was new (a repeat within `messages` counts as a
+    /// duplicate).
+    ///
+    /// # Errors
+    /// As [`Store::store_incoming`]; nothing is written on error.
+    pub fn store_incoming_many(&self, messages: &[StoredMessage]) -> Result<Vec<bool>> {
+        let inner = &self.inner;
+        let mut prepared = Vec::with_capacity(messages.len());
+        for message in messages {
+            let key = inner.message_key(&message.peer, message.timestamp_ms, &message.id);
+            let sealed = inner.seal_value(TreeId::Messages, &key, &MessageRecord::from(message))?;
+            let seen_key = inner.subkeys.seen_key(&message.peer, &message.id);
+            let seen = SeenRecord {
+                timestamp_ms: message.timestamp_ms,
+            };
+            let sealed_seen = inner.seal_value(TreeId::Seen, &seen_key, &seen)?;
+            prepared.push((key, sealed, seen_key, sealed_seen));
+        }
+        let (history, seen) = (inner.tree(TreeId::Messages), inner.tree(TreeId::Seen));
+        let stored = (history, seen)
+            .transaction(|(m, s)| {
+                let mut stored = Vec::with_capacity(prepared.len());
+                for (key, sealed, seen_key, sealed_seen) in &prepared {
+                    if s.get(seen_key)?.is_some() {
+                        stored.push(false);
+                        continue;
+                    }
+                    m.insert(&key[..], &sealed[..])?;
+                    s.insert(&seen_key[..], &sealed_seen[..])?;
+                    stored.push(true);
+                }
+                Ok(stored)
+            })
+            .map_err(|e| inner.tx_error(e))?;
+        if stored.contains(&true) {
+            inner.flush()?;
+        }
+        Ok(stored)
+    }
+
+    /// Marks `id` from `sender` seen without storing a message (for control payloads, once
+    /// acted on). Returns `false` if it was already seen. Flushed before returning.
+    /// `timestamp_ms` is the payload's time, used by [`Store::prune_seen`].
+    ///
+    /// # Errors
+    /// Write or flush failures.
+    pub fn mark_seen(&self, sender: &PeerId, id: &MessageId, timestamp_ms: u64) -> Result<bool> {
+        let key = self.inner.subkeys.seen_key(sender, id);
+        let sealed = self
+            .inner
+            .seal_value(TreeId::Seen, &key, &SeenRecord { timestamp_ms })?;
+        let fresh = self
+            .inner
+            .tree(TreeId::Seen)
+            .compare_and_swap(key, None as Option<&[u8]>, Some(sealed))
+            .map_err(|e| self.inner.sled_error("write to", e))?
+            .is_ok();
+        if fresh {
+            self.inner.flush()?;
+        }
+        Ok(fresh)
+    }
+
+    /// Forgets seen ids filed with a timestamp before `before_ms`. Safe only for ids the
+    /// receiver would reject as too old anyway (the crypto's `OpenPolicy::max_age_ms`, minus
+    /// a margin). Entries that do not open are kept. Returns how many were removed. Not
+    /// flushed.
+    ///
+    /// # Errors
+    /// Read or write failures.
+    pub fn prune_seen(&self, before_ms: u64) -> Result<usize> {
+        let inner = &self.inner;
+        let tree = inner.tree(TreeId::Seen);
+        let mut batch = sled::Batch::default();
+        let mut count = 0;
+        for entry in tree.iter() {
+            let (key, sealed) = entry.map_err(|e| inner.sled_error("read", e))?;
+            match inner.open_value::<SeenRecord>(TreeId::Seen, &key, &sealed) {
+                Ok(seen) if seen.timestamp_ms < before_ms => {
+                    batch.remove(key);
+                    count += 1;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "keeping a seen id that does not open"),
+            }
+        }
+        tree.apply_batch(batch)
+            .map_err(|e| inner.sled_error("write to", e))?;
+        Ok(count)
+    }
+
+    // ---- crypto sessions ------------------------------------------------------------------
+
+    /// Saves the outbound `aes` session with `peer` (the bytes of
+    /// `OutboundSession::to_secret_bytes`). Not flushed: a session lost in a crash is replaced
+    /// by a new one.
+    ///
+    /// # Errors
+    /// [`StoreError::TooLarge`]; write failures.
+    pub fn put_outbound_session(&self, peer: &PeerId, secret: &[u8]) -> Result<()> {
+        let tag = self.inner.tag(peer);
+        let sealed = self
+            .inner
+            .seal_bytes(TreeId::OutboundSessions, &tag, secret)?;
+        self.inner.insert(TreeId::OutboundSessions, &tag, sealed)
+    }
+
+    /// The saved outbound session with `peer`.
+    ///
+    /// # Errors
+    /// [`StoreError::Record`] if it does not open; read failures.
+    pub fn outbound_session(&self, peer: &PeerId) -> Result<Option<Zeroizing<Vec<u8>>>> {
+        let tag = self.inner.tag(peer);
+        match self.inner.get(TreeId::OutboundSessions, &tag)? {
+            Some(sealed) => Ok(Some(self.inner.open_bytes(
+                TreeId::OutboundSessions,
+                &tag,
+                &sealed,
+            )?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Forgets the outbound session with `peer` (on a cipher switch, say). Returns whether
+    /// there was one. Not flushed.
+    ///
+    /// # Errors
+    /// Write failures.
+    pub fn remove_outbound_session(&self, peer: &PeerId) -> Result<bool> {
+        self.inner
+            .remove(TreeId::OutboundSessions, &self.inner.tag(peer))
+    }
+
+    /// Saves an inbound session key from `peer`. Flushed before returning: once a message of
+    /// the session is acknowledged the sender stops sending the wrapped key, so a key lost in
+    /// a crash would strand the rest of the session. Save it before acknowledging.
+    ///
+    /// # Errors
+    /// Write or flush failures.
+    pub fn put_inbound_key(&self, peer: &PeerId, key_id: &KeyId, key: &[u8; 32]) -> Result<()> {
+        let slot = self
+            .inner
+            .subkeys
+            .inbound_key_slot(&self.inner.tag(peer), key_id);
+        let mut plain = Zeroizing::new(Vec::with_capacity(48));
+        plain.extend_from_slice(&key_id.0);
+        plain.extend_from_slice(key);
+        let sealed = self.inner.seal_bytes(TreeId::InboundKeys, &slot, &plain)?;
+        self.inner.insert(TreeId::InboundKeys, &slot, sealed)?;
+        self.inner.flush()
+    }
+
+    /// The inbound session keys saved for `peer`. Keys that do not open are skipped with a
+    /// warning.
+    ///
+    /// # Errors
+    /// Read failures.
+    pub fn inbound_keys(&self, peer: &PeerId) -> Result<Vec<(KeyId, Zeroizing<[u8; 32]>)>> {
+        let inner = &self.inner;
+        let mut keys = Vec::new();
+        for entry in inner.tree(TreeId::InboundKeys).scan_prefix(inner.tag(peer)) {
+            let (slot, sealed) = entry.map_err(|e| inner.sled_error("read", e))?;
+            let plain = match inner.open_bytes(TreeId::InboundKeys, &slot, &sealed) {
+                Ok(plain) => plain,
+                Err(e) => {
+                    tracing::warn!(error = %e, "skipping an inbound session key that does not open");
+                    continue;
+                }
+            };
+            let (Ok(id), Ok(key)) = (
+                <[u8; 16]>::try_from(plain.get(..16).unwrap_or_default()),
+                <[u8; 32]>::try_from(plain.get(16..).unwrap_or_default()),
+            ) else {
+                tracing::warn!("skipping a malformed inbound session key");
+                continue;
+            };
+            keys.push((KeyId(id), Zeroizing::new(key)));
+        }
+        Ok(keys)
+    }
+
+    /// Forgets one inbound session key. Returns whether it was there. Not flushed.
+    ///
+    /// # Errors
+    /// Write failures.
+    pub fn remove_inbound_key(&self, peer: &PeerId, key_id: &KeyId) -> Result<bool> {
+        let slot = self
+            .inner
+            .subkeys
+            .inbound_key_slot(&self.inner.tag(peer), key_id);
+        self.inner.remove(TreeId::InboundKeys, &slot)
+    }
+
+    // ---- known peers ----------------------------------------------------------------------
+
+    /// Adds or replaces a known peer (the caller merges addresses). Not flushed.
+    ///
+    /// # Errors
+    /// [`StoreError::TooLarge`]; write failures.
+    pub fn put_peer(&self, peer: &KnownPeer) -> Result<()> {
+        let tag = self.inner.tag(&peer.peer_id);
+        let sealed = self
+            .inner
+            .seal_value(TreeId::Peers, &tag, &PeerRecord::from(peer))?;
+        self.inner.insert(TreeId::Peers, &tag, sealed)
+    }
+
+    /// The known peer `peer`, if any.
+    ///
+    /// # Errors
+    /// [`StoreError::Record`] or [`StoreError::BadRecord`] if it does not open; read failures.
+    pub fn peer(&self, peer: &PeerId) -> Result<Option<KnownPeer>> {
+        let tag = self.inner.tag(peer);
+        match self.inner.get(TreeId::Peers, &tag)? {
+            Some(sealed) => Ok(Some(self.inner.open_record::<PeerRecord, _>(
+                TreeId::Peers,
+                &tag,
+                &sealed,
+            )?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every known peer, most recently seen first. Records that do not open are skipped with
+    /// a warning.
+    ///
+    /// # Errors
+    /// Read failures.
+    pub fn peers(&self) -> Result<Vec<KnownPeer>> {
+        let mut peers: Vec<KnownPeer> = self
+            .inner
+            .list::<PeerRecord, _>(TreeId::Peers, self.inner.tree(TreeId::Peers).iter())?;
+        peers.sort_by_key(|p| std::cmp::Reverse(p.last_seen_ms));
+        Ok(peers)
+    }
+
+    /// Forgets a known peer. Returns whether it was there. Not flushed.
+    ///
+    /// # Errors
+    /// Write failures.
+    pub fn remove_peer(&self, peer: &PeerId) -> Result<bool> {
+        self.inner.remove(TreeId::Peers, &self.inner.tag(peer))
+    }
+
+    // ---- settings -------------------------------------------------------------------------
+
+    /// Sets a setting. Flushed before returning.
+    ///
+    /// # Errors
+    /// [`StoreError::TooLarge`]; write or flush failures.
+    pub fn put_setting(&self, name: &str, value: &[u8]) -> Result<()> {
+        let key = self.inner.subkeys.setting_key(name);
+        let sealed = self.inner.seal_bytes(TreeId::Settings, &key, value)?;
+        self.inner.insert(TreeId::Settings, &key, sealed)?;
+        self.inner.flush()
+    }
+
+    /// A setting's value, if set.
+    ///
+    /// # Errors
+    /// [`StoreError::Record`] if it does not open; read failures.
+    pub fn setting(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        let key = self.inner.subkeys.setting_key(name);
+        match self.inner.get(TreeId::Settings, &key)? {
+            Some(sealed) => Ok(Some(
+                self.inner
+                    .open_bytes(TreeId::Settings, &key, &sealed)?
+                    .to_vec(),
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// Removes a setting. Returns whether it was set. Flushed before returning.
+    ///
+    /// # Errors
+    /// Write or flush failures.
+    pub fn remove_setting(&self, name: &str) -> Result<bool> {
+        let removed = self
+            .inner
+            .remove(TreeId::Settings, &self.inner.subkeys.setting_key(name))?;
+        self.inner.flush()?;
+        Ok(removed)
+    }
+}
+
+impl Inner {
+    fn tree(&self, tree: TreeId) -> &sled::Tree {
+        &self.trees[tree as usize]
+    }
+
+    fn tag(&self, peer: &PeerId) -> ChatTag {
+        self.subkeys.chat_tag(peer)
+    }
+
+    fn message_key(
+        &self,
+        peer: &PeerId,
+        timestamp_ms: u64,
+        id: &MessageId,
+    ) -> [u8; keys::MESSAGE_KEY_LEN] {
+        keys::message_key(&self.tag(peer), timestamp_ms, id)
+    }
+
+    /// Checks the format version and that the check record opens with our key; initialises a
+    /// new store.
+    ///
+    /// sled treats a damaged log as its end: a database file that was truncated or overwritten
+    /// opens as an empty (or shorter) database. The marker file, written once the store is
+    /// initialised, tells "new" from "everything lost" so the latter is an error, not a fresh
+    /// empty store quietly taking its place.
+    fn check_format_and_key(&self) -> Result<()> {
+        let marker = self.path.join(MARKER_FILE);
+        let initialised = match fs::symlink_metadata(&marker) {
+            Ok(_) => true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(source) => {
+                return Err(StoreError::Io {
+                    op: "read",
+                    path: self.path.clone(),
+                    source,
+                });
+            }
+        };
+        let format = self.get(TreeId::Meta, FORMAT_KEY)?;
+        let check = self.get(TreeId::Meta, CHECK_KEY)?;
+        let (format, check) = match (format, check) {
+            (Some(format), Some(check)) => (format, check),
+            (None, None) if !initialised => return self.initialise(&marker),
+            (None, None) => {
+                return Err(self.damaged(
+                    "its records are gone: the database file was truncated, replaced or lost",
+                ));
+            }
+            _ => return Err(self.damaged("its format or check record is missing")),
+        };
+        let version = <[u8; 4]>::try_from(&format[..])
+            .map(u32::from_be_bytes)
+            .map_err(|_| self.damaged("its format record is malformed"))?;
+        if version != FORMAT_VERSION {
+            return Err(StoreError::UnsupportedVersion {
+                path: self.path.clone(),
+                version,
+            });
+        }
+        match self.open_bytes(TreeId::Meta, CHECK_KEY, &check) {
+            Ok(plain) if plain[..] == *CHECK_PLAINTEXT => {}
+            _ => {
+                return Err(StoreError::WrongKey {
+                    path: self.path.clone(),
+                });
+            }
+        }
+        if !initialised {
+            self.write_marker(&marker)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the format and check records of a new store (atomically), flushes, then the
+    /// marker file.
+    fn initialise(&self, marker: &Path) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        batch.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes());
+        batch.insert(
+            CHECK_KEY,
+            self.seal_bytes(TreeId::Meta, CHECK_KEY, CHECK_PLAINTEXT)?,
+        );
+        self.tree(TreeId::Meta)
+            .apply_batch(batch)
+            .map_err(|e| self.sled_error("write to", e))?;
+        self.flush()?;
+        self.write_marker(marker)
+    }
+
+    fn write_marker(&self, marker: &Path) -> Result<()> {
+        let write = || -> io::Result<()> {
+            let mut options = fs::OpenOptions::new();
+            options.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                options.mode(0o600);
+            }
+            let mut file = options.open(marker)?;
+            io::Write::write_all(&mut file, MARKER_CONTENTS)?;
+            file.sync_all()
+        };
+        write().map_err(|source| StoreError::Io {
+            op: "write to",
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    fn damaged(&self, reason: &str) -> StoreError {
+        StoreError::Damaged {
+            path: self.path.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.db
+            .flush()
+            .map(drop)
+            .map_err(|e| self.sled_error("flush", e))
+    }
+
+    fn get(&self, tree: TreeId, key: &[u8]) -> Result<Option<sled::IVec>> {
+        self.tree(tree)
+            .get(key)
+            .map_err(|e| self.sled_error("read", e))
+    }
+
+    fn insert(&self, tree: TreeId, key: &[u8], sealed: Vec<u8>) -> Result<()> {
+        self.tree(tree)
+            .insert(key, sealed)
+            .map(drop)
+            .map_err(|e| self.sled_error("write to", e))
+    }
+
+    fn remove(&self, tree: TreeId, key: &[u8]) -> Result<bool> {
+        self.tree(tree)
+            .remove(key)
+            .map(|old| old.is_some())
+            .map_err(|e| self.sled_error("write to", e))
+    }
+
+    fn seal_bytes(&self, tree: TreeId, key: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
+        if plaintext.len() > MAX_RECORD_LEN {
+            return Err(StoreError::TooLarge {
+                what: tree.record(),
+                size: plaintext.len(),
+                limit: MAX_RECORD_LEN,
+            });
+        }
+        Ok(storage::seal_record(
+            &self.key,
+            &keys::context(tree, key),
+            plaintext,
+            &mut rand::rng(),
+        ))
+    }
+
+    fn seal_value<T: Serialize>(&self, tree: TreeId, key: &[u8], value: &T) -> Result<Vec<u8>> {
+        let plain = Zeroizing::new(codec::encode(value).map_err(|e| StoreError::BadRecord {
+            path: self.path.clone(),
+            what: tree.record(),
+            reason: e.to_string(),
+        })?);
+        self.seal_bytes(tree, key, &plain)
+    }
+
+    fn open_bytes(&self, tree: TreeId, key: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        if sealed.len() > MAX_RECORD_LEN + RECORD_OVERHEAD {
+            return Err(self.bad_record(tree, "larger than any record the store writes".into()));
+        }
+        storage::open_record(&self.key, &keys::context(tree, key), sealed).map_err(|source| {
+            StoreError::Record {
+                path: self.path.clone(),
+                what: tree.record(),
+                source,
+            }
+        })
+    }
+
+    fn open_value<T: DeserializeOwned>(
+        &self,
+        tree: TreeId,
+        key: &[u8],
+        sealed: &[u8],
+    ) -> Result<T> {
+        let plain = self.open_bytes(tree, key, sealed)?;
+        codec::decode(&plain, MAX_RECORD_LEN).map_err(|e| self.bad_record(tree, e.to_string()))
+    }
+
+    /// Opens a record and converts it to its public type.
+    fn open_record<R, T>(&self, tree: TreeId, key: &[u8], sealed: &[u8]) -> Result<T>
+    where
+        R: DeserializeOwned,
+        T: TryFrom<R, Error = String>,
+    {
+        let record: R = self.open_value(tree, key, sealed)?;
+        T::try_from(record).map_err(|reason| self.bad_record(tree, reason))
+    }
+
+    /// Opens every record of `entries`, skipping (with a warning) those that do not open.
+    fn list<R, T>(
+        &self,
+        tree: TreeId,
+        entries: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
+    ) -> Result<Vec<T>>
+    where
+        R: DeserializeOwned,
+        T: TryFrom<R, Error = String>,
+    {
+        let mut out = Vec::new();
+        for entry in entries {
+            let (key, sealed) = entry.map_err(|e| self.sled_error("read", e))?;
+            match self.open_record::<R, T>(tree, &key, &sealed) {
+                Ok(value) => out.push(value),
+                Err(e) => tracing::warn!(error = %e, "skipping a stored record"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Inside a transaction: marks an outgoing history entry delivered. A missing entry, one
+    /// already delivered, or one that does not open (warned about) is left as it is.
+    fn mark_delivered(&self, m: &TransactionalTree, key: &[u8]) -> TxResult<bool> {
+        let Some(sealed) = m.get(key)? else {
+            return Ok(false);
+        };
+        let mut record: MessageRecord = match self.open_value(TreeId::Messages, key, &sealed) {
+            Ok(record) => record,
+            Err(e) => {
+                tracing::warn!(error = %e, "acknowledged message's history entry does not open; left as it is");
+                return Ok(false);
+            }
+        };
+        if record.direction != Direction::Out || record.status == Status::Delivered {
+            return Ok(false);
+        }
+        record.status = Status::Delivered;
+        let sealed = self
+            .seal_value(TreeId::Messages, key, &record)
+            .map_err(abort)?;
+        m.insert(key, sealed)?;
+        Ok(true)
+    }
+
+    fn bad_record(&self, tree: TreeId, reason: String) -> StoreError {
+        StoreError::BadRecord {
+            path: self.path.clone(),
+            what: tree.record(),
+            reason,
+        }
+    }
+
+    fn sled_error(&self, op: &'static str, e: sled::Error) -> StoreError {
+        engine_error(self.path.clone(), op, e)
+    }
+
+    fn tx_error(&self, e: TransactionError<StoreError>) -> StoreError {
+        match e {
+            TransactionError::Abort(e) => e,
+            TransactionError::Storage(e) => self.sled_error("write to", e),
+        }
+    }
+}
+
+fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
+    ConflictableTransactionError::Abort(e)
+}
+
+fn engine_error(path: PathBuf, op: &'static str, e: sled::Error) -> StoreError {
+    match e {
+        sled::Error::Io(source) => StoreError::Io { op, path, source },
+        sled::Error::Corruption { at, .. } => StoreError::Damaged {
+            path,
+            reason: match at {
+                Some(at) => format!("corrupt data at {at:?}"),
+                None => "corrupt data".into(),
+            },
+        },
+        other => StoreError::Engine {
+            op,
+            path,
+            source: other,
+        },
+    }
+}
+
+/// Errors while opening: a held lock and anything unreadable get their own messages.
+fn open_error(path: PathBuf, e: sled::Error) -> StoreError {
+    match e {
+        sled::Error::Io(ref io) if io.to_string().contains("could not acquire lock") => {
+            StoreError::Locked { path }
+        }
+        sled::Error::Io(source) => StoreError::Io {
+            op: "open",
+            path,
+            source,
+        },
+        sled::Error::Unsupported(reason) | sled::Error::ReportableBug(reason) => {
+            StoreError::Damaged { path, reason }
+        }
+        other => engine_error(path, "open", other),
+    }
+}
+
+/// Creates `dir` (and its parents) if needed; a directory created here is owner-only.
+fn create_private_dir(dir: &Path) -> io::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}

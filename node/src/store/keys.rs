@@ -1,0 +1,161 @@
+//! Record keys: which bytes each record is stored under, and the keyed hashes that keep those
+//! bytes from naming anyone.
+
+use encrypto_crypto::storage::StorageKey;
+use encrypto_crypto::{KeyId, MessageId, PeerId};
+use zeroize::Zeroizing;
+
+/// Length of a chat tag.
+pub(super) const TAG_LEN: usize = 16;
+/// Length of a history or outbox key: tag, timestamp, message id.
+pub(super) const MESSAGE_KEY_LEN: usize = TAG_LEN + 8 + 16;
+
+/// Keyed hash of a peer id: the prefix of every per-chat record. Stable for one storage key,
+/// unlinkable to the peer without it.
+pub(super) type ChatTag = [u8; TAG_LEN];
+
+/// The trees of the store. Their names are on disk in clear; they say what kind of records a
+/// tree holds, nothing about whom.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum TreeId {
+    Meta,
+    Contacts,
+    Messages,
+    Outbox,
+    Seen,
+    OutboundSessions,
+    InboundKeys,
+    Peers,
+    Settings,
+}
+
+impl TreeId {
+    pub(super) const ALL: [TreeId; 9] = [
+        TreeId::Meta,
+        TreeId::Contacts,
+        TreeId::Messages,
+        TreeId::Outbox,
+        TreeId::Seen,
+        TreeId::OutboundSessions,
+        TreeId::InboundKeys,
+        TreeId::Peers,
+        TreeId::Settings,
+    ];
+
+    /// The sled tree name, also the first part of every sealing context.
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            TreeId::Meta => "meta",
+            TreeId::Contacts => "contacts",
+            TreeId::Messages => "messages",
+            TreeId::Outbox => "outbox",
+            TreeId::Seen => "seen",
+            TreeId::OutboundSessions => "outbound_sessions",
+            TreeId::InboundKeys => "inbound_keys",
+            TreeId::Peers => "peers",
+            TreeId::Settings => "settings",
+        }
+    }
+
+    /// One record of the tree, for error messages.
+    pub(super) fn record(self) -> &'static str {
+        match self {
+            TreeId::Meta => "store check",
+            TreeId::Contacts => "contact",
+            TreeId::Messages => "message",
+            TreeId::Outbox => "outbox item",
+            TreeId::Seen => "seen message id",
+            TreeId::OutboundSessions => "outbound session",
+            TreeId::InboundKeys => "inbound session key",
+            TreeId::Peers => "known peer",
+            TreeId::Settings => "setting",
+        }
+    }
+}
+
+/// The associated data a record is sealed with: tree name, a zero byte, the record's key.
+/// Tree names contain no zero byte, so no two slots share a context.
+pub(super) fn context(tree: TreeId, key: &[u8]) -> Vec<u8> {
+    let name = tree.name().as_bytes();
+    let mut c = Vec::with_capacity(name.len() + 1 + key.len());
+    c.extend_from_slice(name);
+    c.push(0);
+    c.extend_from_slice(key);
+    c
+}
+
+/// `tag || timestamp_ms (big-endian) || id`: sorts per chat, then by time.
+pub(super) fn message_key(
+    tag: &ChatTag,
+    timestamp_ms: u64,
+    id: &MessageId,
+) -> [u8; MESSAGE_KEY_LEN] {
+    let mut k = [0u8; MESSAGE_KEY_LEN];
+    k[..TAG_LEN].copy_from_slice(tag);
+    k[TAG_LEN..TAG_LEN + 8].copy_from_slice(&timestamp_ms.to_be_bytes());
+    k[TAG_LEN + 8..].copy_from_slice(&id.0);
+    k
+}
+
+/// `tag || timestamp_ms`: the first key of a chat at or after `timestamp_ms`.
+pub(super) fn message_key_floor(tag: &ChatTag, timestamp_ms: u64) -> [u8; TAG_LEN + 8] {
+    let mut k = [0u8; TAG_LEN + 8];
+    k[..TAG_LEN].copy_from_slice(tag);
+    k[TAG_LEN..].copy_from_slice(&timestamp_ms.to_be_bytes());
+    k
+}
+
+/// Subkeys derived from the storage key once, at open. Zeroized on drop.
+pub(super) struct Subkeys {
+    chat_tag: Zeroizing<[u8; 32]>,
+    seen: Zeroizing<[u8; 32]>,
+    setting: Zeroizing<[u8; 32]>,
+    key_slot: Zeroizing<[u8; 32]>,
+}
+
+fn truncate(hash: blake3::Hash) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&hash.as_bytes()[..16]);
+    out
+}
+
+impl Subkeys {
+    pub(super) fn derive(key: &StorageKey) -> Self {
+        let bytes = key.to_bytes();
+        let derive = |context: &str| Zeroizing::new(blake3::derive_key(context, &bytes[..]));
+        Subkeys {
+            chat_tag: derive("encrypto store chat-tag v1"),
+            seen: derive("encrypto store seen-id v1"),
+            setting: derive("encrypto store setting-name v1"),
+            key_slot: derive("encrypto store inbound-key-slot v1"),
+        }
+    }
+
+    /// The 16-byte tag every per-chat record of `peer` is keyed by.
+    pub(super) fn chat_tag(&self, peer: &PeerId) -> ChatTag {
+        truncate(blake3::keyed_hash(&self.chat_tag, &peer.to_bytes()))
+    }
+
+    /// The key of a seen-id record: a keyed hash of the message id and the sender.
+    pub(super) fn seen_key(&self, sender: &PeerId, id: &MessageId) -> [u8; 16] {
+        let mut h = blake3::Hasher::new_keyed(&self.seen);
+        // The id has a fixed length, so id || sender is unambiguous.
+        h.update(&id.0);
+        h.update(&sender.to_bytes());
+        truncate(h.finalize())
+    }
+
+    /// The key of a setting: a keyed hash of its name.
+    pub(super) fn setting_key(&self, name: &str) -> [u8; 16] {
+        truncate(blake3::keyed_hash(&self.setting, name.as_bytes()))
+    }
+
+    /// The key of an inbound session key: the chat tag, then a keyed hash of the key id (the
+    /// key id also travels in envelopes, so it is not written in clear).
+    pub(super) fn inbound_key_slot(&self, tag: &ChatTag, key_id: &KeyId) -> [u8; TAG_LEN + 16] {
+        let mut k = [0u8; TAG_LEN + 16];
+        k[..TAG_LEN].copy_from_slice(tag);
+        k[TAG_LEN..].copy_from_slice(&truncate(blake3::keyed_hash(&self.key_slot, &key_id.0)));
+        k
+    }
+}

@@ -1,0 +1,203 @@
+//! Swarm assembly: transports, behaviours and the libp2p defaults we override on purpose.
+//!
+//! The protocols themselves (message types and codecs) live in [`crate::protocol`]; this module
+//! only wires them into one [`Behaviour`] and builds the [`Swarm`].
+//!
+//! Defaults that do not fit a messenger, and what we do instead:
+//! - connections close after 10 s idle: chats sit idle for minutes, so [`SwarmConfig::idle_timeout`]
+//!   defaults to 10 minutes;
+//! - Kademlia stays a client until an external address is confirmed: on a LAN nobody ever is,
+//!   so [`SwarmConfig::kad_server`] forces server mode; Kademlia also only learns addresses it
+//!   is told, so the node feeds it identify's listen addresses;
+//! - the built-in request-response codecs cap frames at 1 MiB and report an oversized one as a
+//!   bare EOF: ours check sizes themselves and say so ([`crate::protocol::CborCodec`]);
+//! - mDNS ignores loopback interfaces: tests on 127.0.0.1 connect by address, mDNS tests run in
+//!   network namespaces.
+
+use std::time::Duration;
+
+use libp2p::connection_limits::{self, ConnectionLimits};
+use libp2p::identity::Keypair;
+use libp2p::kad::{self, store::MemoryStore};
+use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::{Multiaddr, Swarm, SwarmBuilder, identify, mdns, noise, ping, tcp, yamux};
+
+use crate::protocol::{self, KAD_PROTOCOL, MSG_PROTOCOL, MsgCodec, PROFILE_PROTOCOL, ProfileCodec};
+
+/// The identify protocol version; peers that speak another one are not Encrypto nodes.
+pub const IDENTIFY_PROTOCOL: &str = "/encrypto/id/1.0.0";
+
+/// How the swarm is built.
+#[derive(Debug, Clone)]
+pub struct SwarmConfig {
+    /// Addresses to listen on (TCP and/or QUIC multiaddrs).
+    pub listen: Vec<Multiaddr>,
+    /// Discover peers on the LAN with mDNS.
+    pub mdns: bool,
+    /// Answer Kademlia queries (server mode) without waiting for a confirmed external address.
+    pub kad_server: bool,
+    /// Close a connection after it has been idle this long.
+    pub idle_timeout: Duration,
+    /// How long a request (a message, a profile exchange) may wait for its response.
+    pub request_timeout: Duration,
+    /// Connection limits: established connections in all.
+    pub max_connections: u32,
+    /// Connection limits: established connections to one peer.
+    pub max_connections_per_peer: u32,
+    /// Connection limits: incoming connections still in their handshake.
+    pub max_pending_incoming: u32,
+}
+
+impl Default for SwarmConfig {
+    /// TCP and QUIC on every interface, ephemeral ports; mDNS and Kademlia server mode on.
+    fn default() -> Self {
+        SwarmConfig {
+            listen: vec![
+                "/ip4/0.0.0.0/tcp/0"
+                    .parse()
+                    .expect("a valid literal multiaddr"),
+                "/ip4/0.0.0.0/udp/0/quic-v1"
+                    .parse()
+                    .expect("a valid literal multiaddr"),
+            ],
+            mdns: true,
+            kad_server: true,
+            idle_timeout: Duration::from_secs(600),
+            request_timeout: Duration::from_secs(30),
+            max_connections: 512,
+            max_connections_per_peer: 4,
+            max_pending_incoming: 64,
+        }
+    }
+}
+
+pub use behaviour::{Behaviour, BehaviourEvent};
+
+mod behaviour {
+    // The derive also generates `BehaviourEvent`, whose variants it cannot document.
+    #![allow(missing_docs)]
+
+    use super::*;
+
+    /// All of the node's libp2p behaviours.
+    #[derive(NetworkBehaviour)]
+    pub struct Behaviour {
+        /// Connection limits (first, so they apply before anything else sees a connection).
+        pub limits: connection_limits::Behaviour,
+        /// Identify: listen addresses and protocols of peers.
+        pub identify: identify::Behaviour,
+        /// Ping: liveness and round-trip times.
+        pub ping: ping::Behaviour,
+        /// mDNS discovery, when enabled.
+        pub mdns: Toggle<mdns::tokio::Behaviour>,
+        /// The Kademlia DHT on `/encrypto/kad/1.0.0`.
+        pub kad: kad::Behaviour<MemoryStore>,
+        /// `/encrypto/msg/1`: envelopes and control payloads; the response is the ack.
+        pub msg: request_response::Behaviour<MsgCodec>,
+        /// `/encrypto/profile/1`: signed profiles exchanged on connect.
+        pub profile: request_response::Behaviour<ProfileCodec>,
+    }
+}
+
+/// The swarm could not be built or could not listen.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SwarmError {
+    /// The TCP/noise/yamux transport could not be set up.
+    #[error("cannot set up the TCP transport: {0}")]
+    Transport(String),
+    /// mDNS could not start (no usable network interface or socket).
+    #[error("cannot start mDNS discovery: {0}")]
+    Mdns(String),
+    /// A listen address could not be bound (in use, not local, unsupported).
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen {
+        /// The address.
+        addr: Multiaddr,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Builds the swarm for `keypair` (the identity's Ed25519 key, so the PeerId is the signing
+/// key) and starts listening on the configured addresses.
+///
+/// # Errors
+/// [`SwarmError`] naming what could not be set up.
+pub fn build(keypair: Keypair, config: &SwarmConfig) -> Result<Swarm<Behaviour>, SwarmError> {
+    let mut mdns_error = None;
+    let mut swarm = SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| SwarmError::Transport(e.to_string()))?
+        .with_quic()
+        .with_behaviour(|key| {
+            let peer_id = key.public().to_peer_id();
+            let mdns = if config.mdns {
+                match mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id) {
+                    Ok(m) => Some(m),
+                    Err(e) => {
+                        mdns_error = Some(e.to_string());
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            let mut kad_config = kad::Config::new(KAD_PROTOCOL);
+            kad_config.set_query_timeout(Duration::from_secs(30));
+            let mut kad =
+                kad::Behaviour::with_config(peer_id, MemoryStore::new(peer_id), kad_config);
+            if config.kad_server {
+                kad.set_mode(Some(kad::Mode::Server));
+            }
+            let rr_config =
+                request_response::Config::default().with_request_timeout(config.request_timeout);
+            Behaviour {
+                limits: connection_limits::Behaviour::new(
+                    ConnectionLimits::default()
+                        .with_max_established(Some(config.max_connections))
+                        .with_max_established_per_peer(Some(config.max_connections_per_peer))
+                        .with_max_pending_incoming(Some(config.max_pending_incoming)),
+                ),
+                identify: identify::Behaviour::new(
+                    identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), key.public())
+                        .with_agent_version(format!("encrypto/{}", env!("CARGO_PKG_VERSION"))),
+                ),
+                ping: ping::Behaviour::default(),
+                mdns: Toggle::from(mdns),
+                kad,
+                msg: request_response::Behaviour::with_codec(
+                    protocol::msg_codec(),
+                    [(MSG_PROTOCOL, ProtocolSupport::Full)],
+                    rr_config.clone(),
+                ),
+                profile: request_response::Behaviour::with_codec(
+                    protocol::profile_codec(),
+                    [(PROFILE_PROTOCOL, ProtocolSupport::Full)],
+                    rr_config,
+                ),
+            }
+        })
+        .map_err(|e| SwarmError::Transport(e.to_string()))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(config.idle_timeout))
+        .build();
+    if let Some(e) = mdns_error {
+        return Err(SwarmError::Mdns(e));
+    }
+    for addr in &config.listen {
+        swarm
+            .listen_on(addr.clone())
+            .map_err(|e| SwarmError::Listen {
+                addr: addr.clone(),
+                reason: e.to_string(),
+            })?;
+    }
+    Ok(swarm)
+}
