@@ -20,15 +20,17 @@
 //!   on `/encrypto/kad/1.0.0`, the two request-response protocols, connection limits, and the
 //!   libp2p defaults we override on purpose.
 //!
-//! Still to come with the node issue: the `Node` actor with its `NodeHandle` and event stream,
-//! which owns the swarm and the store and runs the messaging flows (profiles pinned on connect,
-//! outbox and acks, cipher switch, delete chat); then the daemon's JSON-RPC control socket.
+//! - [`node`]: the `Node` actor with its [`NodeHandle`] and event stream; it owns the swarm
+//!   and the store and runs the messaging flows (profiles pinned on connect, outbox and
+//!   acknowledgements, retries, cipher switch, delete chat, rate limits).
+//!
+//! Still to come: the daemon's JSON-RPC control socket (the daemon/CLI issue).
 
 pub mod datadir;
 pub mod node;
 pub mod protocol;
-pub mod swarm;
 pub mod store;
+pub mod swarm;
 
 pub use datadir::{DataDir, DataDirError};
 pub use node::{NodeConfig, NodeError, NodeEvent, NodeHandle, PeerInfo, Via};

@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-use crate::protocol::{MsgRequest, MsgResponse, ProfileRequest, ProfileResponse};
+use crate::protocol::{ChatPayload, MsgRequest, MsgResponse, ProfileRequest, ProfileResponse};
 use crate::store::{
     Body, Contact, Direction, KnownPeer, OutboxItem, OutboxKind, Status, Store, StoredMessage,
 };
@@ -406,13 +406,6 @@ impl NodeHandle {
             let _ = rx.await;
         }
     }
-}
-
-/// The plaintext inside a chat envelope. Versioned by its variants: new kinds (files) are
-/// appended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-enum ChatPayload {
-    Text(String),
 }
 
 /// A token bucket per peer for inbound frames.
@@ -873,8 +866,7 @@ impl Actor {
             OutboxKind::Control(bytes) => Ok((MsgRequest::Control(bytes.clone().into()), None)),
             OutboxKind::Text(text) => {
                 let public = public_of(&contact)?;
-                let payload = encrypto_crypto::codec::encode(&ChatPayload::Text(text.clone()))
-                    .map_err(|e| NodeError::Crypto(e.to_string()))?;
+                let payload = ChatPayload::Text(text.clone()).to_bytes();
                 let mut rng = rand::rng();
                 let (env, key_id) = match item.cipher {
                     Cipher::Rsa => (
@@ -1125,9 +1117,8 @@ impl Actor {
                 Err(e) => warn!(%peer, error = %e, "cannot save a session key"),
             }
         }
-        let payload: ChatPayload =
-            encrypto_crypto::codec::decode(&opened.plaintext, envelope::MAX_BODY_LEN)
-                .map_err(|e| format!("payload: {e}"))?;
+        let payload =
+            ChatPayload::from_bytes(&opened.plaintext).map_err(|e| format!("payload: {e}"))?;
         let ChatPayload::Text(text) = payload;
         let message = StoredMessage {
             id: opened.id,

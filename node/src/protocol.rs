@@ -116,6 +116,29 @@ pub struct ProfileResponse {
     pub profile: serde_bytes::ByteBuf,
 }
 
+/// The plaintext inside a chat envelope (what [`MsgRequest::Envelope`] carries, sealed).
+/// Versioned by its variants: new kinds (file offers) are appended, never reordered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChatPayload {
+    /// A text message.
+    Text(String),
+}
+
+impl ChatPayload {
+    /// Encodes as CBOR.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        encrypto_crypto::codec::encode(self).expect("a chat payload always encodes")
+    }
+
+    /// Decodes a payload opened from an envelope.
+    ///
+    /// # Errors
+    /// [`encrypto_crypto::codec::CodecError`] for bytes that are not a payload.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, encrypto_crypto::codec::CodecError> {
+        encrypto_crypto::codec::decode(bytes, encrypto_crypto::envelope::MAX_BODY_LEN)
+    }
+}
+
 /// Why a frame was not read or written. Carried inside the [`io::Error`]s of [`CborCodec`];
 /// get it back with [`frame_error`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

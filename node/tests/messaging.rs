@@ -314,3 +314,83 @@ async fn sending_to_a_stranger_or_too_much_is_a_clear_error() {
     assert!(err.to_string().contains("not a contact"), "{err}");
     a.stop().await;
 }
+
+/// Every file under `dir`, read whole.
+fn files_under(dir: &std::path::Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push((path.clone(), std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test]
+async fn the_stores_hold_no_message_text_and_no_private_key_bytes() {
+    let tmp = TempDir::new().unwrap();
+    let (mut sa, mut sb) = (
+        Spec::new(&tmp, "alice", 11, "/ip4/127.0.0.1/tcp/0"),
+        Spec::new(&tmp, "bob", 12, "/ip4/127.0.0.1/tcp/0"),
+    );
+    let (mut a, mut b) = (sa.start().await, sb.start().await);
+    connect(&mut a, &mut b).await;
+    let (pa, pb) = (a.handle.peer_id(), b.handle.peer_id());
+    let marker = "PLAINTEXT-MARKER-d41d8cd98f00";
+    let m1 = a
+        .handle
+        .send_text(pb, format!("{marker} from alice"))
+        .await
+        .unwrap();
+    let m2 = b
+        .handle
+        .send_text(pa, format!("{marker} from bob"))
+        .await
+        .unwrap();
+    delivered(&mut a, &[m1]).await;
+    delivered(&mut b, &[m2]).await;
+    a.stop().await;
+    b.stop().await;
+
+    let mut secrets: Vec<(String, Vec<u8>)> = vec![("marker".into(), marker.as_bytes().to_vec())];
+    for spec in [&sa, &sb] {
+        let id = spec.identity();
+        secrets.push((
+            format!("{} ed25519 secret", spec.name),
+            id.ed25519_secret().to_vec(),
+        ));
+        let der = id.rsa_pkcs8_der().unwrap();
+        // Any 32-byte window of the RSA private key would do; take one from the middle.
+        let mid = der.len() / 2;
+        secrets.push((
+            format!("{} rsa private key", spec.name),
+            der[mid..mid + 32].to_vec(),
+        ));
+        secrets.push((format!("{} storage key", spec.name), spec.storage.to_vec()));
+    }
+    let files = files_under(tmp.path());
+    assert!(
+        files.len() > 2,
+        "expected sled files, found {}",
+        files.len()
+    );
+    for (path, bytes) in &files {
+        for (what, secret) in &secrets {
+            assert!(
+                !contains(bytes, secret),
+                "{what} found in {}",
+                path.display()
+            );
+        }
+    }
+}

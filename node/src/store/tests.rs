@@ -812,25 +812,78 @@ fn zz_timing() {
     let t = std::time::Instant::now();
     for n in 0..2000u32 {
         let mut m = msg(a, u64::from(n), 0, Direction::In, &"x".repeat(200));
-        m.id = MessageId([n as u8, (n >> 8) as u8, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]);
+        m.id = MessageId([
+            n as u8,
+            (n >> 8) as u8,
+            1,
+            1,
+            1,
+            1,
+            1,
+            1,
+            1,
+            1,
+            1,
+            1,
+            1,
+            1,
+            1,
+            1,
+        ]);
         store.store_incoming(&m).unwrap();
     }
     eprintln!("store_incoming one by one: {:?}/msg", t.elapsed() / 2000);
     let t = std::time::Instant::now();
     for b in 0..20u32 {
-        let batch: Vec<_> = (0..100u32).map(|i| {
-            let n = 10_000 + b * 100 + i;
-            let mut m = msg(a, u64::from(n), 0, Direction::In, &"x".repeat(200));
-            m.id = MessageId([n as u8, (n >> 8) as u8, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]);
-            m
-        }).collect();
+        let batch: Vec<_> = (0..100u32)
+            .map(|i| {
+                let n = 10_000 + b * 100 + i;
+                let mut m = msg(a, u64::from(n), 0, Direction::In, &"x".repeat(200));
+                m.id = MessageId([
+                    n as u8,
+                    (n >> 8) as u8,
+                    2,
+                    1,
+                    1,
+                    1,
+                    1,
+                    1,
+                    1,
+                    1,
+                    1,
+                    1,
+                    1,
+                    1,
+                    1,
+                    1,
+                ]);
+                m
+            })
+            .collect();
         store.store_incoming_many(&batch).unwrap();
     }
     eprintln!("store_incoming_many x100: {:?}/msg", t.elapsed() / 2000);
     let t = std::time::Instant::now();
     for n in 0..2000u32 {
         let (mut m, mut i) = outgoing(a, u64::from(20_000 + n), 0, &"x".repeat(200));
-        m.id = MessageId([n as u8, (n >> 8) as u8, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]);
+        m.id = MessageId([
+            n as u8,
+            (n >> 8) as u8,
+            3,
+            1,
+            1,
+            1,
+            1,
+            1,
+            1,
+            1,
+            1,
+            1,
+            1,
+            1,
+            1,
+            1,
+        ]);
         i.id = m.id;
         store.enqueue_outgoing(&m, &i).unwrap();
     }

@@ -1,0 +1,294 @@
+//! A hostile peer against a real node: it completes the profile exchange honestly (so it is a
+//! contact) and then sends random bytes, forged, misaddressed, replayed and oversized frames.
+//! Every bad frame is rejected, a replay is stored once, and the victim keeps serving an honest
+//! peer. The hostile side is a raw libp2p swarm with a codec that allows oversized frames.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use encrypto_crypto::envelope::{self, OutboundSession};
+use encrypto_crypto::{Identity, MessageId, PublicIdentity, RsaBits, SignedProfile, StorageKey};
+use encrypto_node::node::{self, NodeConfig, NodeEvent, NodeHandle};
+use encrypto_node::protocol::{
+    CborCodec, ChatPayload, MSG_PROTOCOL, MsgRequest, MsgResponse, PROFILE_PROTOCOL,
+    ProfileRequest, ProfileResponse,
+};
+use encrypto_node::store::Direction;
+use futures::StreamExt;
+use libp2p::request_response::{self, Message, ProtocolSupport};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, Swarm, SwarmBuilder, noise, tcp, yamux};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use tempfile::TempDir;
+use tokio::sync::broadcast;
+
+const STEP: Duration = Duration::from_secs(30);
+const NOW_SLACK: u64 = 0;
+
+#[derive(NetworkBehaviour)]
+struct Hostile {
+    msg: request_response::Behaviour<CborCodec<MsgRequest, MsgResponse>>,
+    profile: request_response::Behaviour<CborCodec<ProfileRequest, ProfileResponse>>,
+}
+
+fn identity(seed: u64) -> Identity {
+    Identity::generate(&mut StdRng::seed_from_u64(seed), RsaBits::B2048).unwrap()
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        + NOW_SLACK
+}
+
+async fn start_node(
+    tmp: &TempDir,
+    name: &'static str,
+    seed: u64,
+) -> (NodeHandle, broadcast::Receiver<NodeEvent>, Multiaddr) {
+    let mut config = NodeConfig::new(tmp.path().join(name));
+    config.swarm.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+    config.swarm.mdns = false;
+    let (handle, _task) = node::start(
+        identity(seed),
+        name,
+        1,
+        StorageKey::from_bytes([seed as u8; 32]),
+        config,
+    )
+    .unwrap();
+    let mut events = handle.subscribe();
+    let addr = wait_for(&mut events, |e| match e {
+        NodeEvent::Listening { addr } => Some(addr.clone()),
+        _ => None,
+    })
+    .await;
+    (handle, events, addr)
+}
+
+async fn wait_for<T>(
+    events: &mut broadcast::Receiver<NodeEvent>,
+    mut pick: impl FnMut(&NodeEvent) -> Option<T>,
+) -> T {
+    tokio::time::timeout(STEP, async {
+        loop {
+            match events.recv().await {
+                Ok(event) => {
+                    if let Some(v) = pick(&event) {
+                        return v;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => panic!("node stopped"),
+            }
+        }
+    })
+    .await
+    .expect("event not seen within the step timeout")
+}
+
+fn hostile_swarm(me: &Identity) -> Swarm<Hostile> {
+    // Our own codec, but with limits far above the victim's, so oversized frames go out.
+    let big = 4 * 1024 * 1024;
+    SwarmBuilder::with_existing_identity(me.to_libp2p_keypair())
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|_| Hostile {
+            msg: request_response::Behaviour::with_codec(
+                CborCodec::new(big, big),
+                [(MSG_PROTOCOL, ProtocolSupport::Full)],
+                request_response::Config::default(),
+            ),
+            profile: request_response::Behaviour::with_codec(
+                CborCodec::new(big, big),
+                [(PROFILE_PROTOCOL, ProtocolSupport::Full)],
+                request_response::Config::default(),
+            ),
+        })
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build()
+}
+
+/// Sends one message request and waits for its outcome: the response, or the failure text.
+async fn ask(
+    swarm: &mut Swarm<Hostile>,
+    peer: PeerId,
+    request: MsgRequest,
+) -> Result<MsgResponse, String> {
+    let id = swarm.behaviour_mut().msg.send_request(&peer, request);
+    tokio::time::timeout(STEP, async {
+        loop {
+            match swarm.select_next_some().await {
+                SwarmEvent::Behaviour(HostileEvent::Msg(request_response::Event::Message {
+                    message:
+                        Message::Response {
+                            request_id,
+                            response,
+                        },
+                    ..
+                })) if request_id == id => return Ok(response),
+                SwarmEvent::Behaviour(HostileEvent::Msg(
+                    request_response::Event::OutboundFailure {
+                        request_id, error, ..
+                    },
+                )) if request_id == id => return Err(error.to_string()),
+                SwarmEvent::Behaviour(HostileEvent::Profile(
+                    request_response::Event::Message {
+                        message: Message::Request { channel, .. },
+                        ..
+                    },
+                )) => {
+                    // The victim asks for our profile too; answering is not needed here.
+                    drop(channel);
+                }
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("no outcome within the step timeout")
+}
+
+#[tokio::test]
+async fn hostile_frames_are_rejected_and_honest_peers_still_served() {
+    let tmp = TempDir::new().unwrap();
+    let (victim, mut victim_events, victim_addr) = start_node(&tmp, "victim", 21).await;
+    let (honest, mut honest_events, _) = start_node(&tmp, "honest", 22).await;
+    let victim_peer = victim.peer_id();
+
+    // The hostile peer connects and presents a valid profile, so it is pinned as a contact.
+    let mallory = identity(23);
+    let mut h = hostile_swarm(&mallory);
+    h.dial(victim_addr.clone()).unwrap();
+    let my_profile = mallory.sign_profile("Mallory", 1).unwrap();
+    let victim_public: PublicIdentity = tokio::time::timeout(STEP, async {
+        let mut sent = false;
+        loop {
+            match h.select_next_some().await {
+                SwarmEvent::ConnectionEstablished { peer_id, .. }
+                    if peer_id == victim_peer && !sent =>
+                {
+                    h.behaviour_mut().profile.send_request(
+                        &victim_peer,
+                        ProfileRequest {
+                            profile: my_profile.to_bytes().into(),
+                        },
+                    );
+                    sent = true;
+                }
+                SwarmEvent::Behaviour(HostileEvent::Profile(
+                    request_response::Event::Message {
+                        message: Message::Response { response, .. },
+                        ..
+                    },
+                )) => {
+                    let p = SignedProfile::from_bytes(&response.profile).unwrap();
+                    return p.verify(&victim_peer).unwrap().public;
+                }
+                _ => {}
+            }
+        }
+    })
+    .await
+    .unwrap();
+    wait_for(&mut victim_events, |e| {
+        matches!(e, NodeEvent::ProfileVerified { name, .. } if name == "Mallory").then_some(())
+    })
+    .await;
+
+    let mut rng = StdRng::seed_from_u64(24);
+    let seal = |rng: &mut StdRng, signer: &Identity, to: &PublicIdentity, text: &str| {
+        let mut s = OutboundSession::new(rng, to, now_ms()).unwrap();
+        let id = MessageId::random(rng);
+        let body = ChatPayload::Text(text.to_owned()).to_bytes();
+        envelope::seal_aes(signer, to, &mut s, id, now_ms(), &body, rng).unwrap()
+    };
+
+    // Random bytes.
+    let r = ask(
+        &mut h,
+        victim_peer,
+        MsgRequest::Envelope(vec![0xa5; 300].into()),
+    )
+    .await;
+    assert_eq!(r, Ok(MsgResponse::Rejected));
+    // Forged: Mallory's sender field, signed by someone else.
+    let mut forged = seal(&mut rng, &mallory, &victim_public, "forged");
+    forged.signature = seal(&mut rng, &identity(25), &victim_public, "x").signature;
+    let r = ask(
+        &mut h,
+        victim_peer,
+        MsgRequest::Envelope(forged.to_bytes().into()),
+    )
+    .await;
+    assert_eq!(r, Ok(MsgResponse::Rejected));
+    // Claims to be from the honest node.
+    let honest_identity = identity(22);
+    let impersonated = seal(&mut rng, &honest_identity, &victim_public, "impersonated");
+    let r = ask(
+        &mut h,
+        victim_peer,
+        MsgRequest::Envelope(impersonated.to_bytes().into()),
+    )
+    .await;
+    assert_eq!(r, Ok(MsgResponse::Rejected));
+    // Misaddressed: sealed for the honest node, sent to the victim.
+    let misaddressed = seal(&mut rng, &mallory, honest_identity.public(), "misaddressed");
+    let r = ask(
+        &mut h,
+        victim_peer,
+        MsgRequest::Envelope(misaddressed.to_bytes().into()),
+    )
+    .await;
+    assert_eq!(r, Ok(MsgResponse::Rejected));
+    // Oversized: refused by the victim's codec before it reads the body.
+    let r = ask(
+        &mut h,
+        victim_peer,
+        MsgRequest::Envelope(vec![0; 1024 * 1024].into()),
+    )
+    .await;
+    assert!(r.is_err(), "oversized frame got a response: {r:?}");
+    // A valid message, then the same bytes again: both acknowledged, stored once.
+    let valid = seal(&mut rng, &mallory, &victim_public, "valid once");
+    for _ in 0..2 {
+        let r = ask(
+            &mut h,
+            victim_peer,
+            MsgRequest::Envelope(valid.to_bytes().into()),
+        )
+        .await;
+        assert!(matches!(r, Ok(MsgResponse::Ack(_))), "{r:?}");
+    }
+    let history = victim.history(mallory.peer_id(), None).await.unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].direction, Direction::In);
+
+    // The victim still serves an honest peer.
+    honest.dial(victim_addr).await.unwrap();
+    wait_for(&mut honest_events, |e| {
+        matches!(e, NodeEvent::ProfileVerified { peer, .. } if *peer == victim_peer).then_some(())
+    })
+    .await;
+    let id = honest
+        .send_text(victim_peer, "still there?".into())
+        .await
+        .unwrap();
+    wait_for(&mut honest_events, |e| {
+        matches!(e, NodeEvent::Delivered { id: d, .. } if *d == id).then_some(())
+    })
+    .await;
+    let history = victim.history(honest.peer_id(), None).await.unwrap();
+    assert_eq!(history.len(), 1);
+    victim.shutdown().await;
+    honest.shutdown().await;
+}
