@@ -292,3 +292,85 @@ async fn hostile_frames_are_rejected_and_honest_peers_still_served() {
     victim.shutdown().await;
     honest.shutdown().await;
 }
+
+/// Presents `profile` to `victim` on the profile protocol and waits for the answer.
+async fn present_profile(h: &mut Swarm<Hostile>, victim: PeerId, profile: &SignedProfile) {
+    let id = h.behaviour_mut().profile.send_request(
+        &victim,
+        ProfileRequest {
+            profile: profile.to_bytes().into(),
+        },
+    );
+    tokio::time::timeout(STEP, async {
+        loop {
+            if let SwarmEvent::Behaviour(HostileEvent::Profile(request_response::Event::Message {
+                message: Message::Response { request_id, .. },
+                ..
+            })) = h.select_next_some().await
+                && request_id == id
+            {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("no profile response within the step timeout");
+}
+
+#[tokio::test]
+async fn a_changed_key_is_flagged_not_accepted() {
+    let tmp = TempDir::new().unwrap();
+    let (victim, mut events, addr) = start_node(&tmp, "victim", 31).await;
+    let victim_peer = victim.peer_id();
+    let mallory = identity(32);
+    let mut h = hostile_swarm(&mallory);
+    h.dial(addr).unwrap();
+    tokio::time::timeout(STEP, async {
+        loop {
+            if let SwarmEvent::ConnectionEstablished { peer_id, .. } = h.select_next_some().await
+                && peer_id == victim_peer
+            {
+                return;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    present_profile(
+        &mut h,
+        victim_peer,
+        &mallory.sign_profile("Mallory", 1).unwrap(),
+    )
+    .await;
+    wait_for(&mut events, |e| {
+        matches!(e, NodeEvent::ProfileVerified { name, .. } if name == "Mallory").then_some(())
+    })
+    .await;
+    let pinned = victim.contacts().await.unwrap();
+    let pinned_rsa = pinned[0].rsa_der.clone();
+
+    // Same Ed25519 key (so the same PeerId), another RSA key: validly signed, but not the key
+    // that was pinned.
+    let other_rsa = identity(33).rsa_pkcs8_der().unwrap();
+    let swapped = Identity::from_secret_parts(&mallory.ed25519_secret(), &other_rsa).unwrap();
+    assert_eq!(swapped.peer_id(), mallory.peer_id());
+    present_profile(
+        &mut h,
+        victim_peer,
+        &swapped.sign_profile("Mallory", 2).unwrap(),
+    )
+    .await;
+    wait_for(&mut events, |e| {
+        matches!(e, NodeEvent::KeyChanged { peer } if *peer == mallory.peer_id()).then_some(())
+    })
+    .await;
+    let contact = victim.contacts().await.unwrap().remove(0);
+    assert!(contact.key_changed);
+    assert_eq!(contact.rsa_der, pinned_rsa, "the pinned key was replaced");
+    let err = victim
+        .send_text(mallory.peer_id(), "to whom?".into())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("changed"), "{err}");
+    victim.shutdown().await;
+}
