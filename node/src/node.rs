@@ -20,7 +20,7 @@
 //! - **Control payloads** (cipher switch, delete chat) travel through the same outbox and are
 //!   acknowledged the same way.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -32,7 +32,7 @@ use encrypto_crypto::envelope::{
 use encrypto_crypto::{
     Cipher, Identity, MessageId, PeerId, PublicIdentity, SignedProfile, StorageKey,
 };
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use libp2p::request_response::{self, Message, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, Swarm, identify, mdns};
@@ -52,6 +52,9 @@ pub const MAX_TEXT_LEN: usize = envelope::MAX_BODY_LEN - 64;
 pub const MAX_RSA_TEXT_LEN: usize = envelope::MAX_RSA_BODY_LEN - 64;
 /// Most requests in flight to one peer at a time.
 const MAX_IN_FLIGHT_PER_PEER: usize = 256;
+/// Most commands and swarm events handled before the pending writes are committed (one flush
+/// for the whole group).
+const MAX_BATCH: usize = 512;
 
 /// How the node runs.
 #[derive(Debug, Clone)]
@@ -260,6 +263,9 @@ pub enum NodeError {
         /// Why.
         reason: String,
     },
+    /// A group commit to the store failed (the message was not queued).
+    #[error("cannot write to the message store: {0}")]
+    StoreWrite(String),
     /// Sealing or signing failed (not expected with valid pinned keys).
     #[error("cannot seal: {0}")]
     Crypto(String),
@@ -422,6 +428,22 @@ struct InFlight {
     key_id: Option<envelope::KeyId>,
 }
 
+/// An inbound message opened and waiting for the group commit; acknowledged after it.
+struct PendingIncoming {
+    peer: PeerId,
+    public: PublicIdentity,
+    message: StoredMessage,
+    channel: ResponseChannel<MsgResponse>,
+}
+
+/// What to do with an inbound request once it is checked.
+enum Inbound {
+    /// Already durable (a replay, or a control payload acted on): acknowledge now.
+    Ack(MessageId),
+    /// A new message: store it in the group commit, then acknowledge.
+    Store(StoredMessage),
+}
+
 /// Starts a node for an unlocked identity. The returned handle is the only way to talk to it;
 /// the task ends when [`NodeHandle::shutdown`] is called or every handle is dropped.
 ///
@@ -461,6 +483,11 @@ pub fn start(
         connected: HashSet::new(),
         in_flight: HashMap::new(),
         in_flight_ids: HashSet::new(),
+        in_flight_count: HashMap::new(),
+        queues: HashMap::new(),
+        pending_sends: Vec::new(),
+        pending_incoming: Vec::new(),
+        pending_acks: Vec::new(),
         retry_at: HashMap::new(),
         backoff: HashMap::new(),
         buckets: HashMap::new(),
@@ -491,6 +518,16 @@ struct Actor {
     connected: HashSet<PeerId>,
     in_flight: HashMap<OutboundRequestId, InFlight>,
     in_flight_ids: HashSet<MessageId>,
+    in_flight_count: HashMap<PeerId, usize>,
+    /// Outbox items loaded from the store and not in flight, per peer, oldest first. A peer
+    /// with no entry is (re)loaded from the store on its next delivery.
+    queues: HashMap<PeerId, VecDeque<OutboxItem>>,
+    /// `send_text` calls waiting for the group commit.
+    pending_sends: Vec<(StoredMessage, OutboxItem, Reply<MessageId>)>,
+    /// Inbound messages waiting for the group commit.
+    pending_incoming: Vec<PendingIncoming>,
+    /// Acknowledged outgoing messages waiting for the group commit: (peer, id, created_ms).
+    pending_acks: Vec<(PeerId, MessageId, u64)>,
     retry_at: HashMap<PeerId, Instant>,
     backoff: HashMap<PeerId, Duration>,
     buckets: HashMap<PeerId, Bucket>,
@@ -509,23 +546,165 @@ impl Actor {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let mut stop = None;
             tokio::select! {
                 biased;
                 command = commands.recv() => match command {
-                    Some(Command::Shutdown(done)) => {
-                        self.shutdown();
-                        let _ = done.send(());
-                        return;
-                    }
+                    Some(Command::Shutdown(done)) => stop = Some(Some(done)),
                     Some(command) => self.handle_command(command),
-                    None => {
-                        self.shutdown();
-                        return;
-                    }
+                    None => stop = Some(None),
                 },
                 event = self.swarm.select_next_some() => self.handle_swarm_event(event),
                 _ = tick.tick() => self.retry_due(),
             }
+            // Take whatever else is ready without waiting, so that one flush covers the group.
+            for _ in 0..MAX_BATCH {
+                if stop.is_some() {
+                    break;
+                }
+                let mut progressed = false;
+                match commands.try_recv() {
+                    Ok(Command::Shutdown(done)) => stop = Some(Some(done)),
+                    Ok(command) => {
+                        self.handle_command(command);
+                        progressed = true;
+                    }
+                    Err(mpsc::error::TryRecvError::Disconnected) => stop = Some(None),
+                    Err(mpsc::error::TryRecvError::Empty) => {}
+                }
+                if let Some(event) = self.swarm.select_next_some().now_or_never() {
+                    self.handle_swarm_event(event);
+                    progressed = true;
+                }
+                if !progressed {
+                    break;
+                }
+            }
+            self.commit();
+            if let Some(done) = stop {
+                self.shutdown();
+                if let Some(done) = done {
+                    let _ = done.send(());
+                }
+                return;
+            }
+        }
+    }
+
+    /// Writes the group: queued sends, received messages, acknowledged deliveries, each with
+    /// one store transaction and one flush; then answers and acknowledges.
+    fn commit(&mut self) {
+        self.commit_sends();
+        self.commit_incoming();
+        self.commit_acks();
+    }
+
+    fn commit_sends(&mut self) {
+        if self.pending_sends.is_empty() {
+            return;
+        }
+        let pending = std::mem::take(&mut self.pending_sends);
+        let pairs: Vec<(StoredMessage, OutboxItem)> = pending
+            .iter()
+            .map(|(m, i, _)| (m.clone(), i.clone()))
+            .collect();
+        if let Err(e) = self.store.enqueue_outgoing_many(&pairs) {
+            let text = e.to_string();
+            for (_, _, reply) in pending {
+                let _ = reply.send(Err(NodeError::StoreWrite(text.clone())));
+            }
+            return;
+        }
+        let mut peers = Vec::new();
+        for (message, item, reply) in pending {
+            let _ = reply.send(Ok(message.id));
+            if let Some(queue) = self.queues.get_mut(&item.peer) {
+                queue.push_back(item.clone());
+            }
+            if !peers.contains(&item.peer) {
+                peers.push(item.peer);
+            }
+        }
+        for peer in peers {
+            self.deliver(peer);
+        }
+    }
+
+    fn commit_incoming(&mut self) {
+        if self.pending_incoming.is_empty() {
+            return;
+        }
+        let pending = std::mem::take(&mut self.pending_incoming);
+        let messages: Vec<StoredMessage> = pending.iter().map(|p| p.message.clone()).collect();
+        match self.store.store_incoming_many(&messages) {
+            Ok(fresh) => {
+                for (p, new) in pending.into_iter().zip(fresh) {
+                    if new {
+                        self.emit(NodeEvent::MessageReceived {
+                            peer: p.peer,
+                            id: p.message.id,
+                            timestamp_ms: p.message.timestamp_ms,
+                            cipher: p.message.cipher,
+                        });
+                    }
+                    self.acknowledge(p.peer, &p.public, p.message.id, p.channel);
+                }
+            }
+            Err(e) => {
+                for p in pending {
+                    self.reject(p.peer, p.channel, format!("store: {e}"));
+                }
+            }
+        }
+    }
+
+    fn commit_acks(&mut self) {
+        if self.pending_acks.is_empty() {
+            return;
+        }
+        let mut by_peer: HashMap<PeerId, Vec<(MessageId, u64)>> = HashMap::new();
+        for (peer, id, created) in std::mem::take(&mut self.pending_acks) {
+            by_peer.entry(peer).or_default().push((id, created));
+        }
+        for (peer, acked) in by_peer {
+            match self.store.complete_outgoing_many(&peer, &acked) {
+                Ok(_) => {
+                    for (id, _) in acked {
+                        self.emit(NodeEvent::Delivered { peer, id });
+                    }
+                }
+                // The items stay in the outbox and are sent again; the peer acknowledges the
+                // duplicates without storing them twice.
+                Err(e) => warn!(%peer, error = %e, "cannot record deliveries"),
+            }
+            self.deliver(peer);
+        }
+    }
+
+    /// Signs a delivery acknowledgement for `id` and sends it as the response.
+    fn acknowledge(
+        &mut self,
+        peer: PeerId,
+        public: &PublicIdentity,
+        id: MessageId,
+        channel: ResponseChannel<MsgResponse>,
+    ) {
+        let ack = Control::sign(
+            &self.identity,
+            public,
+            MessageId::random(&mut rand::rng()),
+            now_ms(),
+            ControlKind::DeliveryAck { ids: vec![id] },
+        );
+        match ack {
+            Ok(ack) => {
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .msg
+                    .send_response(channel, MsgResponse::Ack(ack.to_bytes().into()));
+            }
+            Err(e) => self.reject(peer, channel, e.to_string()),
         }
     }
 
@@ -585,9 +764,12 @@ impl Actor {
 
     fn handle_command(&mut self, command: Command) {
         match command {
-            Command::SendText(peer, text, reply) => {
-                let _ = reply.send(self.send_text(peer, text));
-            }
+            Command::SendText(peer, text, reply) => match self.prepare_text(peer, text) {
+                Ok((message, item)) => self.pending_sends.push((message, item, reply)),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
             Command::SetCipher(peer, cipher, reply) => {
                 let _ = reply.send(self.set_cipher(peer, cipher));
             }
@@ -631,7 +813,13 @@ impl Actor {
         Ok(contact)
     }
 
-    fn send_text(&mut self, peer: PeerId, text: String) -> Result<MessageId, NodeError> {
+    /// Checks a text and builds its history entry and outbox item; the group commit writes
+    /// them and answers the caller.
+    fn prepare_text(
+        &mut self,
+        peer: PeerId,
+        text: String,
+    ) -> Result<(StoredMessage, OutboxItem), NodeError> {
         let contact = self.contact_for_sending(&peer)?;
         let max = match contact.cipher {
             Cipher::Aes => MAX_TEXT_LEN,
@@ -664,9 +852,7 @@ impl Actor {
             kind: OutboxKind::Text(text),
             attempts: 0,
         };
-        self.store.enqueue_outgoing(&message, &item)?;
-        self.deliver(peer);
-        Ok(id)
+        Ok((message, item))
     }
 
     fn queue_control(&mut self, peer: PeerId, kind: ControlKind) -> Result<(), NodeError> {
@@ -684,7 +870,12 @@ impl Actor {
             kind: OutboxKind::Control(control.to_bytes()),
             attempts: 0,
         };
+        // Whatever was sent before the control payload is written first.
+        self.commit_sends();
         self.store.enqueue_control(&item)?;
+        if let Some(queue) = self.queues.get_mut(&peer) {
+            queue.push_back(item);
+        }
         self.deliver(peer);
         Ok(())
     }
@@ -706,6 +897,9 @@ impl Actor {
     }
 
     fn delete_chat(&mut self, peer: PeerId, for_both: bool) -> Result<usize, NodeError> {
+        // Everything queued or received before the delete is written first, so it is deleted too.
+        self.commit_sends();
+        self.commit_incoming();
         if for_both {
             self.queue_control(peer, ControlKind::DeleteChat)?;
         }
@@ -821,26 +1015,32 @@ impl Actor {
             self.schedule_retry(peer);
             return;
         }
-        let items = match self.store.outbox_for(&peer) {
-            Ok(items) => items,
-            Err(e) => {
-                warn!(%peer, error = %e, "cannot read the outbox");
-                return;
+        if !self.queues.contains_key(&peer) {
+            match self.store.outbox_for(&peer) {
+                Ok(items) => {
+                    let queue = items
+                        .into_iter()
+                        .filter(|i| !self.in_flight_ids.contains(&i.id))
+                        .collect();
+                    self.queues.insert(peer, queue);
+                }
+                Err(e) => {
+                    warn!(%peer, error = %e, "cannot read the outbox");
+                    return;
+                }
             }
-        };
+        }
         let mut budget = MAX_IN_FLIGHT_PER_PEER
-            .saturating_sub(self.in_flight.values().filter(|f| f.peer == peer).count());
-        for item in items {
-            if budget == 0 {
+            .saturating_sub(self.in_flight_count.get(&peer).copied().unwrap_or(0));
+        while budget > 0 {
+            let Some(item) = self.queues.get_mut(&peer).and_then(VecDeque::pop_front) else {
                 break;
-            }
-            if self.in_flight_ids.contains(&item.id) {
-                continue;
-            }
+            };
             match self.seal_item(&item) {
                 Ok((request, key_id)) => {
                     let request_id = self.swarm.behaviour_mut().msg.send_request(&peer, request);
                     self.in_flight_ids.insert(item.id);
+                    *self.in_flight_count.entry(peer).or_default() += 1;
                     self.in_flight.insert(
                         request_id,
                         InFlight {
@@ -852,9 +1052,27 @@ impl Actor {
                     );
                     budget -= 1;
                 }
+                // It stays in the store's outbox and is tried again after a reload.
                 Err(e) => warn!(%peer, id = %item.id, error = %e, "cannot seal an outbox item"),
             }
         }
+    }
+
+    /// Forgets a finished request; returns it.
+    fn untrack(&mut self, request_id: OutboundRequestId) -> Option<InFlight> {
+        let flight = self.in_flight.remove(&request_id)?;
+        self.in_flight_ids.remove(&flight.id);
+        if let Some(n) = self.in_flight_count.get_mut(&flight.peer) {
+            *n = n.saturating_sub(1);
+        }
+        Some(flight)
+    }
+
+    /// A request to `peer` failed: reload its queue from the store next time (it still holds
+    /// everything unacknowledged) and retry after the backoff.
+    fn requeue(&mut self, peer: PeerId) {
+        self.queues.remove(&peer);
+        self.schedule_retry(peer);
     }
 
     fn seal_item(
@@ -932,16 +1150,15 @@ impl Actor {
     }
 
     fn on_ack(&mut self, request_id: OutboundRequestId, response: MsgResponse) {
-        let Some(flight) = self.in_flight.remove(&request_id) else {
+        let Some(flight) = self.untrack(request_id) else {
             return;
         };
-        self.in_flight_ids.remove(&flight.id);
         let peer = flight.peer;
         let bytes = match response {
             MsgResponse::Ack(bytes) => bytes,
             MsgResponse::Rejected => {
                 debug!(%peer, id = %flight.id, "peer rejected a message; will retry");
-                self.schedule_retry(peer);
+                self.requeue(peer);
                 return;
             }
         };
@@ -967,7 +1184,7 @@ impl Actor {
         });
         if acked != Ok(true) {
             warn!(%peer, id = %flight.id, "invalid acknowledgement");
-            self.schedule_retry(peer);
+            self.requeue(peer);
             return;
         }
         self.backoff.remove(&peer);
@@ -984,22 +1201,12 @@ impl Actor {
                 warn!(%peer, error = %e, "cannot save the session");
             }
         }
-        match self
-            .store
-            .complete_outgoing(&peer, &flight.id, flight.created_ms)
-        {
-            Ok(_) => self.emit(NodeEvent::Delivered {
-                peer,
-                id: flight.id,
-            }),
-            Err(e) => warn!(%peer, error = %e, "cannot record a delivery"),
-        }
+        self.pending_acks.push((peer, flight.id, flight.created_ms));
     }
 
     fn on_outbound_failure(&mut self, request_id: OutboundRequestId) {
-        if let Some(flight) = self.in_flight.remove(&request_id) {
-            self.in_flight_ids.remove(&flight.id);
-            self.schedule_retry(flight.peer);
+        if let Some(flight) = self.untrack(request_id) {
+            self.requeue(flight.peer);
         }
     }
 
@@ -1060,36 +1267,24 @@ impl Actor {
             MsgRequest::Control(bytes) => self.receive_control(peer, contact, &public, &bytes),
         };
         match result {
-            Ok(ack_id) => {
-                let ack = Control::sign(
-                    &self.identity,
-                    &public,
-                    MessageId::random(&mut rand::rng()),
-                    now_ms(),
-                    ControlKind::DeliveryAck { ids: vec![ack_id] },
-                );
-                match ack {
-                    Ok(ack) => {
-                        let _ = self
-                            .swarm
-                            .behaviour_mut()
-                            .msg
-                            .send_response(channel, MsgResponse::Ack(ack.to_bytes().into()));
-                    }
-                    Err(e) => self.reject(peer, channel, e.to_string()),
-                }
-            }
+            Ok(Inbound::Ack(id)) => self.acknowledge(peer, &public, id, channel),
+            Ok(Inbound::Store(message)) => self.pending_incoming.push(PendingIncoming {
+                peer,
+                public,
+                message,
+                channel,
+            }),
             Err(reason) => self.reject(peer, channel, reason),
         }
     }
 
-    /// Opens, stores and returns the id to acknowledge; an error is the reason to reject.
+    /// Verifies and opens an envelope; an error is the reason to reject.
     fn receive_envelope(
         &mut self,
         peer: PeerId,
         public: &PublicIdentity,
         bytes: &[u8],
-    ) -> Result<MessageId, String> {
+    ) -> Result<Inbound, String> {
         let env = Envelope::from_bytes(bytes).map_err(|e| format!("{:?}", e.reason()))?;
         let store = &self.store;
         let seen = |_: &[u8; 32], id: &MessageId| store.is_seen(&peer, id).unwrap_or(false);
@@ -1103,7 +1298,7 @@ impl Actor {
         let opened = match envelope::open(&env, &ctx, &mut self.inbound, &mut rand::rng()) {
             Ok(opened) => opened,
             // The sender retried after our ack was lost: acknowledge again, store nothing.
-            Err(e) if e.reason() == RejectReason::Replayed => return Ok(env.id),
+            Err(e) if e.reason() == RejectReason::Replayed => return Ok(Inbound::Ack(env.id)),
             Err(e) => return Err(format!("{:?}", e.reason())),
         };
         if let Some(key_id) = opened.key_id
@@ -1130,17 +1325,7 @@ impl Actor {
             status: Status::Received,
             envelope: Some(bytes.to_vec()),
         };
-        match self.store.store_incoming(&message) {
-            Ok(true) => self.emit(NodeEvent::MessageReceived {
-                peer,
-                id: opened.id,
-                timestamp_ms: opened.timestamp,
-                cipher: opened.cipher,
-            }),
-            Ok(false) => {}
-            Err(e) => return Err(format!("store: {e}")),
-        }
-        Ok(opened.id)
+        Ok(Inbound::Store(message))
     }
 
     fn receive_control(
@@ -1149,7 +1334,10 @@ impl Actor {
         mut contact: Contact,
         public: &PublicIdentity,
         bytes: &[u8],
-    ) -> Result<MessageId, String> {
+    ) -> Result<Inbound, String> {
+        // Messages received before this payload are written first (a delete must not miss
+        // them).
+        self.commit_incoming();
         let control = Control::from_bytes(bytes).map_err(|e| format!("{:?}", e.reason()))?;
         let store = &self.store;
         let seen = |_: &[u8; 32], id: &MessageId| store.is_seen(&peer, id).unwrap_or(false);
@@ -1162,7 +1350,7 @@ impl Actor {
         };
         let kind = match control.verify(&ctx) {
             Ok(kind) => kind.clone(),
-            Err(e) if e.reason() == RejectReason::Replayed => return Ok(control.id),
+            Err(e) if e.reason() == RejectReason::Replayed => return Ok(Inbound::Ack(control.id)),
             Err(e) => return Err(format!("{:?}", e.reason())),
         };
         match kind {
@@ -1196,7 +1384,7 @@ impl Actor {
         self.store
             .mark_seen(&peer, &control.id, control.timestamp)
             .map_err(|e| format!("store: {e}"))?;
-        Ok(control.id)
+        Ok(Inbound::Ack(control.id))
     }
 
     // ----- profiles -------------------------------------------------------------------------
@@ -1348,6 +1536,7 @@ impl Actor {
                 ..
             } => {
                 self.connected.remove(&peer_id);
+                self.queues.remove(&peer_id);
                 self.emit(NodeEvent::PeerDisconnected { peer: peer_id });
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
