@@ -52,6 +52,8 @@ pub const MAX_TEXT_LEN: usize = envelope::MAX_BODY_LEN - 64;
 pub const MAX_RSA_TEXT_LEN: usize = envelope::MAX_RSA_BODY_LEN - 64;
 /// Most requests in flight to one peer at a time.
 const MAX_IN_FLIGHT_PER_PEER: usize = 256;
+/// How often seen message ids past the replay window are forgotten.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// Most commands and swarm events handled before the pending writes are committed (one flush
 /// for the whole group).
 const MAX_BATCH: usize = 512;
@@ -65,6 +67,9 @@ pub struct NodeConfig {
     pub swarm: SwarmConfig,
     /// Peers to dial at start (multiaddrs ending in `/p2p/PEER_ID`, or plain addresses).
     pub bootstrap: Vec<Multiaddr>,
+    /// Addresses at which others can reach this node (a public address, a port forward),
+    /// confirmed as external from the start; a relay server needs one to accept reservations.
+    pub external_addrs: Vec<Multiaddr>,
     /// When outbound `aes` sessions rotate.
     pub rotation: RotationPolicy,
     /// What inbound envelopes are accepted (time window).
@@ -86,6 +91,7 @@ impl NodeConfig {
             data_dir,
             swarm: SwarmConfig::default(),
             bootstrap: Vec::new(),
+            external_addrs: Vec::new(),
             rotation: RotationPolicy::default(),
             open_policy: OpenPolicy::default(),
             inbound_per_second: 2_000,
@@ -462,6 +468,9 @@ pub fn start(
         .sign_profile(name, created_ms)
         .map_err(|e| NodeError::Crypto(e.to_string()))?;
     let mut swarm = swarm::build(identity.to_libp2p_keypair(), &config.swarm)?;
+    for addr in &config.external_addrs {
+        swarm.add_external_address(addr.clone());
+    }
     for addr in &config.bootstrap {
         if let Err(e) = swarm.dial(addr.clone()) {
             warn!(%addr, error = %e, "cannot dial bootstrap peer");
@@ -492,6 +501,7 @@ pub fn start(
         backoff: HashMap::new(),
         buckets: HashMap::new(),
         last_ts: 0,
+        last_prune: Instant::now(),
     };
     actor.load_inbound_keys();
     let task = tokio::spawn(actor.run(rx));
@@ -532,6 +542,7 @@ struct Actor {
     backoff: HashMap<PeerId, Duration>,
     buckets: HashMap<PeerId, Bucket>,
     last_ts: u64,
+    last_prune: Instant,
 }
 
 fn now_ms() -> u64 {
@@ -975,8 +986,26 @@ impl Actor {
 
     // ----- delivery -------------------------------------------------------------------------
 
+    /// Forgets seen message ids older than the oldest message the policy still accepts (plus a
+    /// day of margin): anything older is rejected by its timestamp before the replay check.
+    fn prune_seen(&mut self) {
+        let Some(max_age) = self.config.open_policy.max_age_ms else {
+            return;
+        };
+        let cutoff = now_ms().saturating_sub(max_age + 24 * 60 * 60 * 1000);
+        match self.store.prune_seen(cutoff) {
+            Ok(n) if n > 0 => debug!(pruned = n, "forgot old seen message ids"),
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "cannot prune seen message ids"),
+        }
+    }
+
     fn retry_due(&mut self) {
         let now = Instant::now();
+        if now.duration_since(self.last_prune) >= PRUNE_EVERY {
+            self.last_prune = now;
+            self.prune_seen();
+        }
         let due: Vec<PeerId> = self
             .retry_at
             .iter()
@@ -1537,6 +1566,7 @@ impl Actor {
             } => {
                 self.connected.remove(&peer_id);
                 self.queues.remove(&peer_id);
+                self.buckets.remove(&peer_id);
                 self.emit(NodeEvent::PeerDisconnected { peer: peer_id });
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {

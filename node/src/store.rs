@@ -16,7 +16,7 @@
 //!
 //! | tree | key | value (sealed) |
 //! |---|---|---|
-//! | `meta` | `format` (in clear: `u32` BE, not sealed) / `check` | a known plaintext, to tell a wrong key at open |
+//! | `meta` | `format` / `check` | the format version (`u32` BE, the one value in clear) / a known plaintext, to tell a wrong key at open |
 //! | `contacts` | chat tag (16) | [`Contact`] |
 //! | `messages` | chat tag (16) ‖ timestamp ms (`u64` BE) ‖ message id (16) | [`StoredMessage`] |
 //! | `outbox` | same as `messages` (`created_ms`) | [`OutboxItem`] |
@@ -141,7 +141,11 @@ impl Drop for Inner {
 
 impl Store {
     /// Opens the store in `dir` (the node uses `DATA_DIR/store`), creating it (mode 0700) if
-    /// needed, and checks that it was sealed with `key`.
+    /// needed, and checks that it was sealed with `key`. Subkeys are derived here, once.
+    ///
+    /// A lock still held by a store just dropped in this process is waited for (up to two
+    /// seconds: sled releases it lazily); a lock held by another process is an error after
+    /// that wait.
     ///
     /// # Errors
     /// [`StoreError::Locked`] if another process has it open; [`StoreError::WrongKey`] if it

@@ -22,7 +22,7 @@ use libp2p::kad::{self, store::MemoryStore};
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::{Multiaddr, Swarm, SwarmBuilder, identify, mdns, noise, ping, tcp, yamux};
+use libp2p::{Multiaddr, Swarm, SwarmBuilder, identify, mdns, noise, ping, relay, tcp, yamux};
 
 use crate::protocol::{self, KAD_PROTOCOL, MSG_PROTOCOL, MsgCodec, PROFILE_PROTOCOL, ProfileCodec};
 
@@ -48,6 +48,20 @@ pub struct SwarmConfig {
     pub max_connections_per_peer: u32,
     /// Connection limits: incoming connections still in their handshake.
     pub max_pending_incoming: u32,
+    /// Serve circuit relay v2 for other peers (an always-on node with a public address). A
+    /// relay only accepts reservations once it has a confirmed external address (see
+    /// `NodeConfig::external_addrs`).
+    pub relay_server: bool,
+    /// Relay limits: how long one relayed connection may last. libp2p's default of 2 minutes
+    /// cuts chats and file transfers; ours is an hour.
+    pub relay_max_circuit_duration: Duration,
+    /// Relay limits: bytes one relayed connection may carry in each direction (libp2p's
+    /// default of 128 KiB is less than one file chunk; ours is 1 GiB).
+    pub relay_max_circuit_bytes: u64,
+    /// Relay limits: reservations held at once.
+    pub relay_max_reservations: usize,
+    /// Relay limits: relayed connections open at once.
+    pub relay_max_circuits: usize,
 }
 
 impl Default for SwarmConfig {
@@ -69,6 +83,11 @@ impl Default for SwarmConfig {
             max_connections: 512,
             max_connections_per_peer: 4,
             max_pending_incoming: 64,
+            relay_server: false,
+            relay_max_circuit_duration: Duration::from_secs(3600),
+            relay_max_circuit_bytes: 1 << 30,
+            relay_max_reservations: 128,
+            relay_max_circuits: 64,
         }
     }
 }
@@ -98,6 +117,8 @@ mod behaviour {
         pub msg: request_response::Behaviour<MsgCodec>,
         /// `/encrypto/profile/1`: signed profiles exchanged on connect.
         pub profile: request_response::Behaviour<ProfileCodec>,
+        /// Circuit relay v2 server, when enabled.
+        pub relay: Toggle<relay::Behaviour>,
     }
 }
 
@@ -157,6 +178,18 @@ pub fn build(keypair: Keypair, config: &SwarmConfig) -> Result<Swarm<Behaviour>,
             if config.kad_server {
                 kad.set_mode(Some(kad::Mode::Server));
             }
+            let relay = config.relay_server.then(|| {
+                relay::Behaviour::new(
+                    peer_id,
+                    relay::Config {
+                        max_reservations: config.relay_max_reservations,
+                        max_circuits: config.relay_max_circuits,
+                        max_circuit_duration: config.relay_max_circuit_duration,
+                        max_circuit_bytes: config.relay_max_circuit_bytes,
+                        ..relay::Config::default()
+                    },
+                )
+            });
             let rr_config =
                 request_response::Config::default().with_request_timeout(config.request_timeout);
             Behaviour {
@@ -183,6 +216,7 @@ pub fn build(keypair: Keypair, config: &SwarmConfig) -> Result<Swarm<Behaviour>,
                     [(PROFILE_PROTOCOL, ProtocolSupport::Full)],
                     rr_config,
                 ),
+                relay: Toggle::from(relay),
             }
         })
         .map_err(|e| SwarmError::Transport(e.to_string()))?

@@ -161,3 +161,65 @@ async fn an_address_in_use_is_reported() {
     .expect("no listener event within the step timeout");
     assert!(closed, "listening on a taken port succeeded");
 }
+
+#[derive(libp2p::swarm::NetworkBehaviour)]
+struct RelayClient {
+    relay: libp2p::relay::client::Behaviour,
+}
+
+/// A node started with `relay_server` and an external address accepts a reservation from a
+/// relay client (the way a node behind NAT will use it), with our limits, not libp2p's.
+#[tokio::test]
+async fn a_relay_server_accepts_reservations() {
+    use libp2p::multiaddr::Protocol;
+    use libp2p::{SwarmBuilder, noise, relay, tcp, yamux};
+
+    let server_id = identity(4);
+    let mut config = loopback("/ip4/127.0.0.1/tcp/0");
+    config.relay_server = true;
+    let mut server = swarm::build(server_id.to_libp2p_keypair(), &config).unwrap();
+    let addr = listen_addr(&mut server).await;
+    // What `NodeConfig::external_addrs` does: without a confirmed external address a relay
+    // refuses reservations (it would have no address to hand out).
+    server.add_external_address(addr.clone());
+    tokio::spawn(async move {
+        loop {
+            server.select_next_some().await;
+        }
+    });
+
+    let client_id = identity(5);
+    let mut client = SwarmBuilder::with_existing_identity(client_id.to_libp2p_keypair())
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .unwrap()
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .unwrap()
+        .with_behaviour(|_, relay| RelayClient { relay })
+        .unwrap()
+        .build();
+    let circuit = addr
+        .with(Protocol::P2p(server_id.peer_id()))
+        .with(Protocol::P2pCircuit);
+    client.listen_on(circuit).unwrap();
+    let accepted = tokio::time::timeout(STEP, async {
+        loop {
+            match client.select_next_some().await {
+                SwarmEvent::Behaviour(RelayClientEvent::Relay(
+                    relay::client::Event::ReservationReqAccepted { relay_peer_id, .. },
+                )) => return relay_peer_id,
+                SwarmEvent::ListenerClosed { reason: Err(e), .. } => {
+                    panic!("reservation refused: {e}")
+                }
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("no reservation within the step timeout");
+    assert_eq!(accepted, server_id.peer_id());
+}
