@@ -504,6 +504,7 @@ pub fn start(
         last_prune: Instant::now(),
     };
     actor.load_inbound_keys();
+    actor.resume();
     let task = tokio::spawn(actor.run(rx));
     Ok((
         NodeHandle {
@@ -768,6 +769,34 @@ impl Actor {
                 }
                 Err(e) => warn!(peer = %contact.peer_id, error = %e, "cannot restore session keys"),
             }
+        }
+    }
+
+    /// After a start: give the swarm the addresses remembered for known peers, and schedule
+    /// delivery to every peer that still has messages in the outbox.
+    fn resume(&mut self) {
+        match self.store.peers() {
+            Ok(peers) => {
+                for known in peers {
+                    for addr in known
+                        .addrs
+                        .iter()
+                        .filter_map(|a| a.parse::<Multiaddr>().ok())
+                    {
+                        self.swarm.add_peer_address(known.peer_id, addr);
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot restore known peers"),
+        }
+        match self.store.outbox() {
+            Ok(items) => {
+                let now = Instant::now();
+                for item in items {
+                    self.retry_at.entry(item.peer).or_insert(now);
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot read the outbox"),
         }
     }
 
@@ -1599,9 +1628,14 @@ impl Actor {
                 }
             }
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
-                // Kademlia learns addresses only when told: feed it the listen addresses.
-                for addr in info.listen_addrs {
-                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                // Kademlia learns addresses only when told: feed it the listen addresses. They
+                // are also remembered, so the peer can be redialled after a restart.
+                for addr in info.listen_addrs.iter().filter(|a| is_dialable(a)) {
+                    self.swarm
+                        .behaviour_mut()
+                        .kad
+                        .add_address(&peer_id, addr.clone());
+                    self.remember_peer(peer_id, Some(addr), None, None);
                 }
             }
             BehaviourEvent::Profile(event) => self.handle_profile_event(event),
@@ -1682,6 +1716,16 @@ impl Actor {
             _ => {}
         }
     }
+}
+
+/// Whether an address a peer announces is worth remembering (not an unspecified address).
+fn is_dialable(addr: &Multiaddr) -> bool {
+    use libp2p::multiaddr::Protocol;
+    !addr.iter().any(|p| match p {
+        Protocol::Ip4(ip) => ip.is_unspecified(),
+        Protocol::Ip6(ip) => ip.is_unspecified(),
+        _ => false,
+    })
 }
 
 fn public_of(contact: &Contact) -> Result<PublicIdentity, NodeError> {
