@@ -1,0 +1,795 @@
+//! Encrypto's benchmark: `cargo run --release --example bench [-- FLAGS]`.
+//!
+//! Starts two real nodes in this process (libp2p over TCP on 127.0.0.1, noise and yamux, mDNS
+//! off, sled stores in temporary directories), connects them, waits until each has pinned the
+//! other's profile, and measures messaging A→B with 200-byte texts:
+//!
+//! - **pipelined**: `send_text` called back to back (each call returns once its message is
+//!   durable in the outbox); msgs/s from the first call to the last `Delivered` event, so every
+//!   message counted is durable on both sides and acknowledged end to end. Once with one
+//!   caller (each call awaited before the next, so every message waits for its own flush) and
+//!   once with `--callers` concurrent callers (64 by default: what the node's group commit can
+//!   carry when callers do not serialise on durability, as a daemon serving many requests);
+//! - **unpipelined**: one message at a time, latency from calling `send_text` to its
+//!   `Delivered` event: p50, p99 and max.
+//!
+//! Both for cipher `aes` and, after a cipher switch confirmed by the peer, for `rsa` (smaller
+//! counts: each `rsa` message costs an RSA-OAEP encryption and decryption). A few unpipelined
+//! warm-up messages per cipher are not counted (the first `aes` message sets up the session).
+//!
+//! This first version measures messaging only. The other figures of the benchmark report are
+//! printed as "not measured yet (issue N)": file transfer MB/s (issue 5), DHT name lookup over
+//! 30 nodes (issue 6), idle daemon RSS (issue 4), history open with 1,000,000 messages
+//! (issue 8).
+//!
+//! The receiver's inbound rate limit (2,000 envelopes/s per peer, burst 4,000, by default) is
+//! raised for the run, so the figures show what the pipeline carries rather than the
+//! anti-abuse policy; `--default-rate-limit` keeps the default.
+//!
+//! `Delivered` events are drained by a dedicated thread (the node's broadcast channel holds
+//! 1,024 events, and a collector scheduled on the same two cores as the nodes could fall
+//! behind); if it lags anyway the figure is reported as failed rather than guessed.
+//!
+//! Every wait is bounded: a global deadline (`--deadline-secs`, 600 by default) and a stall
+//! bound (no delivery for 45 s). When either is hit, or anything fails, it prints the figures
+//! it has and exits non-zero. Progress goes to stderr, the table to stdout.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use encrypto_crypto::{Cipher, Identity, MessageId, PeerId, RsaBits, StorageKey};
+use encrypto_node::node::{self, NodeConfig, NodeEvent, NodeHandle};
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
+use tokio::time::timeout_at;
+
+/// Bytes per benchmark text.
+const TEXT_LEN: usize = 200;
+/// Unpipelined messages sent before each cipher's measurements and not counted.
+const WARM_UP: usize = 10;
+/// The longest the pipeline may go without a single delivery before the run is called stalled
+/// (longer than the node's 30 s request timeout plus its first retry).
+const STALL: Duration = Duration::from_secs(45);
+/// The longest one setup step (start, connect, cipher switch) may take.
+const SETUP_STEP: Duration = Duration::from_secs(60);
+
+const USAGE: &str = "\
+usage: cargo run --release --example bench -- [FLAGS]
+
+  --messages N              aes messages, pipelined (default 20000)
+  --latency-messages N      aes messages, one at a time (default 1000)
+  --rsa-messages N          rsa messages, pipelined (default 500)
+  --rsa-latency-messages N  rsa messages, one at a time (default 100)
+  --callers K               also run the pipelined figures with K concurrent send_text
+                            callers (default 64; 1 runs only the sequential caller)
+  --deadline-secs S         give up after S seconds in all (default 600)
+  --dir PATH                where the temporary data directories go (default: the temp dir)
+  --default-rate-limit      keep the receiver's default inbound rate limit";
+
+struct Args {
+    messages: usize,
+    latency_messages: usize,
+    rsa_messages: usize,
+    rsa_latency_messages: usize,
+    callers: usize,
+    deadline: Duration,
+    dir: PathBuf,
+    default_rate_limit: bool,
+}
+
+fn parse_args() -> Result<Args> {
+    fn number(flag: &str, value: Option<String>) -> Result<u64> {
+        let value = value.with_context(|| format!("{flag} needs a number"))?;
+        value
+            .parse()
+            .with_context(|| format!("{flag}: {value:?} is not a whole number"))
+    }
+    fn count(flag: &str, value: Option<String>) -> Result<usize> {
+        let n = usize::try_from(number(flag, value)?)?;
+        if n == 0 {
+            bail!("{flag} must be at least 1");
+        }
+        Ok(n)
+    }
+    let mut args = Args {
+        messages: 20_000,
+        latency_messages: 1_000,
+        rsa_messages: 500,
+        rsa_latency_messages: 100,
+        callers: 64,
+        deadline: Duration::from_secs(600),
+        dir: std::env::temp_dir(),
+        default_rate_limit: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        match flag.as_str() {
+            "--messages" => args.messages = count(&flag, it.next())?,
+            "--latency-messages" => args.latency_messages = count(&flag, it.next())?,
+            "--rsa-messages" => args.rsa_messages = count(&flag, it.next())?,
+            "--rsa-latency-messages" => args.rsa_latency_messages = count(&flag, it.next())?,
+            "--callers" => args.callers = count(&flag, it.next())?,
+            "--deadline-secs" => args.deadline = Duration::from_secs(number(&flag, it.next())?),
+            "--dir" => args.dir = it.next().context("--dir needs a path")?.into(),
+            "--default-rate-limit" => args.default_rate_limit = true,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => bail!("unknown flag {other:?}\n{USAGE}"),
+        }
+    }
+    Ok(args)
+}
+
+// ----- the table ----------------------------------------------------------------------------
+
+struct Row {
+    figure: String,
+    value: String,
+    goal: &'static str,
+}
+
+#[derive(Default)]
+struct Report {
+    rows: Vec<Row>,
+    failed: bool,
+}
+
+impl Report {
+    fn row(&mut self, figure: impl Into<String>, value: impl Into<String>, goal: &'static str) {
+        self.rows.push(Row {
+            figure: figure.into(),
+            value: value.into(),
+            goal,
+        });
+    }
+
+    fn fail(&mut self, figure: impl Into<String>, error: &anyhow::Error) {
+        self.failed = true;
+        self.row(figure, format!("FAILED: {error:#}"), "");
+    }
+
+    fn print(&self) {
+        let width = self
+            .rows
+            .iter()
+            .map(|r| r.figure.chars().count())
+            .max()
+            .unwrap_or(0);
+        let value_width = self
+            .rows
+            .iter()
+            .map(|r| r.value.chars().count())
+            .max()
+            .unwrap_or(0)
+            .min(40);
+        println!(
+            "{:width$}  {:value_width$}  goal",
+            "figure",
+            "value",
+            width = width,
+            value_width = value_width
+        );
+        for r in &self.rows {
+            println!(
+                "{:width$}  {:value_width$}  {}",
+                r.figure,
+                r.value,
+                r.goal,
+                width = width,
+                value_width = value_width
+            );
+        }
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1e3)
+}
+
+/// The nearest-rank percentile of sorted durations.
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+// ----- the machine --------------------------------------------------------------------------
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, model)| model.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+fn command_line(program: &str, args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// The filesystem type `dir` lives on (the longest matching mount point in /proc/mounts).
+fn filesystem_of(dir: &Path) -> String {
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_owned());
+    std::fs::read_to_string("/proc/mounts")
+        .ok()
+        .and_then(|mounts| {
+            mounts
+                .lines()
+                .filter_map(|l| {
+                    let mut fields = l.split_whitespace();
+                    let (_, point, kind) = (fields.next()?, fields.next()?, fields.next()?);
+                    dir.starts_with(point)
+                        .then(|| (point.len(), kind.to_owned()))
+                })
+                .max_by_key(|(len, _)| *len)
+                .map(|(_, kind)| kind)
+        })
+        .unwrap_or_else(|| "unknown filesystem".into())
+}
+
+fn print_machine(args: &Args) {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map_or_else(|_| "unknown".into(), |s| s.trim().to_owned());
+    println!("machine  {}, {cores} cores, Linux {kernel}", cpu_model());
+    if let Some(rustc) = command_line("rustc", &["-V"]) {
+        println!("rustc    {rustc} (the one on PATH)");
+    }
+    if let Some(commit) = command_line("git", &["rev-parse", "--short", "HEAD"]) {
+        let dirty = command_line("git", &["status", "--porcelain", "--untracked-files=no"])
+            .is_some_and(|s| !s.is_empty());
+        let note = if dirty { " + uncommitted changes" } else { "" };
+        println!("commit   {commit}{note}");
+    }
+    println!(
+        "data     {} ({})",
+        args.dir.display(),
+        filesystem_of(&args.dir)
+    );
+    let limit = if args.default_rate_limit {
+        "default receiver rate limit (2,000/s, burst 4,000)"
+    } else {
+        "receiver rate limit raised"
+    };
+    println!(
+        "setup    two nodes in one process, TCP 127.0.0.1, mDNS off, RSA-{} identities, \
+         {TEXT_LEN}-byte texts, {limit}",
+        RsaBits::default().bits()
+    );
+    println!();
+}
+
+// ----- delivery events ----------------------------------------------------------------------
+
+/// Every `Delivered` event of node A, in order, stamped when the collector saw it.
+#[derive(Default)]
+struct Deliveries {
+    log: Mutex<Vec<(MessageId, Instant)>>,
+    lagged: AtomicU64,
+}
+
+impl Deliveries {
+    fn log(&self) -> MutexGuard<'_, Vec<(MessageId, Instant)>> {
+        self.log.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn len(&self) -> usize {
+        self.log().len()
+    }
+}
+
+/// Drains node A's events on its own thread; ends when the node and its handles are gone.
+fn spawn_collector(
+    mut events: broadcast::Receiver<NodeEvent>,
+    deliveries: Arc<Deliveries>,
+    wake: watch::Sender<()>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        loop {
+            match events.blocking_recv() {
+                Ok(NodeEvent::Delivered { id, .. }) => {
+                    let at = Instant::now();
+                    deliveries.log().push((id, at));
+                    wake.send_replace(());
+                }
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    deliveries.lagged.fetch_add(n, Ordering::Relaxed);
+                    wake.send_replace(());
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    })
+}
+
+async fn wait_event<T>(
+    events: &mut broadcast::Receiver<NodeEvent>,
+    until: tokio::time::Instant,
+    what: &str,
+    mut pick: impl FnMut(&NodeEvent) -> Option<T>,
+) -> Result<T> {
+    let wait = async {
+        loop {
+            match events.recv().await {
+                Ok(event) => {
+                    if let Some(v) = pick(&event) {
+                        return Ok(v);
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => {
+                    bail!("the node stopped while waiting for {what}")
+                }
+            }
+        }
+    };
+    timeout_at(until, wait)
+        .await
+        .map_err(|_| anyhow!("timed out waiting for {what}"))?
+}
+
+// ----- the two nodes ------------------------------------------------------------------------
+
+struct Running {
+    handle: NodeHandle,
+    task: JoinHandle<()>,
+}
+
+struct Bench {
+    a: Running,
+    b: Running,
+    pb: PeerId,
+    deadline: tokio::time::Instant,
+    deliveries: Arc<Deliveries>,
+    wake: watch::Receiver<()>,
+    collector: std::thread::JoinHandle<()>,
+    // Dropped last: the stores live in it.
+    _tmp: tempfile::TempDir,
+}
+
+async fn start_node(
+    dir: PathBuf,
+    name: &str,
+    default_rate_limit: bool,
+    until: tokio::time::Instant,
+) -> Result<(Running, broadcast::Receiver<NodeEvent>)> {
+    let identity =
+        tokio::task::spawn_blocking(|| Identity::generate(&mut rand::rng(), RsaBits::default()))
+            .await??;
+    let mut config = NodeConfig::new(dir);
+    config.swarm.listen = vec!["/ip4/127.0.0.1/tcp/0".parse()?];
+    config.swarm.mdns = false;
+    if !default_rate_limit {
+        config.inbound_per_second = u32::MAX;
+        config.inbound_burst = u32::MAX;
+    }
+    let (handle, task) = node::start(
+        identity,
+        name,
+        1,
+        StorageKey::generate(&mut rand::rng()),
+        config,
+    )
+    .with_context(|| format!("starting node {name}"))?;
+    let events = handle.subscribe();
+    // Wait until it listens, so it can be dialled.
+    let mut listening = handle.subscribe();
+    if timeout_at(until, handle.listen_addrs())
+        .await
+        .map_err(|_| anyhow!("timed out asking node {name} for its addresses"))??
+        .is_empty()
+    {
+        wait_event(&mut listening, until, "a listen address", |e| {
+            matches!(e, NodeEvent::Listening { .. }).then_some(())
+        })
+        .await?;
+    }
+    Ok((Running { handle, task }, events))
+}
+
+impl Bench {
+    async fn start(args: &Args) -> Result<Bench> {
+        let deadline = tokio::time::Instant::now() + args.deadline;
+        let step = || deadline.min(tokio::time::Instant::now() + SETUP_STEP);
+        let tmp = tempfile::Builder::new()
+            .prefix("encrypto-bench-")
+            .tempdir_in(&args.dir)
+            .with_context(|| format!("creating a temporary directory in {}", args.dir.display()))?;
+        let (a, mut ea) = start_node(tmp.path().join("a"), "alice", true, step()).await?;
+        let (b, mut eb) =
+            start_node(tmp.path().join("b"), "bob", args.default_rate_limit, step()).await?;
+        let (pa, pb) = (a.handle.peer_id(), b.handle.peer_id());
+
+        let addr = timeout_at(step(), b.handle.listen_addrs())
+            .await
+            .map_err(|_| anyhow!("timed out asking node B for its addresses"))??
+            .into_iter()
+            .next()
+            .context("node B listens nowhere")?;
+        a.handle.dial(addr).await?;
+        wait_event(&mut ea, step(), "A to pin B's profile", |e| {
+            matches!(e, NodeEvent::ProfileVerified { peer, .. } if *peer == pb).then_some(())
+        })
+        .await?;
+        wait_event(&mut eb, step(), "B to pin A's profile", |e| {
+            matches!(e, NodeEvent::ProfileVerified { peer, .. } if *peer == pa).then_some(())
+        })
+        .await?;
+
+        let deliveries = Arc::new(Deliveries::default());
+        let (wake_tx, wake) = watch::channel(());
+        let collector = spawn_collector(a.handle.subscribe(), deliveries.clone(), wake_tx);
+        Ok(Bench {
+            a,
+            b,
+            pb,
+            deadline,
+            deliveries,
+            wake,
+            collector,
+            _tmp: tmp,
+        })
+    }
+
+    async fn send(&self, i: usize) -> Result<MessageId> {
+        send_one(&self.a.handle, self.pb, i, self.deadline).await
+    }
+
+    /// Waits until every id in `ids` has a `Delivered` event logged at or after `cursor`;
+    /// returns when the last of them was seen.
+    async fn wait_delivered(&mut self, mut cursor: usize, ids: &[MessageId]) -> Result<Instant> {
+        let mut left: HashSet<MessageId> = ids.iter().copied().collect();
+        let mut last = Instant::now();
+        let mut progress_at = tokio::time::Instant::now();
+        loop {
+            let lagged = self.deliveries.lagged.load(Ordering::Relaxed);
+            if lagged > 0 {
+                bail!("the event stream lagged by {lagged} events; figure not valid");
+            }
+            let before = left.len();
+            {
+                let log = self.deliveries.log();
+                for (id, at) in log.get(cursor..).unwrap_or_default() {
+                    if left.remove(id) {
+                        last = last.max(*at);
+                    }
+                }
+                cursor = log.len();
+            }
+            if left.is_empty() {
+                return Ok(last);
+            }
+            if left.len() < before {
+                progress_at = tokio::time::Instant::now();
+            }
+            let until = self.deadline.min(progress_at + STALL);
+            match timeout_at(until, self.wake.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => bail!("the event collector stopped"),
+                Err(_) => {
+                    let done = ids.len() - left.len();
+                    if tokio::time::Instant::now() >= self.deadline {
+                        bail!("deadline reached with {done} of {} delivered", ids.len());
+                    }
+                    bail!(
+                        "stalled: {done} of {} delivered, none for {} s",
+                        ids.len(),
+                        STALL.as_secs()
+                    );
+                }
+            }
+        }
+    }
+
+    /// Sends `n` messages without waiting for acknowledgements: `callers` tasks each call
+    /// `send_text` back to back (one caller: the calls are strictly sequential).
+    async fn pipelined(&mut self, n: usize, callers: usize) -> Result<Pipelined> {
+        let cursor = self.deliveries.len();
+        let mut ids = Vec::with_capacity(n);
+        let mut calls = Vec::with_capacity(n);
+        let start = Instant::now();
+        if callers <= 1 {
+            for i in 0..n {
+                let t = Instant::now();
+                ids.push(
+                    self.send(i)
+                        .await
+                        .with_context(|| format!("after {i} of {n} sent"))?,
+                );
+                calls.push(t.elapsed());
+            }
+        } else {
+            let mut tasks = tokio::task::JoinSet::new();
+            for first in 0..callers.min(n) {
+                let (handle, pb, deadline) = (self.a.handle.clone(), self.pb, self.deadline);
+                tasks.spawn(async move {
+                    let mut sent = Vec::new();
+                    for i in (first..n).step_by(callers) {
+                        let t = Instant::now();
+                        let id = send_one(&handle, pb, i, deadline).await?;
+                        sent.push((id, t.elapsed()));
+                    }
+                    anyhow::Ok(sent)
+                });
+            }
+            while let Some(done) = tasks.join_next().await {
+                for (id, call) in done?? {
+                    ids.push(id);
+                    calls.push(call);
+                }
+            }
+        }
+        let sent = start.elapsed();
+        eprintln!(
+            "  {n} sent in {:.2} s, waiting for the acknowledgements",
+            sent.as_secs_f64()
+        );
+        let last = self.wait_delivered(cursor, &ids).await?;
+        calls.sort();
+        Ok(Pipelined {
+            n,
+            total: last.saturating_duration_since(start),
+            sent,
+            calls,
+        })
+    }
+
+    /// Sends `n` messages one at a time; the sorted latencies, and the error that cut the run
+    /// short if one did.
+    async fn unpipelined(&mut self, n: usize) -> (Vec<Duration>, Option<anyhow::Error>) {
+        let mut latencies = Vec::with_capacity(n);
+        for i in 0..n {
+            let cursor = self.deliveries.len();
+            let t = Instant::now();
+            let result = match self.send(i).await {
+                Ok(id) => self.wait_delivered(cursor, &[id]).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(at) => latencies.push(at.saturating_duration_since(t)),
+                Err(e) => {
+                    latencies.sort();
+                    return (latencies, Some(e));
+                }
+            }
+        }
+        latencies.sort();
+        (latencies, None)
+    }
+
+    async fn switch_to_rsa(&mut self) -> Result<()> {
+        let pa = self.a.handle.peer_id();
+        let mut eb = self.b.handle.subscribe();
+        self.a.handle.set_cipher(self.pb, Cipher::Rsa).await?;
+        let until = self.deadline.min(tokio::time::Instant::now() + SETUP_STEP);
+        wait_event(&mut eb, until, "B to take the switch to rsa", |e| {
+            matches!(e, NodeEvent::CipherChanged { peer, cipher: Cipher::Rsa, .. } if *peer == pa)
+                .then_some(())
+        })
+        .await
+    }
+
+    async fn stop(self) {
+        for r in [&self.a, &self.b] {
+            let _ = tokio::time::timeout(SETUP_STEP, r.handle.shutdown()).await;
+        }
+        let Bench {
+            a, b, collector, ..
+        } = self;
+        for r in [a, b] {
+            let _ = tokio::time::timeout(SETUP_STEP, r.task).await;
+            drop(r.handle);
+        }
+        // The nodes and their handles are gone: the collector sees the channel close.
+        let _ = collector.join();
+    }
+}
+
+/// Sends the `i`th benchmark text.
+async fn send_one(
+    handle: &NodeHandle,
+    peer: PeerId,
+    i: usize,
+    deadline: tokio::time::Instant,
+) -> Result<MessageId> {
+    let mut text = format!("bench message {i} ");
+    text.extend(std::iter::repeat_n(
+        '.',
+        TEXT_LEN.saturating_sub(text.len()),
+    ));
+    timeout_at(deadline, handle.send_text(peer, text))
+        .await
+        .map_err(|_| anyhow!("deadline reached in send_text"))?
+        .map_err(Into::into)
+}
+
+struct Pipelined {
+    n: usize,
+    /// From the first `send_text` call to the last `Delivered` event.
+    total: Duration,
+    /// From the first `send_text` call to the last one's return.
+    sent: Duration,
+    /// How long each `send_text` call took, sorted.
+    calls: Vec<Duration>,
+}
+
+/// Measures one cipher's two figures into `report`; `false` when something failed.
+async fn measure(
+    bench: &mut Bench,
+    report: &mut Report,
+    cipher: &str,
+    pipelined: usize,
+    unpipelined: usize,
+    callers: &[usize],
+    goals: bool,
+) -> bool {
+    eprintln!("{cipher}: {WARM_UP} warm-up messages");
+    if let (_, Some(e)) = bench.unpipelined(WARM_UP).await {
+        report.fail(format!("{cipher} warm-up"), &e);
+        return false;
+    }
+
+    for &callers in callers {
+        let who = if callers == 1 {
+            "1 caller".to_owned()
+        } else {
+            format!("{callers} callers")
+        };
+        eprintln!("{cipher}: {pipelined} pipelined messages, {who}");
+        let figure = format!("{cipher} pipelined, {pipelined} msgs, {who}, durable + acked");
+        match bench.pipelined(pipelined, callers).await {
+            Ok(p) => {
+                let rate = p.n as f64 / p.total.as_secs_f64();
+                report.row(
+                    figure,
+                    format!("{rate:.0} msgs/s ({:.2} s)", p.total.as_secs_f64()),
+                    if goals { ">= 10,000 msgs/s" } else { "" },
+                );
+                report.row(
+                    "  send_text calls alone (durable enqueue)",
+                    format!("{:.0} msgs/s", p.n as f64 / p.sent.as_secs_f64()),
+                    "",
+                );
+                report.row(
+                    "  one send_text call, p50 / p99 / max",
+                    format!(
+                        "{} / {} / {}",
+                        ms(percentile(&p.calls, 0.50)),
+                        ms(percentile(&p.calls, 0.99)),
+                        ms(p.calls.last().copied().unwrap_or_default()),
+                    ),
+                    "",
+                );
+            }
+            Err(e) => {
+                report.fail(figure, &e);
+                return false;
+            }
+        }
+    }
+
+    eprintln!("{cipher}: {unpipelined} unpipelined messages");
+    let (latencies, error) = bench.unpipelined(unpipelined).await;
+    let k = latencies.len();
+    let of = if k == unpipelined {
+        format!("{k} msgs")
+    } else {
+        format!("{k} of {unpipelined} msgs")
+    };
+    if k > 0 {
+        let stats = [
+            ("p50", 0.50, if goals { "<= 1 ms" } else { "" }),
+            ("p99", 0.99, if goals { "<= 5 ms" } else { "" }),
+            ("max", 1.0, ""),
+        ];
+        for (name, p, goal) in stats {
+            report.row(
+                format!("{cipher} unpipelined send->ack {name}, {of}"),
+                ms(percentile(&latencies, p)),
+                goal,
+            );
+        }
+    }
+    if let Some(e) = error {
+        report.fail(format!("{cipher} unpipelined"), &e);
+        return false;
+    }
+    true
+}
+
+async fn run(args: &Args, report: &mut Report) {
+    eprintln!("starting two nodes (RSA key generation takes a few seconds)");
+    let mut bench = match Bench::start(args).await {
+        Ok(bench) => bench,
+        Err(e) => {
+            report.fail("setup", &e);
+            return;
+        }
+    };
+    let callers: Vec<usize> = if args.callers > 1 {
+        vec![1, args.callers]
+    } else {
+        vec![1]
+    };
+    let ok = measure(
+        &mut bench,
+        report,
+        "aes",
+        args.messages,
+        args.latency_messages,
+        &callers,
+        true,
+    )
+    .await;
+    if ok {
+        eprintln!("switching the chat to rsa");
+        match bench.switch_to_rsa().await {
+            Ok(()) => {
+                measure(
+                    &mut bench,
+                    report,
+                    "rsa",
+                    args.rsa_messages,
+                    args.rsa_latency_messages,
+                    &callers,
+                    false,
+                )
+                .await;
+            }
+            Err(e) => report.fail("rsa cipher switch", &e),
+        }
+    }
+    if report.failed {
+        // A stuck node may never stop; the process exits anyway.
+        return;
+    }
+    bench.stop().await;
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("bench: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut report = Report::default();
+    run(&args, &mut report).await;
+    for (figure, issue) in [
+        ("file transfer MB/s (vs raw stream, TCP copy)", 5),
+        ("DHT name lookup p50 / p99, 30 nodes", 6),
+        ("idle daemon RSS", 4),
+        ("history open, 1,000,000 messages", 8),
+    ] {
+        report.row(figure, format!("not measured yet (issue {issue})"), "");
+    }
+    print_machine(&args);
+    report.print();
+    if report.failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
