@@ -22,6 +22,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use encrypto_crypto::control::{Control, ControlKind};
@@ -50,8 +51,10 @@ use crate::swarm::{self, Behaviour, BehaviourEvent, SwarmConfig};
 pub const MAX_TEXT_LEN: usize = envelope::MAX_BODY_LEN - 64;
 /// Largest text an `rsa` message may carry.
 pub const MAX_RSA_TEXT_LEN: usize = envelope::MAX_RSA_BODY_LEN - 64;
-/// Most requests in flight to one peer at a time.
-const MAX_IN_FLIGHT_PER_PEER: usize = 256;
+/// Most requests in flight to one peer at a time. Kept well below the request-response
+/// stream limit per connection ([`crate::swarm::MAX_STREAMS_PER_CONNECTION`]), which counts
+/// the peer's requests to us as well: past it, libp2p fails requests at once.
+const MAX_IN_FLIGHT_PER_PEER: usize = 128;
 /// How often seen message ids past the replay window are forgotten.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// Most commands and swarm events handled before the pending writes are committed (one flush
@@ -426,6 +429,13 @@ struct Bucket {
     last: Instant,
 }
 
+/// A pinned contact with its keys parsed once (parsing an RSA key per message was a tenth of
+/// the node's CPU in the benchmark).
+struct Pinned {
+    contact: Contact,
+    public: PublicIdentity,
+}
+
 /// An outbound request waiting for its response.
 struct InFlight {
     peer: PeerId,
@@ -490,6 +500,7 @@ pub fn start(
         inbound: InboundSessions::default(),
         persisted_keys: HashSet::new(),
         connected: HashSet::new(),
+        pinned: HashMap::new(),
         in_flight: HashMap::new(),
         in_flight_ids: HashSet::new(),
         in_flight_count: HashMap::new(),
@@ -527,6 +538,8 @@ struct Actor {
     inbound: InboundSessions,
     persisted_keys: HashSet<(PeerId, envelope::KeyId)>,
     connected: HashSet<PeerId>,
+    /// Contacts with parsed keys, by peer; dropped whenever a contact is written.
+    pinned: HashMap<PeerId, Arc<Pinned>>,
     in_flight: HashMap<OutboundRequestId, InFlight>,
     in_flight_ids: HashSet<MessageId>,
     in_flight_count: HashMap<PeerId, usize>,
@@ -842,15 +855,32 @@ impl Actor {
         }
     }
 
-    fn contact_for_sending(&self, peer: &PeerId) -> Result<Contact, NodeError> {
-        let contact = self
-            .store
-            .contact(peer)?
-            .ok_or(NodeError::UnknownPeer(*peer))?;
-        if contact.key_changed {
+    /// The pinned contact and its parsed keys, from the cache or the store.
+    fn pinned(&mut self, peer: &PeerId) -> Result<Option<Arc<Pinned>>, NodeError> {
+        if let Some(p) = self.pinned.get(peer) {
+            return Ok(Some(Arc::clone(p)));
+        }
+        let Some(contact) = self.store.contact(peer)? else {
+            return Ok(None);
+        };
+        let public = public_of(&contact)?;
+        let p = Arc::new(Pinned { contact, public });
+        self.pinned.insert(*peer, Arc::clone(&p));
+        Ok(Some(p))
+    }
+
+    /// Writes a contact and drops its cached copy.
+    fn save_contact(&mut self, contact: &Contact) -> Result<(), crate::store::StoreError> {
+        self.pinned.remove(&contact.peer_id);
+        self.store.put_contact(contact)
+    }
+
+    fn contact_for_sending(&mut self, peer: &PeerId) -> Result<Arc<Pinned>, NodeError> {
+        let p = self.pinned(peer)?.ok_or(NodeError::UnknownPeer(*peer))?;
+        if p.contact.key_changed {
             return Err(NodeError::KeyChanged(*peer));
         }
-        Ok(contact)
+        Ok(p)
     }
 
     /// Checks a text and builds its history entry and outbox item; the group commit writes
@@ -860,7 +890,7 @@ impl Actor {
         peer: PeerId,
         text: String,
     ) -> Result<(StoredMessage, OutboxItem), NodeError> {
-        let contact = self.contact_for_sending(&peer)?;
+        let contact = self.contact_for_sending(&peer)?.contact.clone();
         let max = match contact.cipher {
             Cipher::Aes => MAX_TEXT_LEN,
             Cipher::Rsa => MAX_RSA_TEXT_LEN,
@@ -896,11 +926,11 @@ impl Actor {
     }
 
     fn queue_control(&mut self, peer: PeerId, kind: ControlKind) -> Result<(), NodeError> {
-        let contact = self.contact_for_sending(&peer)?;
-        let public = public_of(&contact)?;
+        let pinned = self.contact_for_sending(&peer)?;
+        let (contact, public) = (&pinned.contact, &pinned.public);
         let id = MessageId::random(&mut rand::rng());
         let ts = self.next_ts();
-        let control = Control::sign(&self.identity, &public, id, ts, kind)
+        let control = Control::sign(&self.identity, public, id, ts, kind)
             .map_err(|e| NodeError::Crypto(e.to_string()))?;
         let item = OutboxItem {
             id,
@@ -921,9 +951,9 @@ impl Actor {
     }
 
     fn set_cipher(&mut self, peer: PeerId, cipher: Cipher) -> Result<(), NodeError> {
-        let mut contact = self.contact_for_sending(&peer)?;
+        let mut contact = self.contact_for_sending(&peer)?.contact.clone();
         contact.cipher = cipher;
-        self.store.put_contact(&contact)?;
+        self.save_contact(&contact)?;
         // A cipher switch starts a new session key.
         self.sessions.remove(&peer);
         self.store.remove_outbound_session(&peer)?;
@@ -1137,18 +1167,18 @@ impl Actor {
         &mut self,
         item: &OutboxItem,
     ) -> Result<(MsgRequest, Option<envelope::KeyId>), NodeError> {
-        let contact = self.contact_for_sending(&item.peer)?;
+        let pinned = self.contact_for_sending(&item.peer)?;
         match &item.kind {
             OutboxKind::Control(bytes) => Ok((MsgRequest::Control(bytes.clone().into()), None)),
             OutboxKind::Text(text) => {
-                let public = public_of(&contact)?;
+                let public = &pinned.public;
                 let payload = ChatPayload::Text(text.clone()).to_bytes();
                 let mut rng = rand::rng();
                 let (env, key_id) = match item.cipher {
                     Cipher::Rsa => (
                         envelope::seal_rsa(
                             &self.identity,
-                            &public,
+                            public,
                             item.id,
                             item.created_ms,
                             &payload,
@@ -1157,7 +1187,7 @@ impl Actor {
                         None,
                     ),
                     Cipher::Aes => {
-                        self.ensure_session(&item.peer, &public)?;
+                        self.ensure_session(&item.peer, public)?;
                         let session = self
                             .sessions
                             .get_mut(&item.peer)
@@ -1166,7 +1196,7 @@ impl Actor {
                         (
                             envelope::seal_aes(
                                 &self.identity,
-                                &public,
+                                public,
                                 session,
                                 item.id,
                                 item.created_ms,
@@ -1220,16 +1250,14 @@ impl Actor {
                 return;
             }
         };
-        let Ok(contact) = self.contact_for_sending(&peer) else {
+        let Ok(pinned) = self.contact_for_sending(&peer) else {
             return;
         };
-        let Ok(public) = public_of(&contact) else {
-            return;
-        };
+        let public = &pinned.public;
         let never = |_: &[u8; 32], _: &MessageId| false;
         let ctx = OpenContext {
             me: &self.identity,
-            sender: &public,
+            sender: public,
             now_ms: now_ms(),
             policy: self.config.open_policy,
             seen: &never,
@@ -1310,16 +1338,13 @@ impl Actor {
         if !self.allow_inbound(&peer) {
             return self.reject(peer, channel, "rate limited".into());
         }
-        let contact = match self.store.contact(&peer) {
-            Ok(Some(c)) if !c.key_changed => c,
+        let pinned = match self.pinned(&peer) {
+            Ok(Some(p)) if !p.contact.key_changed => p,
             Ok(Some(_)) => return self.reject(peer, channel, "keys changed".into()),
             Ok(None) => return self.reject(peer, channel, "not a contact yet".into()),
-            Err(e) => return self.reject(peer, channel, format!("store: {e}")),
-        };
-        let public = match public_of(&contact) {
-            Ok(p) => p,
             Err(e) => return self.reject(peer, channel, e.to_string()),
         };
+        let (contact, public) = (pinned.contact.clone(), pinned.public.clone());
         let result = match request {
             MsgRequest::Envelope(bytes) => self.receive_envelope(peer, &public, &bytes),
             MsgRequest::Control(bytes) => self.receive_control(peer, contact, &public, &bytes),
@@ -1414,8 +1439,7 @@ impl Actor {
         match kind {
             ControlKind::CipherSwitch { cipher } => {
                 contact.cipher = cipher;
-                self.store
-                    .put_contact(&contact)
+                self.save_contact(&contact)
                     .map_err(|e| format!("store: {e}"))?;
                 self.sessions.remove(&peer);
                 self.emit(NodeEvent::CipherChanged {
@@ -1488,7 +1512,7 @@ impl Actor {
                 if c.ed25519 != ed || c.rsa_der != rsa {
                     if !c.key_changed {
                         c.key_changed = true;
-                        if let Err(e) = self.store.put_contact(&c) {
+                        if let Err(e) = self.save_contact(&c) {
                             warn!(%peer, error = %e, "cannot record a key change");
                         }
                     }
@@ -1511,7 +1535,7 @@ impl Actor {
                 added_ms: now_ms(),
             },
         };
-        if let Err(e) = self.store.put_contact(&contact) {
+        if let Err(e) = self.save_contact(&contact) {
             warn!(%peer, error = %e, "cannot pin a profile");
             return;
         }

@@ -26,6 +26,10 @@ use libp2p::{Multiaddr, Swarm, SwarmBuilder, identify, mdns, noise, ping, relay,
 
 use crate::protocol::{self, KAD_PROTOCOL, MSG_PROTOCOL, MsgCodec, PROFILE_PROTOCOL, ProfileCodec};
 
+/// Request-response streams open at once on one connection, both directions together
+/// (libp2p's default of 100 is below what a pipelining sender and its peer use).
+pub const MAX_STREAMS_PER_CONNECTION: usize = 512;
+
 /// The identify protocol version; peers that speak another one are not Encrypto nodes.
 pub const IDENTIFY_PROTOCOL: &str = "/encrypto/id/1.0.0";
 
@@ -190,8 +194,9 @@ pub fn build(keypair: Keypair, config: &SwarmConfig) -> Result<Swarm<Behaviour>,
                     },
                 )
             });
-            let rr_config =
-                request_response::Config::default().with_request_timeout(config.request_timeout);
+            let rr_config = request_response::Config::default()
+                .with_request_timeout(config.request_timeout)
+                .with_max_concurrent_streams(MAX_STREAMS_PER_CONNECTION);
             Behaviour {
                 limits: connection_limits::Behaviour::new(
                     ConnectionLimits::default()
