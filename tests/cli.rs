@@ -411,10 +411,20 @@ fn passwd_refusals_leave_the_keystore_alone() {
         "error: no new passphrase: set ENCRYPTO_NEW_PASSPHRASE, pass --new-passphrase-file FILE, or run in a terminal"
     );
 
+    // An empty variable counts as unset...
     let line = one_line_error(&run(s
         .with(PASS)
         .env("ENCRYPTO_NEW_PASSPHRASE", "")
         .arg("passwd")));
+    assert!(line.contains("no new passphrase"), "{line}");
+    // ...and an empty passphrase from a file is refused.
+    let empty = s.tmp.path().join("empty.txt");
+    fs::write(&empty, "\n").unwrap();
+    let line = one_line_error(&run(s
+        .with(PASS)
+        .arg("passwd")
+        .arg("--new-passphrase-file")
+        .arg(&empty)));
     assert!(line.contains("empty"), "{line}");
 
     assert_eq!(fs::read(s.keystore()).unwrap(), before);
@@ -462,6 +472,7 @@ fn invalid_name_is_refused() {
 #[test]
 fn empty_passphrase_is_refused_at_init() {
     let s = Scratch::new();
+    // An empty ENCRYPTO_PASSPHRASE counts as unset: with no other source, that is the error.
     let line = one_line_error(&run(s.with("").args([
         "init",
         "--rsa-bits",
@@ -469,6 +480,17 @@ fn empty_passphrase_is_refused_at_init() {
         "--name",
         "Alice",
     ])));
+    assert!(line.contains("no passphrase"), "{line}");
+    // An empty first line in a passphrase file is an empty passphrase, refused.
+    let empty = s.tmp.path().join("empty.txt");
+    fs::write(&empty, "\n").unwrap();
+    let line = one_line_error(&run(s
+        .bare()
+        .arg("--data-dir")
+        .arg(&s.data)
+        .arg("--passphrase-file")
+        .arg(&empty)
+        .args(["init", "--rsa-bits", "2048", "--name", "Alice"])));
     assert!(line.contains("empty"), "{line}");
     assert!(!s.keystore().exists());
 }
