@@ -28,7 +28,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use encrypto_crypto::control::{Control, ControlKind};
 use encrypto_crypto::envelope::{
     self, Envelope, InboundSessions, OpenContext, OpenPolicy, OutboundSession, RejectReason,
-    RotationPolicy,
+    ReplayGuard, RotationPolicy,
 };
 use encrypto_crypto::{
     Cipher, Identity, MessageId, PeerId, PublicIdentity, SignedProfile, StorageKey,
@@ -272,6 +272,9 @@ pub enum NodeError {
         /// Why.
         reason: String,
     },
+    /// The name cannot be published in a profile (empty, too long, control characters).
+    #[error(transparent)]
+    Identity(#[from] encrypto_crypto::identity::IdentityError),
     /// A group commit to the store failed (the message was not queued).
     #[error("cannot write to the message store: {0}")]
     StoreWrite(String),
@@ -436,6 +439,38 @@ struct Pinned {
     public: PublicIdentity,
 }
 
+/// The store's seen ids for one sender, as the crypto crate's replay check. A store error
+/// counts as "not seen": the message then fails to store and is rejected, and the sender
+/// retries.
+struct SeenIn<'a> {
+    store: &'a Store,
+    peer: PeerId,
+}
+
+impl ReplayGuard for SeenIn<'_> {
+    fn is_seen(&self, _sender: &[u8; 32], id: &MessageId) -> bool {
+        self.store.is_seen(&self.peer, id).unwrap_or(false)
+    }
+}
+
+impl<'a> SeenIn<'a> {
+    /// The context for checking a payload from this sender, now.
+    fn context(
+        &'a self,
+        me: &'a Identity,
+        sender: &'a PublicIdentity,
+        policy: OpenPolicy,
+    ) -> OpenContext<'a> {
+        OpenContext {
+            me,
+            sender,
+            now_ms: now_ms(),
+            policy,
+            seen: self,
+        }
+    }
+}
+
 /// An outbound request waiting for its response.
 struct InFlight {
     peer: PeerId,
@@ -474,9 +509,7 @@ pub fn start(
     config: NodeConfig,
 ) -> Result<(NodeHandle, tokio::task::JoinHandle<()>), NodeError> {
     let store = Store::open(&config.data_dir.join("store"), storage_key)?;
-    let profile = identity
-        .sign_profile(name, created_ms)
-        .map_err(|e| NodeError::Crypto(e.to_string()))?;
+    let profile = identity.sign_profile(name, created_ms)?;
     let mut swarm = swarm::build(identity.to_libp2p_keypair(), &config.swarm)?;
     for addr in &config.external_addrs {
         swarm.add_external_address(addr.clone());
@@ -1369,15 +1402,11 @@ impl Actor {
         bytes: &[u8],
     ) -> Result<Inbound, String> {
         let env = Envelope::from_bytes(bytes).map_err(|e| format!("{:?}", e.reason()))?;
-        let store = &self.store;
-        let seen = |_: &[u8; 32], id: &MessageId| store.is_seen(&peer, id).unwrap_or(false);
-        let ctx = OpenContext {
-            me: &self.identity,
-            sender: public,
-            now_ms: now_ms(),
-            policy: self.config.open_policy,
-            seen: &seen,
+        let seen = SeenIn {
+            store: &self.store,
+            peer,
         };
+        let ctx = seen.context(&self.identity, public, self.config.open_policy);
         let opened = match envelope::open(&env, &ctx, &mut self.inbound, &mut rand::rng()) {
             Ok(opened) => opened,
             // The sender retried after our ack was lost: acknowledge again, store nothing.
@@ -1422,15 +1451,11 @@ impl Actor {
         // them).
         self.commit_incoming();
         let control = Control::from_bytes(bytes).map_err(|e| format!("{:?}", e.reason()))?;
-        let store = &self.store;
-        let seen = |_: &[u8; 32], id: &MessageId| store.is_seen(&peer, id).unwrap_or(false);
-        let ctx = OpenContext {
-            me: &self.identity,
-            sender: public,
-            now_ms: now_ms(),
-            policy: self.config.open_policy,
-            seen: &seen,
+        let seen = SeenIn {
+            store: &self.store,
+            peer,
         };
+        let ctx = seen.context(&self.identity, public, self.config.open_policy);
         let kind = match control.verify(&ctx) {
             Ok(kind) => kind.clone(),
             Err(e) if e.reason() == RejectReason::Replayed => return Ok(Inbound::Ack(control.id)),
