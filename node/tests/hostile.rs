@@ -4,6 +4,8 @@
 //! peer. The hostile side is a raw libp2p swarm with a codec that allows oversized frames.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::time::Duration;
 
 use encrypto_crypto::envelope::{self, OutboundSession};
@@ -20,10 +22,10 @@ use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, SwarmBuilder, noise, tcp, yamux};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
+use support::{STEP, wait_for};
 use tempfile::TempDir;
 use tokio::sync::broadcast;
 
-const STEP: Duration = Duration::from_secs(30);
 const NOW_SLACK: u64 = 0;
 
 #[derive(NetworkBehaviour)]
@@ -67,27 +69,6 @@ async fn start_node(
     })
     .await;
     (handle, events, addr)
-}
-
-async fn wait_for<T>(
-    events: &mut broadcast::Receiver<NodeEvent>,
-    mut pick: impl FnMut(&NodeEvent) -> Option<T>,
-) -> T {
-    tokio::time::timeout(STEP, async {
-        loop {
-            match events.recv().await {
-                Ok(event) => {
-                    if let Some(v) = pick(&event) {
-                        return v;
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => {}
-                Err(broadcast::error::RecvError::Closed) => panic!("node stopped"),
-            }
-        }
-    })
-    .await
-    .expect("event not seen within the step timeout")
 }
 
 fn hostile_swarm(me: &Identity) -> Swarm<Hostile> {

@@ -3,8 +3,9 @@
 //! events with bounded timeouts. No mock network.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::path::PathBuf;
-use std::time::Duration;
 
 use encrypto_crypto::{Cipher, Identity, MessageId, PeerId, RsaBits, StorageKey};
 use encrypto_node::node::{self, NodeConfig, NodeEvent, NodeHandle};
@@ -12,11 +13,9 @@ use encrypto_node::store::{Body, Direction, Status};
 use libp2p::Multiaddr;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
+use support::{STEP, wait_for};
 use tempfile::TempDir;
 use tokio::sync::broadcast;
-
-/// The longest any single step may take before the test fails.
-const STEP: Duration = Duration::from_secs(30);
 
 /// What it takes to start (and restart) one node.
 struct Spec {
@@ -86,27 +85,6 @@ impl Running {
             .unwrap()
             .unwrap();
     }
-}
-
-async fn wait_for<T>(
-    events: &mut broadcast::Receiver<NodeEvent>,
-    mut pick: impl FnMut(&NodeEvent) -> Option<T>,
-) -> T {
-    tokio::time::timeout(STEP, async {
-        loop {
-            match events.recv().await {
-                Ok(event) => {
-                    if let Some(v) = pick(&event) {
-                        return v;
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => {}
-                Err(broadcast::error::RecvError::Closed) => panic!("node stopped"),
-            }
-        }
-    })
-    .await
-    .expect("event not seen within the step timeout")
 }
 
 /// Connects `a` to `b` and waits until each has pinned the other's profile.
