@@ -24,8 +24,6 @@
 //!   and the store and runs the messaging flows (profiles pinned on connect, outbox and
 //!   acknowledgements, retries, cipher switch, delete chat, rate limits).
 //!
-//! Still to come: the daemon's JSON-RPC control socket (the daemon/CLI issue).
-
 pub mod datadir;
 pub mod node;
 pub mod protocol;
@@ -33,5 +31,6 @@ pub mod store;
 pub mod swarm;
 
 pub use datadir::{DataDir, DataDirError};
+pub use libp2p::Multiaddr;
 pub use node::{NodeConfig, NodeError, NodeEvent, NodeHandle, PeerInfo, Via};
 pub use store::{Store, StoreError};

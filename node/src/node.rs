@@ -60,6 +60,8 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// Most commands and swarm events handled before the pending writes are committed (one flush
 /// for the whole group).
 const MAX_BATCH: usize = 512;
+/// How long [`NodeHandle::add_peer`] waits for the peer's verified profile.
+pub const ADD_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// How the node runs.
 #[derive(Debug, Clone)]
@@ -203,6 +205,8 @@ pub enum NodeEvent {
         timestamp_ms: u64,
         /// The cipher it came with.
         cipher: Cipher,
+        /// What it says.
+        body: Body,
     },
     /// A sent message was acknowledged by the recipient.
     Delivered {
@@ -284,12 +288,31 @@ pub enum NodeError {
     /// The node has stopped.
     #[error("the node has stopped")]
     Stopped,
+    /// A peer could not be reached to add it.
+    #[error("cannot reach {peer}: {reason}")]
+    Unreachable {
+        /// The peer.
+        peer: PeerId,
+        /// Why.
+        reason: String,
+    },
+    /// No address is known for a peer added by PeerId alone.
+    #[error("no address is known for {0}: add it by a multiaddr ending in /p2p/{0}")]
+    NoAddress(PeerId),
+    /// No verified profile arrived in time.
+    #[error("{0} did not present a verified profile within {secs} s", secs = ADD_TIMEOUT.as_secs())]
+    Timeout(PeerId),
+    /// One's own PeerId where another peer's was expected.
+    #[error("that is this node's own peer id")]
+    SelfPeer,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, NodeError>>;
 
 enum Command {
-    SendText(PeerId, String, Reply<MessageId>),
+    SendText(PeerId, String, Option<Cipher>, Reply<MessageId>),
+    AddPeer(PeerId, Option<Multiaddr>, Reply<Contact>),
+    VerifyContact(PeerId, Reply<Contact>),
     SetCipher(PeerId, Cipher, Reply<()>),
     DeleteChat(PeerId, bool, Reply<usize>),
     History(PeerId, Option<usize>, Reply<Vec<StoredMessage>>),
@@ -344,7 +367,64 @@ impl NodeHandle {
     /// [`NodeError::UnknownPeer`], [`NodeError::KeyChanged`], [`NodeError::TooLarge`], or a
     /// store failure.
     pub async fn send_text(&self, peer: PeerId, text: String) -> Result<MessageId, NodeError> {
-        self.ask(|r| Command::SendText(peer, text, r)).await
+        self.send_text_with(peer, text, None).await
+    }
+
+    /// As [`send_text`](Self::send_text), with this message's cipher chosen here instead of
+    /// the chat's (`None`: the chat's). The chat's cipher does not change.
+    ///
+    /// # Errors
+    /// As [`send_text`](Self::send_text).
+    pub async fn send_text_with(
+        &self,
+        peer: PeerId,
+        text: String,
+        cipher: Option<Cipher>,
+    ) -> Result<MessageId, NodeError> {
+        self.ask(|r| Command::SendText(peer, text, cipher, r)).await
+    }
+
+    /// Adds a contact by address: dials `addr` (which must end in `/p2p/PEER_ID`), waits for
+    /// the peer's signed profile, verifies it against the PeerId and pins its keys. Returns the
+    /// contact (at once if it is already pinned and connected).
+    ///
+    /// # Errors
+    /// [`NodeError::Dial`] for an address without a PeerId or one that cannot be reached,
+    /// [`NodeError::KeyChanged`] if the peer now presents keys other than the pinned ones,
+    /// [`NodeError::Timeout`] if no verified profile arrives within [`ADD_TIMEOUT`].
+    pub async fn add_peer(&self, addr: Multiaddr) -> Result<Contact, NodeError> {
+        let peer = peer_of_addr(&addr).ok_or_else(|| NodeError::Dial {
+            addr: addr.clone(),
+            reason: "the address does not end in /p2p/PEER_ID".to_owned(),
+        })?;
+        self.add(peer, Some(addr)).await
+    }
+
+    /// Adds a contact by PeerId alone, dialling the addresses the node knows for it.
+    ///
+    /// # Errors
+    /// As [`add_peer`](Self::add_peer); [`NodeError::NoAddress`] when no address is known.
+    pub async fn add_peer_id(&self, peer: PeerId) -> Result<Contact, NodeError> {
+        self.add(peer, None).await
+    }
+
+    async fn add(&self, peer: PeerId, addr: Option<Multiaddr>) -> Result<Contact, NodeError> {
+        if peer == self.peer_id {
+            return Err(NodeError::SelfPeer);
+        }
+        tokio::time::timeout(ADD_TIMEOUT, self.ask(|r| Command::AddPeer(peer, addr, r)))
+            .await
+            .map_err(|_| NodeError::Timeout(peer))?
+    }
+
+    /// Marks a contact verified (the user compared safety numbers). For a contact whose key
+    /// changed, this accepts the new keys it presented: they replace the pinned ones, and the
+    /// chat's session keys start afresh.
+    ///
+    /// # Errors
+    /// [`NodeError::UnknownPeer`] or a store failure.
+    pub async fn verify_contact(&self, peer: PeerId) -> Result<Contact, NodeError> {
+        self.ask(|r| Command::VerifyContact(peer, r)).await
     }
 
     /// Switches the chat's cipher; the peer is told with a signed control message.
@@ -546,6 +626,7 @@ pub fn start(
         buckets: HashMap::new(),
         last_ts: 0,
         last_prune: Instant::now(),
+        adding: HashMap::new(),
     };
     actor.load_inbound_keys();
     actor.resume();
@@ -590,6 +671,8 @@ struct Actor {
     buckets: HashMap<PeerId, Bucket>,
     last_ts: u64,
     last_prune: Instant,
+    /// `add_peer` calls waiting for the peer's verified profile.
+    adding: HashMap<PeerId, Vec<Reply<Contact>>>,
 }
 
 fn now_ms() -> u64 {
@@ -703,6 +786,7 @@ impl Actor {
                             id: p.message.id,
                             timestamp_ms: p.message.timestamp_ms,
                             cipher: p.message.cipher,
+                            body: p.message.body.clone(),
                         });
                     }
                     self.acknowledge(p.peer, &p.public, p.message.id, p.channel);
@@ -850,12 +934,18 @@ impl Actor {
 
     fn handle_command(&mut self, command: Command) {
         match command {
-            Command::SendText(peer, text, reply) => match self.prepare_text(peer, text) {
-                Ok((message, item)) => self.pending_sends.push((message, item, reply)),
-                Err(e) => {
-                    let _ = reply.send(Err(e));
+            Command::SendText(peer, text, cipher, reply) => {
+                match self.prepare_text(peer, text, cipher) {
+                    Ok((message, item)) => self.pending_sends.push((message, item, reply)),
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
                 }
-            },
+            }
+            Command::AddPeer(peer, addr, reply) => self.add_peer(peer, addr, reply),
+            Command::VerifyContact(peer, reply) => {
+                let _ = reply.send(self.verify_contact(peer));
+            }
             Command::SetCipher(peer, cipher, reply) => {
                 let _ = reply.send(self.set_cipher(peer, cipher));
             }
@@ -922,9 +1012,11 @@ impl Actor {
         &mut self,
         peer: PeerId,
         text: String,
+        cipher: Option<Cipher>,
     ) -> Result<(StoredMessage, OutboxItem), NodeError> {
         let contact = self.contact_for_sending(&peer)?.contact.clone();
-        let max = match contact.cipher {
+        let cipher = cipher.unwrap_or(contact.cipher);
+        let max = match cipher {
             Cipher::Aes => MAX_TEXT_LEN,
             Cipher::Rsa => MAX_RSA_TEXT_LEN,
         };
@@ -932,7 +1024,7 @@ impl Actor {
             return Err(NodeError::TooLarge {
                 len: text.len(),
                 max,
-                cipher: contact.cipher,
+                cipher,
             });
         }
         let id = MessageId::random(&mut rand::rng());
@@ -942,7 +1034,7 @@ impl Actor {
             peer,
             direction: Direction::Out,
             timestamp_ms: ts,
-            cipher: contact.cipher,
+            cipher,
             body: Body::Text(text.clone()),
             status: Status::Queued,
             envelope: None,
@@ -951,7 +1043,7 @@ impl Actor {
             id,
             peer,
             created_ms: ts,
-            cipher: contact.cipher,
+            cipher,
             kind: OutboxKind::Text(text),
             attempts: 0,
         };
@@ -1013,6 +1105,86 @@ impl Actor {
             by: Direction::Out,
         });
         Ok(deleted)
+    }
+
+    /// Dials `peer` (at `addr`, or at the addresses known for it) and answers `reply` once its
+    /// profile is verified and pinned ([`Self::finish_adding`]).
+    fn add_peer(&mut self, peer: PeerId, addr: Option<Multiaddr>, reply: Reply<Contact>) {
+        if self.connected.contains(&peer) {
+            match self.pinned(&peer) {
+                Ok(Some(p)) if p.contact.key_changed => {
+                    let _ = reply.send(Err(NodeError::KeyChanged(peer)));
+                    return;
+                }
+                Ok(Some(p)) => {
+                    let _ = reply.send(Ok(p.contact.clone()));
+                    return;
+                }
+                // Connected, profile not in yet: ask for it again and wait.
+                Ok(None) => self.send_profile(peer),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+            }
+        } else {
+            let mut addrs: Vec<Multiaddr> = addr.into_iter().collect();
+            if addrs.is_empty() {
+                if let Ok(Some(known)) = self.store.peer(&peer) {
+                    addrs.extend(known.addrs.iter().filter_map(|a| a.parse().ok()));
+                }
+            }
+            if addrs.is_empty() {
+                let _ = reply.send(Err(NodeError::NoAddress(peer)));
+                return;
+            }
+            let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+                .addresses(addrs.clone())
+                .build();
+            if let Err(e) = self.swarm.dial(opts) {
+                let _ = reply.send(Err(NodeError::Unreachable {
+                    peer,
+                    reason: e.to_string(),
+                }));
+                return;
+            }
+        }
+        let waiting = self.adding.entry(peer).or_default();
+        waiting.retain(|r| !r.is_closed());
+        waiting.push(reply);
+    }
+
+    /// Answers the `add_peer` calls waiting for `peer`.
+    fn finish_adding(&mut self, peer: PeerId, result: impl Fn() -> Result<Contact, NodeError>) {
+        for reply in self.adding.remove(&peer).unwrap_or_default() {
+            let _ = reply.send(result());
+        }
+    }
+
+    /// Marks a contact verified; accepts the new keys of a contact whose key changed.
+    fn verify_contact(&mut self, peer: PeerId) -> Result<Contact, NodeError> {
+        let mut contact = self
+            .store
+            .contact(&peer)?
+            .ok_or(NodeError::UnknownPeer(peer))?;
+        if contact.key_changed {
+            if let Some(bytes) = contact.pending_profile.take() {
+                let profile = SignedProfile::from_bytes(&bytes)?;
+                let verified = profile.verify(&peer)?;
+                contact.ed25519 = verified.public.ed25519_bytes();
+                contact.rsa_der = verified.public.rsa_der().to_vec();
+                contact.name = verified.name;
+                contact.profile = bytes;
+            }
+            contact.key_changed = false;
+            // Session keys were wrapped for the old RSA key: start afresh.
+            self.sessions.remove(&peer);
+            self.store.remove_outbound_session(&peer)?;
+        }
+        contact.verified = true;
+        self.save_contact(&contact)?;
+        self.deliver(peer);
+        Ok(contact)
     }
 
     fn peers(&self) -> Result<Vec<PeerInfo>, NodeError> {
@@ -1535,13 +1707,18 @@ impl Actor {
         let contact = match existing {
             Some(mut c) => {
                 if c.ed25519 != ed || c.rsa_der != rsa {
-                    if !c.key_changed {
+                    let offered = profile.to_bytes();
+                    if !c.key_changed || c.pending_profile.as_ref() != Some(&offered) {
+                        // A re-verification accepts the keys of this profile.
                         c.key_changed = true;
+                        c.verified = false;
+                        c.pending_profile = Some(offered);
                         if let Err(e) = self.save_contact(&c) {
                             warn!(%peer, error = %e, "cannot record a key change");
                         }
                     }
                     self.emit(NodeEvent::KeyChanged { peer });
+                    self.finish_adding(peer, || Err(NodeError::KeyChanged(peer)));
                     return;
                 }
                 c.name = verified.name.clone();
@@ -1558,6 +1735,7 @@ impl Actor {
                 verified: false,
                 key_changed: false,
                 added_ms: now_ms(),
+                pending_profile: None,
             },
         };
         if let Err(e) = self.save_contact(&contact) {
@@ -1569,6 +1747,7 @@ impl Actor {
             peer,
             name: verified.name,
         });
+        self.finish_adding(peer, || Ok(contact.clone()));
         self.deliver(peer);
     }
 
@@ -1649,6 +1828,17 @@ impl Actor {
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 debug!(?peer_id, %error, "outgoing connection failed");
+                if let Some(peer) = peer_id
+                    && !self.connected.contains(&peer)
+                {
+                    let reason = error.to_string();
+                    self.finish_adding(peer, || {
+                        Err(NodeError::Unreachable {
+                            peer,
+                            reason: reason.clone(),
+                        })
+                    });
+                }
             }
             SwarmEvent::Behaviour(event) => self.handle_behaviour_event(event),
             _ => {}
@@ -1764,6 +1954,14 @@ impl Actor {
             }
             _ => {}
         }
+    }
+}
+
+/// The PeerId an address ends with (`/p2p/ID`), if any.
+pub fn peer_of_addr(addr: &Multiaddr) -> Option<PeerId> {
+    match addr.iter().last() {
+        Some(libp2p::multiaddr::Protocol::P2p(peer)) => Some(peer),
+        _ => None,
     }
 }
 

@@ -353,5 +353,17 @@ async fn a_changed_key_is_flagged_not_accepted() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("changed"), "{err}");
+
+    // Re-verifying (after comparing safety numbers) accepts exactly the keys that were offered.
+    let accepted = victim.verify_contact(mallory.peer_id()).await.unwrap();
+    assert!(accepted.verified && !accepted.key_changed);
+    assert_eq!(accepted.rsa_der, swapped.public().rsa_der());
+    assert_eq!(accepted.pending_profile, None);
+    let stored = victim.contacts().await.unwrap().remove(0);
+    assert_eq!(stored, accepted);
+    victim
+        .send_text(mallory.peer_id(), "to the new key".into())
+        .await
+        .unwrap();
     victim.shutdown().await;
 }
