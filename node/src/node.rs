@@ -1129,10 +1129,10 @@ impl Actor {
             }
         } else {
             let mut addrs: Vec<Multiaddr> = addr.into_iter().collect();
-            if addrs.is_empty() {
-                if let Ok(Some(known)) = self.store.peer(&peer) {
-                    addrs.extend(known.addrs.iter().filter_map(|a| a.parse().ok()));
-                }
+            if addrs.is_empty()
+                && let Ok(Some(known)) = self.store.peer(&peer)
+            {
+                addrs.extend(known.addrs.iter().filter_map(|a| a.parse().ok()));
             }
             if addrs.is_empty() {
                 let _ = reply.send(Err(NodeError::NoAddress(peer)));
