@@ -1280,11 +1280,41 @@ impl Actor {
             self.retry_at.remove(&peer);
             if self.connected.contains(&peer) {
                 self.deliver(peer);
-            } else if let Err(e) = self.swarm.dial(peer) {
-                debug!(%peer, error = %e, "redial failed");
+                continue;
+            }
+            // Redial only for something to deliver; the dial fails later (not here) when the
+            // peer is down, so the next retry is scheduled either way.
+            let pending = match self.store.outbox_for(&peer) {
+                Ok(items) => !items.is_empty(),
+                Err(e) => {
+                    warn!(%peer, error = %e, "cannot read the outbox");
+                    true
+                }
+            };
+            if pending {
+                if let Err(e) = self.dial_known(peer) {
+                    debug!(%peer, error = %e, "redial failed");
+                }
                 self.schedule_retry(peer);
+            } else {
+                self.backoff.remove(&peer);
             }
         }
+    }
+
+    /// Dials `peer` at the addresses remembered for it in the store as well as those the
+    /// behaviours know: libp2p forgets an address after a failed dial, and a peer that was
+    /// down a moment ago is often back at the same address.
+    fn dial_known(&mut self, peer: PeerId) -> Result<(), libp2p::swarm::DialError> {
+        let addrs: Vec<Multiaddr> = match self.store.peer(&peer) {
+            Ok(Some(known)) => known.addrs.iter().filter_map(|a| a.parse().ok()).collect(),
+            _ => Vec::new(),
+        };
+        let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+            .addresses(addrs)
+            .extend_addresses_through_behaviour()
+            .build();
+        self.swarm.dial(opts)
     }
 
     fn schedule_retry(&mut self, peer: PeerId) {
@@ -1302,7 +1332,7 @@ impl Actor {
     /// schedules a retry.
     fn deliver(&mut self, peer: PeerId) {
         if !self.connected.contains(&peer) {
-            if let Err(e) = self.swarm.dial(peer) {
+            if let Err(e) = self.dial_known(peer) {
                 debug!(%peer, error = %e, "cannot dial yet");
             }
             self.schedule_retry(peer);

@@ -394,7 +394,10 @@ async fn add_peer_by_address_pins_the_profile_and_reports_failures() {
     let contact = a.handle.add_peer(full.clone()).await.unwrap();
     assert_eq!((contact.peer_id, contact.name.as_str()), (pb, "bob"));
     assert!(!contact.verified);
-    assert_eq!(a.handle.contacts().await.unwrap(), std::slice::from_ref(&contact));
+    assert_eq!(
+        a.handle.contacts().await.unwrap(),
+        std::slice::from_ref(&contact)
+    );
     // Adding again while connected answers at once with the same contact.
     assert_eq!(a.handle.add_peer(full).await.unwrap(), contact);
 
