@@ -40,7 +40,8 @@ impl std::error::Error for UsageError {}
     name = "encrypto",
     version,
     about = "Serverless end-to-end encrypted messenger.\n\
-        `encrypto daemon` runs your node; the other commands talk to it.",
+        `encrypto daemon` runs your node; the other commands talk to it. With no command, \
+        `encrypto` will open the window; until the window lands it prints this help.",
     long_about = "Serverless end-to-end encrypted messenger.\n\n\
         Create an identity with `encrypto init`, run your node with `encrypto daemon` (it keeps \
         running), and use the other commands from another terminal or a script: they talk to \
@@ -191,7 +192,12 @@ fn rsa_bits_parser() -> impl TypedValueParser<Value = RsaBits> {
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        // Prints usage (exit 2) or the requested help/version (exit 0).
+        Err(e) if e.use_stderr() => {
+            // A usage error: clap's message, on one line like every other error.
+            let _ = writeln!(std::io::stderr(), "{}", one_line_usage_error(&e));
+            return ExitCode::from(2);
+        }
+        // The requested help or version (exit 0).
         Err(e) => e.exit(),
     };
     let Some(command) = cli.command else {
@@ -324,6 +330,24 @@ fn main() -> ExitCode {
     }
 }
 
+/// Clap's multi-line usage error as one line: its message, the possible values and the usage,
+/// without the blank lines and the "For more information" footer.
+fn one_line_usage_error(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let parts: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
+        .collect();
+    let line = parts.join(" ");
+    let line = if line.starts_with("error:") {
+        line
+    } else {
+        format!("error: {line}")
+    };
+    format!("{line} (see --help)")
+}
+
 /// The daemon logs to stderr, filtered by `ENCRYPTO_LOG` (default: warnings and errors).
 fn init_logging() {
     use std::io::IsTerminal;
@@ -374,6 +398,23 @@ mod tests {
             Some(Command::Init { rsa_bits, .. }) => assert_eq!(rsa_bits, RsaBits::B3072),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn usage_errors_fit_on_one_line() {
+        for args in [
+            vec!["encrypto", "cipher", "bob", "des"],
+            vec!["encrypto", "send", "bob"],
+            vec!["encrypto", "--frobnicate"],
+        ] {
+            let e = Cli::try_parse_from(&args).unwrap_err();
+            let line = one_line_usage_error(&e);
+            assert!(!line.contains('\n'), "{line}");
+            assert!(line.starts_with("error: "), "{line}");
+            assert_eq!(e.exit_code(), 2);
+        }
+        let e = Cli::try_parse_from(["encrypto", "cipher", "bob", "des"]).unwrap_err();
+        assert!(one_line_usage_error(&e).contains("aes"));
     }
 
     #[test]

@@ -233,8 +233,8 @@ impl Server {
     }
 
     async fn verify(&self, params: &Params) -> MethodResult {
-        let contact = self.resolve(params).await?;
         let show_only = optional_bool(params, "show")?.unwrap_or(false);
+        let contact = self.resolve(params).await?;
         let contact = if show_only {
             contact
         } else {
@@ -261,7 +261,7 @@ impl Server {
     }
 
     async fn send(&self, params: &Params) -> MethodResult {
-        let contact = self.resolve(params).await?;
+        // Parameters first: a malformed request is an invalid-params error whoever `to` is.
         let text = required_str(params, "text")?;
         if text.is_empty() {
             return Err(RpcError::invalid_params("the message is empty"));
@@ -274,6 +274,7 @@ impl Server {
                 "timeout must be 1 to {MAX_WAIT_SECS} seconds"
             )));
         }
+        let contact = self.resolve(params).await?;
         // Subscribed before sending, so the delivery cannot slip past.
         let mut events = self.node.subscribe();
         let peer = contact.peer_id;
@@ -321,10 +322,10 @@ impl Server {
     }
 
     async fn history(&self, params: &Params) -> MethodResult {
-        let contact = self.resolve(params).await?;
         let limit = optional_u64(params, "limit")?
             .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
             .filter(|n| *n > 0);
+        let contact = self.resolve(params).await?;
         let history = self
             .node
             .history(contact.peer_id, limit)
@@ -334,9 +335,9 @@ impl Server {
     }
 
     async fn cipher(&self, params: &Params) -> MethodResult {
-        let contact = self.resolve(params).await?;
         let cipher = optional_cipher(params)?
             .ok_or_else(|| RpcError::invalid_params("missing \"cipher\": aes or rsa"))?;
+        let contact = self.resolve(params).await?;
         self.node
             .set_cipher(contact.peer_id, cipher)
             .await
@@ -345,8 +346,8 @@ impl Server {
     }
 
     async fn delete_chat(&self, params: &Params) -> MethodResult {
-        let contact = self.resolve(params).await?;
         let for_both = optional_bool(params, "for_both")?.unwrap_or(false);
+        let contact = self.resolve(params).await?;
         let deleted = self
             .node
             .delete_chat(contact.peer_id, for_both)
