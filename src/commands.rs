@@ -156,6 +156,7 @@ pub(crate) fn passwd(global: &Global, new_passphrase_file: Option<&Path>) -> Res
     )?;
     let text = if global.json {
         output::json(&json!({
+            "ok": true,
             "passphrase_changed": true,
             "keystore": dir.keystore_path(),
         }))

@@ -565,5 +565,36 @@ fn whoami_works_with_and_without_a_daemon() {
     assert_eq!(online["peer_id"], offline["peer_id"]);
     assert_eq!(online["fingerprint"], offline["fingerprint"]);
     assert_eq!(online["listen_addrs"].as_array().unwrap().len(), 1);
-    drop(d);
+
+    // passwd over the socket: a wrong passphrase is refused, the right one re-seals.
+    let call = |params: Value| {
+        let mut socket = UnixStream::connect(alice.socket()).unwrap();
+        socket.set_read_timeout(Some(STEP)).unwrap();
+        let request = json!({"jsonrpc": "2.0", "id": 1, "method": "passwd", "params": params});
+        socket.write_all(format!("{request}\n").as_bytes()).unwrap();
+        let mut line = String::new();
+        BufReader::new(socket).read_line(&mut line).unwrap();
+        serde_json::from_str::<Value>(&line).unwrap()
+    };
+    let refused = call(json!({"passphrase": "wrong", "new_passphrase": "new one"}));
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("wrong passphrase"),
+        "{refused}"
+    );
+    let changed = call(json!({"passphrase": PASS, "new_passphrase": "the new passphrase"}));
+    assert_eq!(changed["result"]["ok"], true, "{changed}");
+    let (ok, _) = d.terminate();
+    assert!(ok);
+    let out = alice.run(&["whoami"]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = alice
+        .cmd()
+        .env("ENCRYPTO_PASSPHRASE", "the new passphrase")
+        .args(["--json", "whoami"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
 }
