@@ -381,7 +381,7 @@ fn passwd_changes_the_passphrase() {
 
     let changed = json(&run(s
         .with("a brand new passphrase")
-        .env("ENCRYPTO_NEW_PASSPHRASE", "and another one")
+        .env("ENCRYPTO_NEW_PASSPHRASE", "a brand new passphrase")
         .args(["--json", "passwd"])));
     assert_eq!(changed["ok"], true);
 
