@@ -20,11 +20,15 @@
 //!   on `/encrypto/kad/1.0.0`, the two request-response protocols, connection limits, and the
 //!   libp2p defaults we override on purpose.
 //!
+//! - [`directory`]: the name directory on Kademlia: name and profile keys, and the checks on
+//!   records before they are stored.
+//!
 //! - [`node`]: the `Node` actor with its [`NodeHandle`] and event stream; it owns the swarm
 //!   and the store and runs the messaging flows (profiles pinned on connect, outbox and
 //!   acknowledgements, retries, cipher switch, delete chat, rate limits).
 //!
 pub mod datadir;
+pub mod directory;
 pub mod node;
 pub mod protocol;
 pub mod store;
