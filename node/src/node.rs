@@ -39,11 +39,13 @@ use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, Swarm, identify, mdns};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use crate::protocol::{ChatPayload, MsgRequest, MsgResponse, ProfileRequest, ProfileResponse};
 use crate::store::{
-    Body, Contact, Direction, KnownPeer, OutboxItem, OutboxKind, Status, Store, StoredMessage,
+    Body, Contact, Direction, KnownPeer, OutboxItem, OutboxKind, Status, Store, StoreError,
+    StoredMessage,
 };
 use crate::swarm::{self, Behaviour, BehaviourEvent, SwarmConfig};
 
@@ -479,13 +481,24 @@ struct InFlight {
     key_id: Option<envelope::KeyId>,
 }
 
-/// An inbound message opened and waiting for the group commit; acknowledged after it.
-struct PendingIncoming {
+/// An inbound request to acknowledge once what it carried is durable.
+struct PendingAck {
     peer: PeerId,
-    public: PublicIdentity,
-    message: StoredMessage,
+    pinned: Arc<Pinned>,
+    ids: Vec<MessageId>,
     channel: ResponseChannel<MsgResponse>,
 }
+
+/// What waits for a store flush (see [`Actor::written`]).
+enum Waiter {
+    /// A `send_text` caller; its outbox item is sent once it is durable.
+    Queued(Reply<MessageId>, OutboxItem),
+    /// An inbound request whose messages are written: acknowledged once they are durable.
+    Ack(PendingAck),
+}
+
+/// A store flush run off the actor's thread: the ticket it covers and how it went.
+type Flushed = (u64, Result<(), StoreError>);
 
 /// What to do with an inbound request once it is checked.
 enum Inbound {
@@ -539,8 +552,15 @@ pub fn start(
         in_flight_count: HashMap::new(),
         queues: HashMap::new(),
         pending_sends: Vec::new(),
+        pending_replies: Vec::new(),
         pending_incoming: Vec::new(),
+        pending_requests: Vec::new(),
         pending_acks: Vec::new(),
+        written: 0,
+        durable: 0,
+        flushing: JoinSet::new(),
+        waiting: VecDeque::new(),
+        unflushed: HashSet::new(),
         retry_at: HashMap::new(),
         backoff: HashMap::new(),
         buckets: HashMap::new(),
@@ -579,12 +599,25 @@ struct Actor {
     /// Outbox items loaded from the store and not in flight, per peer, oldest first. A peer
     /// with no entry is (re)loaded from the store on its next delivery.
     queues: HashMap<PeerId, VecDeque<OutboxItem>>,
-    /// `send_text` calls waiting for the group commit.
-    pending_sends: Vec<(StoredMessage, OutboxItem, Reply<MessageId>)>,
-    /// Inbound messages waiting for the group commit.
-    pending_incoming: Vec<PendingIncoming>,
+    /// `send_text` calls waiting for the group commit, and their callers (same order).
+    pending_sends: Vec<(StoredMessage, OutboxItem)>,
+    pending_replies: Vec<Reply<MessageId>>,
+    /// Inbound messages waiting for the group commit, and the requests that carried them.
+    pending_incoming: Vec<StoredMessage>,
+    pending_requests: Vec<PendingAck>,
     /// Acknowledged outgoing messages waiting for the group commit: (peer, id, created_ms).
     pending_acks: Vec<(PeerId, MessageId, u64)>,
+    /// Group commits write without flushing; the flush runs on a blocking thread while the
+    /// actor goes on pumping the swarm. Each write that something waits on takes a ticket;
+    /// `durable` is the last ticket a finished flush covered.
+    written: u64,
+    durable: u64,
+    /// The flush in progress, if any (at most one; writes made meanwhile wait for the next).
+    flushing: JoinSet<Flushed>,
+    /// Replies and acknowledgements waiting for a flush, in ticket order.
+    waiting: VecDeque<(u64, Waiter)>,
+    /// Outgoing messages written but not flushed yet: not sent before they are durable.
+    unflushed: HashSet<MessageId>,
     retry_at: HashMap<PeerId, Instant>,
     backoff: HashMap<PeerId, Duration>,
     buckets: HashMap<PeerId, Bucket>,
@@ -612,6 +645,9 @@ impl Actor {
                     Some(command) => self.handle_command(command),
                     None => stop = Some(None),
                 },
+                Some(done) = self.flushing.join_next(), if !self.flushing.is_empty() => {
+                    self.on_flushed(done);
+                }
                 event = self.swarm.select_next_some() => self.handle_swarm_event(event),
                 _ = tick.tick() => self.retry_due(),
             }
@@ -634,11 +670,16 @@ impl Actor {
                     self.handle_swarm_event(event);
                     progressed = true;
                 }
+                if let Some(done) = self.flushing.try_join_next() {
+                    self.on_flushed(done);
+                    progressed = true;
+                }
                 if !progressed {
                     break;
                 }
             }
             self.commit();
+            self.start_flush();
             if let Some(done) = stop {
                 self.shutdown();
                 if let Some(done) = done {
@@ -650,37 +691,73 @@ impl Actor {
     }
 
     /// Writes the group: queued sends, received messages, acknowledged deliveries, each with
-    /// one store transaction and one flush; then answers and acknowledges.
+    /// one store transaction and no flush. Callers are answered and requests acknowledged once
+    /// a flush covers their write ([`Actor::start_flush`], [`Actor::on_flushed`]).
     fn commit(&mut self) {
         self.commit_sends();
         self.commit_incoming();
         self.commit_acks();
     }
 
-    fn commit_sends(&mut self) {
-        if self.pending_sends.is_empty() {
+    /// A write that something will wait on: its ticket.
+    fn note_write(&mut self) -> u64 {
+        self.written += 1;
+        self.written
+    }
+
+    /// Starts a flush of everything written so far on a blocking thread, unless one is running
+    /// (the next one starts when it ends) or nothing waits for one.
+    fn start_flush(&mut self) {
+        if self.written == self.durable || !self.flushing.is_empty() {
             return;
         }
-        let pending = std::mem::take(&mut self.pending_sends);
-        let pairs: Vec<(StoredMessage, OutboxItem)> = pending
-            .iter()
-            .map(|(m, i, _)| (m.clone(), i.clone()))
-            .collect();
-        if let Err(e) = self.store.enqueue_outgoing_many(&pairs) {
-            let text = e.to_string();
-            for (_, _, reply) in pending {
-                let _ = reply.send(Err(NodeError::StoreWrite(text.clone())));
-            }
-            return;
+        let ticket = self.written;
+        let store = self.store.clone();
+        self.flushing
+            .spawn_blocking(move || (ticket, store.flush()));
+    }
+
+    fn on_flushed(&mut self, done: Result<Flushed, tokio::task::JoinError>) {
+        let (ticket, result) = match done {
+            Ok(done) => done,
+            // The flush thread panicked: nothing since the last flush is known to be durable.
+            Err(e) => (
+                self.written,
+                Err(StoreError::Io {
+                    op: "flush",
+                    path: self.store.path().to_owned(),
+                    source: std::io::Error::other(format!("the flush thread failed: {e}")),
+                }),
+            ),
+        };
+        match result {
+            Ok(()) => self.release(ticket),
+            Err(e) => self.fail_waiting(ticket, &e),
         }
+        self.start_flush();
+    }
+
+    /// Everything written up to `ticket` is durable: answer the callers, send their messages,
+    /// acknowledge the requests.
+    fn release(&mut self, ticket: u64) {
+        self.durable = self.durable.max(ticket);
         let mut peers = Vec::new();
-        for (message, item, reply) in pending {
-            let _ = reply.send(Ok(message.id));
-            if let Some(queue) = self.queues.get_mut(&item.peer) {
-                queue.push_back(item.clone());
-            }
-            if !peers.contains(&item.peer) {
-                peers.push(item.peer);
+        while self.waiting.front().is_some_and(|(t, _)| *t <= ticket) {
+            let Some((_, waiter)) = self.waiting.pop_front() else {
+                break;
+            };
+            match waiter {
+                Waiter::Queued(reply, item) => {
+                    let _ = reply.send(Ok(item.id));
+                    self.unflushed.remove(&item.id);
+                    if !peers.contains(&item.peer) {
+                        peers.push(item.peer);
+                    }
+                    if let Some(queue) = self.queues.get_mut(&item.peer) {
+                        queue.push_back(item);
+                    }
+                }
+                Waiter::Ack(p) => self.acknowledge(p.peer, &p.pinned.public, p.ids, p.channel),
             }
         }
         for peer in peers {
@@ -688,34 +765,107 @@ impl Actor {
         }
     }
 
-    fn commit_incoming(&mut self) {
-        if self.pending_incoming.is_empty() {
+    /// The flush covering writes up to `ticket` failed: those callers get the error and those
+    /// requests are rejected (the sender retries them).
+    fn fail_waiting(&mut self, ticket: u64, e: &StoreError) {
+        warn!(error = %e, "cannot flush the store");
+        self.durable = self.durable.max(ticket);
+        while self.waiting.front().is_some_and(|(t, _)| *t <= ticket) {
+            let Some((_, waiter)) = self.waiting.pop_front() else {
+                break;
+            };
+            match waiter {
+                Waiter::Queued(reply, item) => {
+                    self.unflushed.remove(&item.id);
+                    let _ = reply.send(Err(NodeError::StoreWrite(e.to_string())));
+                }
+                Waiter::Ack(p) => self.reject(p.peer, p.channel, format!("store: {e}")),
+            }
+        }
+    }
+
+    /// A synchronous flush just covered every write so far.
+    fn flushed_now(&mut self) {
+        self.release(self.written);
+    }
+
+    /// Acknowledges `ids` once everything written so far is durable (a repeat of a message
+    /// whose first copy is written but not yet flushed must not be acknowledged before it).
+    fn acknowledge_when_durable(&mut self, ack: PendingAck) {
+        if self.written == self.durable {
+            self.acknowledge(ack.peer, &ack.pinned.public, ack.ids, ack.channel);
+        } else {
+            self.waiting.push_back((self.written, Waiter::Ack(ack)));
+        }
+    }
+
+    fn commit_sends(&mut self) {
+        if self.pending_sends.is_empty() {
             return;
         }
-        let pending = std::mem::take(&mut self.pending_incoming);
-        let messages: Vec<StoredMessage> = pending.iter().map(|p| p.message.clone()).collect();
-        match self.store.store_incoming_many(&messages) {
+        let pending = std::mem::take(&mut self.pending_sends);
+        let replies = std::mem::take(&mut self.pending_replies);
+        if let Err(e) = self.store.write_outgoing_many(&pending) {
+            let text = e.to_string();
+            for reply in replies {
+                let _ = reply.send(Err(NodeError::StoreWrite(text.clone())));
+            }
+            return;
+        }
+        let ticket = self.note_write();
+        for ((_, item), reply) in pending.into_iter().zip(replies) {
+            self.unflushed.insert(item.id);
+            self.waiting
+                .push_back((ticket, Waiter::Queued(reply, item)));
+        }
+    }
+
+    fn commit_incoming(&mut self) {
+        if self.pending_requests.is_empty() {
+            return;
+        }
+        let messages = std::mem::take(&mut self.pending_incoming);
+        let requests = std::mem::take(&mut self.pending_requests);
+        match self.store.write_incoming_many(&messages) {
             Ok(fresh) => {
-                for (p, new) in pending.into_iter().zip(fresh) {
-                    if new {
+                for (message, new) in messages.iter().zip(&fresh) {
+                    if *new {
                         self.emit(NodeEvent::MessageReceived {
-                            peer: p.peer,
-                            id: p.message.id,
-                            timestamp_ms: p.message.timestamp_ms,
-                            cipher: p.message.cipher,
+                            peer: message.peer,
+                            id: message.id,
+                            timestamp_ms: message.timestamp_ms,
+                            cipher: message.cipher,
                         });
                     }
-                    self.acknowledge(p.peer, &p.public, p.message.id, p.channel);
+                }
+                let ticket = if fresh.contains(&true) {
+                    self.note_write()
+                } else {
+                    self.written
+                };
+                for request in requests {
+                    if ticket == self.durable {
+                        self.acknowledge(
+                            request.peer,
+                            &request.pinned.public,
+                            request.ids,
+                            request.channel,
+                        );
+                    } else {
+                        self.waiting.push_back((ticket, Waiter::Ack(request)));
+                    }
                 }
             }
             Err(e) => {
-                for p in pending {
-                    self.reject(p.peer, p.channel, format!("store: {e}"));
+                for request in requests {
+                    self.reject(request.peer, request.channel, format!("store: {e}"));
                 }
             }
         }
     }
 
+    /// Records acknowledged deliveries. Not waited on: a completion lost in a crash only
+    /// means the message is sent again and acknowledged as a duplicate.
     fn commit_acks(&mut self) {
         if self.pending_acks.is_empty() {
             return;
@@ -725,8 +875,9 @@ impl Actor {
             by_peer.entry(peer).or_default().push((id, created));
         }
         for (peer, acked) in by_peer {
-            match self.store.complete_outgoing_many(&peer, &acked) {
+            match self.store.write_completed_many(&peer, &acked) {
                 Ok(_) => {
+                    self.note_write();
                     for (id, _) in acked {
                         self.emit(NodeEvent::Delivered { peer, id });
                     }
@@ -739,12 +890,12 @@ impl Actor {
         }
     }
 
-    /// Signs a delivery acknowledgement for `id` and sends it as the response.
+    /// Signs one delivery acknowledgement for `ids` and sends it as the response.
     fn acknowledge(
         &mut self,
         peer: PeerId,
         public: &PublicIdentity,
-        id: MessageId,
+        ids: Vec<MessageId>,
         channel: ResponseChannel<MsgResponse>,
     ) {
         let ack = Control::sign(
@@ -752,7 +903,7 @@ impl Actor {
             public,
             MessageId::random(&mut rand::rng()),
             now_ms(),
-            ControlKind::DeliveryAck { ids: vec![id] },
+            ControlKind::DeliveryAck { ids },
         );
         match ack {
             Ok(ack) => {
@@ -775,8 +926,12 @@ impl Actor {
                 warn!(%peer, error = %e, "cannot save an outbound session");
             }
         }
-        if let Err(e) = self.store.flush() {
-            warn!(error = %e, "cannot flush the store at shutdown");
+        match self.store.flush() {
+            Ok(()) => self.flushed_now(),
+            Err(e) => {
+                warn!(error = %e, "cannot flush the store at shutdown");
+                self.fail_waiting(self.written, &e);
+            }
         }
         let peers: Vec<PeerId> = self.connected.iter().copied().collect();
         for peer in peers {
@@ -851,7 +1006,10 @@ impl Actor {
     fn handle_command(&mut self, command: Command) {
         match command {
             Command::SendText(peer, text, reply) => match self.prepare_text(peer, text) {
-                Ok((message, item)) => self.pending_sends.push((message, item, reply)),
+                Ok((message, item)) => {
+                    self.pending_sends.push((message, item));
+                    self.pending_replies.push(reply);
+                }
                 Err(e) => {
                     let _ = reply.send(Err(e));
                 }
@@ -973,9 +1131,11 @@ impl Actor {
             kind: OutboxKind::Control(control.to_bytes()),
             attempts: 0,
         };
-        // Whatever was sent before the control payload is written first.
+        // Whatever was sent before the control payload is written first, and queued first
+        // once the control payload's flush has made it durable too.
         self.commit_sends();
         self.store.enqueue_control(&item)?;
+        self.flushed_now();
         if let Some(queue) = self.queues.get_mut(&peer) {
             queue.push_back(item);
         }
@@ -1007,6 +1167,7 @@ impl Actor {
             self.queue_control(peer, ControlKind::DeleteChat)?;
         }
         let deleted = self.store.delete_chat(&peer)?;
+        self.flushed_now();
         self.emit(NodeEvent::ChatDeleted {
             peer,
             deleted,
@@ -1141,7 +1302,9 @@ impl Actor {
                 Ok(items) => {
                     let queue = items
                         .into_iter()
-                        .filter(|i| !self.in_flight_ids.contains(&i.id))
+                        .filter(|i| {
+                            !self.in_flight_ids.contains(&i.id) && !self.unflushed.contains(&i.id)
+                        })
                         .collect();
                     self.queues.insert(peer, queue);
                 }
@@ -1377,19 +1540,28 @@ impl Actor {
             Ok(None) => return self.reject(peer, channel, "not a contact yet".into()),
             Err(e) => return self.reject(peer, channel, e.to_string()),
         };
-        let (contact, public) = (pinned.contact.clone(), pinned.public.clone());
         let result = match request {
-            MsgRequest::Envelope(bytes) => self.receive_envelope(peer, &public, &bytes),
-            MsgRequest::Control(bytes) => self.receive_control(peer, contact, &public, &bytes),
+            MsgRequest::Envelope(bytes) => self.receive_envelope(peer, &pinned.public, &bytes),
+            MsgRequest::Control(bytes) => {
+                self.receive_control(peer, pinned.contact.clone(), &pinned.public, &bytes)
+            }
         };
         match result {
-            Ok(Inbound::Ack(id)) => self.acknowledge(peer, &public, id, channel),
-            Ok(Inbound::Store(message)) => self.pending_incoming.push(PendingIncoming {
+            Ok(Inbound::Ack(id)) => self.acknowledge_when_durable(PendingAck {
                 peer,
-                public,
-                message,
+                pinned,
+                ids: vec![id],
                 channel,
             }),
+            Ok(Inbound::Store(message)) => {
+                self.pending_requests.push(PendingAck {
+                    peer,
+                    pinned,
+                    ids: vec![message.id],
+                    channel,
+                });
+                self.pending_incoming.push(message);
+            }
             Err(reason) => self.reject(peer, channel, reason),
         }
     }
