@@ -10,13 +10,19 @@
 //!   accepted.
 //! - **Sending**: [`NodeHandle::send_text`] returns once the message is in the outbox and the
 //!   history, flushed. The actor seals each outbox item when it can reach the peer (on connect,
-//!   at once if connected, and on a retry timer with backoff) and sends it on `/encrypto/msg/1`.
-//!   The response is a delivery ack signed by the recipient; only then is the outbox entry
-//!   removed and [`NodeEvent::Delivered`] emitted.
+//!   at once if connected, and on a retry timer with backoff) and sends it on `/encrypto/msg/2`,
+//!   consecutive texts batched into one request. The response is a delivery ack signed by the
+//!   recipient, naming the messages it stored; only then is an outbox entry removed and
+//!   [`NodeEvent::Delivered`] emitted. Messages left out of an ack are sent again.
 //! - **Receiving**: an envelope from a pinned contact is verified and opened by the crypto
 //!   crate (signature before any RSA work), de-duplicated by message id, stored durably, and
 //!   only then acknowledged. A duplicate (the sender retrying after a lost ack) is acknowledged
 //!   again without a second copy, so history holds every message exactly once.
+//! - **Group commit**: the actor gathers whatever commands and swarm events are ready, writes
+//!   the sends, receipts and acknowledgements among them (one store transaction each, not
+//!   flushed), and flushes on a blocking thread while it goes on serving the swarm. Callers
+//!   are answered, texts sent and requests acknowledged once the flush covering their write is
+//!   done; writes made during a flush wait for the next one.
 //! - **Control payloads** (cipher switch, delete chat) travel through the same outbox and are
 //!   acknowledged the same way.
 
@@ -42,7 +48,9 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
-use crate::protocol::{ChatPayload, MsgRequest, MsgResponse, ProfileRequest, ProfileResponse};
+use crate::protocol::{
+    ChatPayload, EnvelopeBatch, MsgRequest, MsgResponse, ProfileRequest, ProfileResponse,
+};
 use crate::store::{
     Body, Contact, Direction, KnownPeer, OutboxItem, OutboxKind, Status, Store, StoreError,
     StoredMessage,
@@ -53,6 +61,9 @@ use crate::swarm::{self, Behaviour, BehaviourEvent, SwarmConfig};
 pub const MAX_TEXT_LEN: usize = envelope::MAX_BODY_LEN - 64;
 /// Largest text an `rsa` message may carry.
 pub const MAX_RSA_TEXT_LEN: usize = envelope::MAX_RSA_BODY_LEN - 64;
+/// Most envelopes the node puts in one request (the protocol allows more, but a smaller batch
+/// keeps the receiver's actor from working on one request for long).
+const SEND_BATCH: usize = 64;
 /// Most requests in flight to one peer at a time. Kept well below the request-response
 /// stream limit per connection ([`crate::swarm::MAX_STREAMS_PER_CONNECTION`]), which counts
 /// the peer's requests to us as well: past it, libp2p fails requests at once.
@@ -476,8 +487,18 @@ impl<'a> SeenIn<'a> {
 /// An outbound request waiting for its response.
 struct InFlight {
     peer: PeerId,
-    id: MessageId,
-    created_ms: u64,
+    /// The messages it carries: (id, created_ms).
+    items: Vec<(MessageId, u64)>,
+    /// The session keys their envelopes used.
+    key_ids: Vec<envelope::KeyId>,
+}
+
+/// An outbox item sealed for the wire.
+struct Sealed {
+    /// The encoding of its envelope, or of its control payload.
+    bytes: Vec<u8>,
+    /// A control payload (sent alone), not an envelope.
+    control: bool,
     key_id: Option<envelope::KeyId>,
 }
 
@@ -1300,10 +1321,15 @@ impl Actor {
         if !self.queues.contains_key(&peer) {
             match self.store.outbox_for(&peer) {
                 Ok(items) => {
+                    // Acknowledged but not yet recorded: not to be sent again.
+                    let acked: HashSet<MessageId> =
+                        self.pending_acks.iter().map(|(_, id, _)| *id).collect();
                     let queue = items
                         .into_iter()
                         .filter(|i| {
-                            !self.in_flight_ids.contains(&i.id) && !self.unflushed.contains(&i.id)
+                            !self.in_flight_ids.contains(&i.id)
+                                && !self.unflushed.contains(&i.id)
+                                && !acked.contains(&i.id)
                         })
                         .collect();
                     self.queues.insert(peer, queue);
@@ -1320,24 +1346,72 @@ impl Actor {
             let Some(item) = self.queues.get_mut(&peer).and_then(VecDeque::pop_front) else {
                 break;
             };
-            match self.seal_item(&item) {
-                Ok((request, key_id)) => {
-                    let request_id = self.swarm.behaviour_mut().msg.send_request(&peer, request);
-                    self.in_flight_ids.insert(item.id);
-                    *self.in_flight_count.entry(peer).or_default() += 1;
-                    self.in_flight.insert(
-                        request_id,
-                        InFlight {
-                            peer,
-                            id: item.id,
-                            created_ms: item.created_ms,
-                            key_id,
-                        },
-                    );
-                    budget -= 1;
-                }
+            let sealed = match self.seal_item(&item) {
+                Ok(sealed) => sealed,
                 // It stays in the store's outbox and is tried again after a reload.
-                Err(e) => warn!(%peer, id = %item.id, error = %e, "cannot seal an outbox item"),
+                Err(e) => {
+                    warn!(%peer, id = %item.id, error = %e, "cannot seal an outbox item");
+                    continue;
+                }
+            };
+            let mut flight = InFlight {
+                peer,
+                items: vec![(item.id, item.created_ms)],
+                key_ids: sealed.key_id.into_iter().collect(),
+            };
+            let request = if sealed.control {
+                MsgRequest::Control(sealed.bytes.into())
+            } else {
+                let mut batch = EnvelopeBatch::new();
+                if batch.try_push(sealed.bytes).is_err() {
+                    warn!(%peer, id = %item.id, "an envelope does not fit in a frame");
+                    continue;
+                }
+                self.fill_batch(peer, &mut batch, &mut flight);
+                MsgRequest::Envelopes(batch)
+            };
+            let request_id = self.swarm.behaviour_mut().msg.send_request(&peer, request);
+            self.in_flight_ids
+                .extend(flight.items.iter().map(|(id, _)| *id));
+            *self.in_flight_count.entry(peer).or_default() += 1;
+            self.in_flight.insert(request_id, flight);
+            budget -= 1;
+        }
+    }
+
+    /// Adds the next queued texts for `peer` to `batch`, up to [`SEND_BATCH`] and the frame
+    /// limit; stops before a control payload, which goes alone and in order.
+    fn fill_batch(&mut self, peer: PeerId, batch: &mut EnvelopeBatch, flight: &mut InFlight) {
+        while batch.len() < SEND_BATCH {
+            let Some(queue) = self.queues.get_mut(&peer) else {
+                return;
+            };
+            let Some(item) = queue.pop_front() else {
+                return;
+            };
+            if matches!(item.kind, OutboxKind::Control(_)) {
+                queue.push_front(item);
+                return;
+            }
+            let sealed = match self.seal_item(&item) {
+                Ok(sealed) => sealed,
+                Err(e) => {
+                    warn!(%peer, id = %item.id, error = %e, "cannot seal an outbox item");
+                    continue;
+                }
+            };
+            if batch.try_push(sealed.bytes).is_err() {
+                // The next request takes it (sealed again: the wasted seal only costs a nonce).
+                if let Some(queue) = self.queues.get_mut(&peer) {
+                    queue.push_front(item);
+                }
+                return;
+            }
+            flight.items.push((item.id, item.created_ms));
+            if let Some(key_id) = sealed.key_id
+                && !flight.key_ids.contains(&key_id)
+            {
+                flight.key_ids.push(key_id);
             }
         }
     }
@@ -1345,7 +1419,9 @@ impl Actor {
     /// Forgets a finished request; returns it.
     fn untrack(&mut self, request_id: OutboundRequestId) -> Option<InFlight> {
         let flight = self.in_flight.remove(&request_id)?;
-        self.in_flight_ids.remove(&flight.id);
+        for (id, _) in &flight.items {
+            self.in_flight_ids.remove(id);
+        }
         if let Some(n) = self.in_flight_count.get_mut(&flight.peer) {
             *n = n.saturating_sub(1);
         }
@@ -1359,13 +1435,14 @@ impl Actor {
         self.schedule_retry(peer);
     }
 
-    fn seal_item(
-        &mut self,
-        item: &OutboxItem,
-    ) -> Result<(MsgRequest, Option<envelope::KeyId>), NodeError> {
+    fn seal_item(&mut self, item: &OutboxItem) -> Result<Sealed, NodeError> {
         let pinned = self.contact_for_sending(&item.peer)?;
         match &item.kind {
-            OutboxKind::Control(bytes) => Ok((MsgRequest::Control(bytes.clone().into()), None)),
+            OutboxKind::Control(bytes) => Ok(Sealed {
+                bytes: bytes.clone(),
+                control: true,
+                key_id: None,
+            }),
             OutboxKind::Text(text) => {
                 let public = &pinned.public;
                 let payload = ChatPayload::Text(text.clone()).to_bytes();
@@ -1404,7 +1481,11 @@ impl Actor {
                     }
                 };
                 let env = env.map_err(|e| NodeError::Crypto(e.to_string()))?;
-                Ok((MsgRequest::Envelope(env.to_bytes().into()), key_id))
+                Ok(Sealed {
+                    bytes: env.to_bytes(),
+                    control: false,
+                    key_id,
+                })
             }
         }
     }
@@ -1441,7 +1522,7 @@ impl Actor {
         let bytes = match response {
             MsgResponse::Ack(bytes) => bytes,
             MsgResponse::Rejected => {
-                debug!(%peer, id = %flight.id, "peer rejected a message; will retry");
+                debug!(%peer, messages = flight.items.len(), "peer rejected a request; will retry");
                 self.requeue(peer);
                 return;
             }
@@ -1458,21 +1539,25 @@ impl Actor {
             policy: self.config.open_policy,
             seen: &never,
         };
-        let acked = Control::from_bytes(&bytes).and_then(|c| {
-            c.verify(&ctx).map(|kind| match kind {
-                ControlKind::DeliveryAck { ids } => ids.contains(&flight.id),
-                _ => false,
-            })
-        });
-        if acked != Ok(true) {
-            warn!(%peer, id = %flight.id, "invalid acknowledgement");
+        let acked: HashSet<MessageId> = match Control::from_bytes(&bytes) {
+            Ok(control) => match control.verify(&ctx) {
+                Ok(ControlKind::DeliveryAck { ids }) => ids.iter().copied().collect(),
+                _ => HashSet::new(),
+            },
+            Err(_) => HashSet::new(),
+        };
+        let (done, missed): (Vec<_>, Vec<_>) = flight
+            .items
+            .into_iter()
+            .partition(|(id, _)| acked.contains(id));
+        if done.is_empty() {
+            warn!(%peer, messages = missed.len(), "invalid acknowledgement");
             self.requeue(peer);
             return;
         }
         self.backoff.remove(&peer);
-        if let Some(key_id) = flight.key_id
-            && let Some(session) = self.sessions.get_mut(&peer)
-            && session.key_id() == key_id
+        if let Some(session) = self.sessions.get_mut(&peer)
+            && flight.key_ids.contains(&session.key_id())
             && !session.is_acknowledged()
         {
             session.mark_acknowledged();
@@ -1483,7 +1568,12 @@ impl Actor {
                 warn!(%peer, error = %e, "cannot save the session");
             }
         }
-        self.pending_acks.push((peer, flight.id, flight.created_ms));
+        self.pending_acks
+            .extend(done.into_iter().map(|(id, created)| (peer, id, created)));
+        if !missed.is_empty() {
+            debug!(%peer, messages = missed.len(), "peer rejected part of a batch; will retry");
+            self.requeue(peer);
+        }
     }
 
     fn on_outbound_failure(&mut self, request_id: OutboundRequestId) {
@@ -1494,7 +1584,8 @@ impl Actor {
 
     // ----- receiving ------------------------------------------------------------------------
 
-    fn allow_inbound(&mut self, peer: &PeerId) -> bool {
+    /// Takes `n` tokens from the peer's bucket, if it has them.
+    fn allow_inbound(&mut self, peer: &PeerId, n: usize) -> bool {
         let (rate, burst) = (
             f64::from(self.config.inbound_per_second),
             f64::from(self.config.inbound_burst),
@@ -1507,8 +1598,10 @@ impl Actor {
         bucket.tokens =
             (bucket.tokens + now.duration_since(bucket.last).as_secs_f64() * rate).min(burst);
         bucket.last = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
+        // Batches hold at most a few hundred envelopes: exact as an f64.
+        let n = n as f64;
+        if bucket.tokens >= n {
+            bucket.tokens -= n;
             true
         } else {
             false
@@ -1531,7 +1624,11 @@ impl Actor {
         request: MsgRequest,
         channel: ResponseChannel<MsgResponse>,
     ) {
-        if !self.allow_inbound(&peer) {
+        let frames = match &request {
+            MsgRequest::Envelopes(batch) => batch.len(),
+            MsgRequest::Envelope(_) | MsgRequest::Control(_) => 1,
+        };
+        if !self.allow_inbound(&peer, frames) {
             return self.reject(peer, channel, "rate limited".into());
         }
         let pinned = match self.pinned(&peer) {
@@ -1544,6 +1641,9 @@ impl Actor {
             MsgRequest::Envelope(bytes) => self.receive_envelope(peer, &pinned.public, &bytes),
             MsgRequest::Control(bytes) => {
                 self.receive_control(peer, pinned.contact.clone(), &pinned.public, &bytes)
+            }
+            MsgRequest::Envelopes(batch) => {
+                return self.receive_batch(peer, pinned, &batch, channel);
             }
         };
         match result {
@@ -1563,6 +1663,51 @@ impl Actor {
                 self.pending_incoming.push(message);
             }
             Err(reason) => self.reject(peer, channel, reason),
+        }
+    }
+
+    /// Checks every envelope of a batch; the new ones join the group commit. One ack names
+    /// every envelope accepted (new or repeated); the others are left out, and the sender
+    /// retries them. A batch with nothing acceptable is rejected.
+    fn receive_batch(
+        &mut self,
+        peer: PeerId,
+        pinned: Arc<Pinned>,
+        batch: &EnvelopeBatch,
+        channel: ResponseChannel<MsgResponse>,
+    ) {
+        let mut ids = Vec::with_capacity(batch.len());
+        let mut new = false;
+        for bytes in batch.iter() {
+            match self.receive_envelope(peer, &pinned.public, bytes) {
+                Ok(Inbound::Ack(id)) => ids.push(id),
+                Ok(Inbound::Store(message)) => {
+                    ids.push(message.id);
+                    self.pending_incoming.push(message);
+                    new = true;
+                }
+                Err(reason) => {
+                    debug!(%peer, %reason, "envelope in a batch rejected");
+                    self.emit(NodeEvent::Rejected { peer, reason });
+                }
+            }
+        }
+        let ack = PendingAck {
+            peer,
+            pinned,
+            ids,
+            channel,
+        };
+        if ack.ids.is_empty() {
+            self.reject(
+                peer,
+                ack.channel,
+                "no envelope in the batch accepted".into(),
+            );
+        } else if new {
+            self.pending_requests.push(ack);
+        } else {
+            self.acknowledge_when_durable(ack);
         }
     }
 
