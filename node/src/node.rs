@@ -10,13 +10,19 @@
 //!   accepted.
 //! - **Sending**: [`NodeHandle::send_text`] returns once the message is in the outbox and the
 //!   history, flushed. The actor seals each outbox item when it can reach the peer (on connect,
-//!   at once if connected, and on a retry timer with backoff) and sends it on `/encrypto/msg/1`.
-//!   The response is a delivery ack signed by the recipient; only then is the outbox entry
-//!   removed and [`NodeEvent::Delivered`] emitted.
+//!   at once if connected, and on a retry timer with backoff) and sends it on `/encrypto/msg/2`,
+//!   consecutive texts batched into one request. The response is a delivery ack signed by the
+//!   recipient, naming the messages it stored; only then is an outbox entry removed and
+//!   [`NodeEvent::Delivered`] emitted. Messages left out of an ack are sent again.
 //! - **Receiving**: an envelope from a pinned contact is verified and opened by the crypto
 //!   crate (signature before any RSA work), de-duplicated by message id, stored durably, and
 //!   only then acknowledged. A duplicate (the sender retrying after a lost ack) is acknowledged
 //!   again without a second copy, so history holds every message exactly once.
+//! - **Group commit**: the actor gathers whatever commands and swarm events are ready, writes
+//!   the sends, receipts and acknowledgements among them (one store transaction each, not
+//!   flushed), and flushes on a blocking thread while it goes on serving the swarm. Callers
+//!   are answered, texts sent and requests acknowledged once the flush covering their write is
+//!   done; writes made during a flush wait for the next one.
 //! - **Control payloads** (cipher switch, delete chat) travel through the same outbox and are
 //!   acknowledged the same way.
 
@@ -39,11 +45,15 @@ use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, Swarm, identify, mdns};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
-use crate::protocol::{ChatPayload, MsgRequest, MsgResponse, ProfileRequest, ProfileResponse};
+use crate::protocol::{
+    ChatPayload, EnvelopeBatch, MsgRequest, MsgResponse, ProfileRequest, ProfileResponse,
+};
 use crate::store::{
-    Body, Contact, Direction, KnownPeer, OutboxItem, OutboxKind, Status, Store, StoredMessage,
+    Body, Contact, Direction, KnownPeer, OutboxItem, OutboxKind, Status, Store, StoreError,
+    StoredMessage,
 };
 use crate::swarm::{self, Behaviour, BehaviourEvent, SwarmConfig};
 
@@ -51,6 +61,9 @@ use crate::swarm::{self, Behaviour, BehaviourEvent, SwarmConfig};
 pub const MAX_TEXT_LEN: usize = envelope::MAX_BODY_LEN - 64;
 /// Largest text an `rsa` message may carry.
 pub const MAX_RSA_TEXT_LEN: usize = envelope::MAX_RSA_BODY_LEN - 64;
+/// Most envelopes the node puts in one request (the protocol allows more, but a smaller batch
+/// keeps the receiver's actor from working on one request for long).
+const SEND_BATCH: usize = 64;
 /// Most requests in flight to one peer at a time. Kept well below the request-response
 /// stream limit per connection ([`crate::swarm::MAX_STREAMS_PER_CONNECTION`]), which counts
 /// the peer's requests to us as well: past it, libp2p fails requests at once.
@@ -554,18 +567,39 @@ impl<'a> SeenIn<'a> {
 /// An outbound request waiting for its response.
 struct InFlight {
     peer: PeerId,
-    id: MessageId,
-    created_ms: u64,
+    /// The messages it carries: (id, created_ms).
+    items: Vec<(MessageId, u64)>,
+    /// The session keys their envelopes used.
+    key_ids: Vec<envelope::KeyId>,
+}
+
+/// An outbox item sealed for the wire.
+struct Sealed {
+    /// The encoding of its envelope, or of its control payload.
+    bytes: Vec<u8>,
+    /// A control payload (sent alone), not an envelope.
+    control: bool,
     key_id: Option<envelope::KeyId>,
 }
 
-/// An inbound message opened and waiting for the group commit; acknowledged after it.
-struct PendingIncoming {
+/// An inbound request to acknowledge once what it carried is durable.
+struct PendingAck {
     peer: PeerId,
-    public: PublicIdentity,
-    message: StoredMessage,
+    pinned: Arc<Pinned>,
+    ids: Vec<MessageId>,
     channel: ResponseChannel<MsgResponse>,
 }
+
+/// What waits for a store flush (see [`Actor::written`]).
+enum Waiter {
+    /// A `send_text` caller; its outbox item is sent once it is durable.
+    Queued(Reply<MessageId>, OutboxItem),
+    /// An inbound request whose messages are written: acknowledged once they are durable.
+    Ack(PendingAck),
+}
+
+/// A store flush run off the actor's thread: the ticket it covers and how it went.
+type Flushed = (u64, Result<(), StoreError>);
 
 /// What to do with an inbound request once it is checked.
 enum Inbound {
@@ -619,8 +653,15 @@ pub fn start(
         in_flight_count: HashMap::new(),
         queues: HashMap::new(),
         pending_sends: Vec::new(),
+        pending_replies: Vec::new(),
         pending_incoming: Vec::new(),
+        pending_requests: Vec::new(),
         pending_acks: Vec::new(),
+        written: 0,
+        durable: 0,
+        flushing: JoinSet::new(),
+        waiting: VecDeque::new(),
+        unflushed: HashSet::new(),
         retry_at: HashMap::new(),
         backoff: HashMap::new(),
         buckets: HashMap::new(),
@@ -660,12 +701,25 @@ struct Actor {
     /// Outbox items loaded from the store and not in flight, per peer, oldest first. A peer
     /// with no entry is (re)loaded from the store on its next delivery.
     queues: HashMap<PeerId, VecDeque<OutboxItem>>,
-    /// `send_text` calls waiting for the group commit.
-    pending_sends: Vec<(StoredMessage, OutboxItem, Reply<MessageId>)>,
-    /// Inbound messages waiting for the group commit.
-    pending_incoming: Vec<PendingIncoming>,
+    /// `send_text` calls waiting for the group commit, and their callers (same order).
+    pending_sends: Vec<(StoredMessage, OutboxItem)>,
+    pending_replies: Vec<Reply<MessageId>>,
+    /// Inbound messages waiting for the group commit, and the requests that carried them.
+    pending_incoming: Vec<StoredMessage>,
+    pending_requests: Vec<PendingAck>,
     /// Acknowledged outgoing messages waiting for the group commit: (peer, id, created_ms).
     pending_acks: Vec<(PeerId, MessageId, u64)>,
+    /// Group commits write without flushing; the flush runs on a blocking thread while the
+    /// actor goes on pumping the swarm. Each write that something waits on takes a ticket;
+    /// `durable` is the last ticket a finished flush covered.
+    written: u64,
+    durable: u64,
+    /// The flush in progress, if any (at most one; writes made meanwhile wait for the next).
+    flushing: JoinSet<Flushed>,
+    /// Replies and acknowledgements waiting for a flush, in ticket order.
+    waiting: VecDeque<(u64, Waiter)>,
+    /// Outgoing messages written but not flushed yet: not sent before they are durable.
+    unflushed: HashSet<MessageId>,
     retry_at: HashMap<PeerId, Instant>,
     backoff: HashMap<PeerId, Duration>,
     buckets: HashMap<PeerId, Bucket>,
@@ -695,6 +749,9 @@ impl Actor {
                     Some(command) => self.handle_command(command),
                     None => stop = Some(None),
                 },
+                Some(done) = self.flushing.join_next(), if !self.flushing.is_empty() => {
+                    self.on_flushed(done);
+                }
                 event = self.swarm.select_next_some() => self.handle_swarm_event(event),
                 _ = tick.tick() => self.retry_due(),
             }
@@ -717,11 +774,16 @@ impl Actor {
                     self.handle_swarm_event(event);
                     progressed = true;
                 }
+                if let Some(done) = self.flushing.try_join_next() {
+                    self.on_flushed(done);
+                    progressed = true;
+                }
                 if !progressed {
                     break;
                 }
             }
             self.commit();
+            self.start_flush();
             if let Some(done) = stop {
                 self.shutdown();
                 if let Some(done) = done {
@@ -733,37 +795,73 @@ impl Actor {
     }
 
     /// Writes the group: queued sends, received messages, acknowledged deliveries, each with
-    /// one store transaction and one flush; then answers and acknowledges.
+    /// one store transaction and no flush. Callers are answered and requests acknowledged once
+    /// a flush covers their write ([`Actor::start_flush`], [`Actor::on_flushed`]).
     fn commit(&mut self) {
         self.commit_sends();
         self.commit_incoming();
         self.commit_acks();
     }
 
-    fn commit_sends(&mut self) {
-        if self.pending_sends.is_empty() {
+    /// A write that something will wait on: its ticket.
+    fn note_write(&mut self) -> u64 {
+        self.written += 1;
+        self.written
+    }
+
+    /// Starts a flush of everything written so far on a blocking thread, unless one is running
+    /// (the next one starts when it ends) or nothing waits for one.
+    fn start_flush(&mut self) {
+        if self.written == self.durable || !self.flushing.is_empty() {
             return;
         }
-        let pending = std::mem::take(&mut self.pending_sends);
-        let pairs: Vec<(StoredMessage, OutboxItem)> = pending
-            .iter()
-            .map(|(m, i, _)| (m.clone(), i.clone()))
-            .collect();
-        if let Err(e) = self.store.enqueue_outgoing_many(&pairs) {
-            let text = e.to_string();
-            for (_, _, reply) in pending {
-                let _ = reply.send(Err(NodeError::StoreWrite(text.clone())));
-            }
-            return;
+        let ticket = self.written;
+        let store = self.store.clone();
+        self.flushing
+            .spawn_blocking(move || (ticket, store.flush()));
+    }
+
+    fn on_flushed(&mut self, done: Result<Flushed, tokio::task::JoinError>) {
+        let (ticket, result) = match done {
+            Ok(done) => done,
+            // The flush thread panicked: nothing since the last flush is known to be durable.
+            Err(e) => (
+                self.written,
+                Err(StoreError::Io {
+                    op: "flush",
+                    path: self.store.path().to_owned(),
+                    source: std::io::Error::other(format!("the flush thread failed: {e}")),
+                }),
+            ),
+        };
+        match result {
+            Ok(()) => self.release(ticket),
+            Err(e) => self.fail_waiting(ticket, &e),
         }
+        self.start_flush();
+    }
+
+    /// Everything written up to `ticket` is durable: answer the callers, send their messages,
+    /// acknowledge the requests.
+    fn release(&mut self, ticket: u64) {
+        self.durable = self.durable.max(ticket);
         let mut peers = Vec::new();
-        for (message, item, reply) in pending {
-            let _ = reply.send(Ok(message.id));
-            if let Some(queue) = self.queues.get_mut(&item.peer) {
-                queue.push_back(item.clone());
-            }
-            if !peers.contains(&item.peer) {
-                peers.push(item.peer);
+        while self.waiting.front().is_some_and(|(t, _)| *t <= ticket) {
+            let Some((_, waiter)) = self.waiting.pop_front() else {
+                break;
+            };
+            match waiter {
+                Waiter::Queued(reply, item) => {
+                    let _ = reply.send(Ok(item.id));
+                    self.unflushed.remove(&item.id);
+                    if !peers.contains(&item.peer) {
+                        peers.push(item.peer);
+                    }
+                    if let Some(queue) = self.queues.get_mut(&item.peer) {
+                        queue.push_back(item);
+                    }
+                }
+                Waiter::Ack(p) => self.acknowledge(p.peer, &p.pinned.public, p.ids, p.channel),
             }
         }
         for peer in peers {
@@ -771,35 +869,108 @@ impl Actor {
         }
     }
 
-    fn commit_incoming(&mut self) {
-        if self.pending_incoming.is_empty() {
+    /// The flush covering writes up to `ticket` failed: those callers get the error and those
+    /// requests are rejected (the sender retries them).
+    fn fail_waiting(&mut self, ticket: u64, e: &StoreError) {
+        warn!(error = %e, "cannot flush the store");
+        self.durable = self.durable.max(ticket);
+        while self.waiting.front().is_some_and(|(t, _)| *t <= ticket) {
+            let Some((_, waiter)) = self.waiting.pop_front() else {
+                break;
+            };
+            match waiter {
+                Waiter::Queued(reply, item) => {
+                    self.unflushed.remove(&item.id);
+                    let _ = reply.send(Err(NodeError::StoreWrite(e.to_string())));
+                }
+                Waiter::Ack(p) => self.reject(p.peer, p.channel, format!("store: {e}")),
+            }
+        }
+    }
+
+    /// A synchronous flush just covered every write so far.
+    fn flushed_now(&mut self) {
+        self.release(self.written);
+    }
+
+    /// Acknowledges `ids` once everything written so far is durable (a repeat of a message
+    /// whose first copy is written but not yet flushed must not be acknowledged before it).
+    fn acknowledge_when_durable(&mut self, ack: PendingAck) {
+        if self.written == self.durable {
+            self.acknowledge(ack.peer, &ack.pinned.public, ack.ids, ack.channel);
+        } else {
+            self.waiting.push_back((self.written, Waiter::Ack(ack)));
+        }
+    }
+
+    fn commit_sends(&mut self) {
+        if self.pending_sends.is_empty() {
             return;
         }
-        let pending = std::mem::take(&mut self.pending_incoming);
-        let messages: Vec<StoredMessage> = pending.iter().map(|p| p.message.clone()).collect();
-        match self.store.store_incoming_many(&messages) {
+        let pending = std::mem::take(&mut self.pending_sends);
+        let replies = std::mem::take(&mut self.pending_replies);
+        if let Err(e) = self.store.write_outgoing_many(&pending) {
+            let text = e.to_string();
+            for reply in replies {
+                let _ = reply.send(Err(NodeError::StoreWrite(text.clone())));
+            }
+            return;
+        }
+        let ticket = self.note_write();
+        for ((_, item), reply) in pending.into_iter().zip(replies) {
+            self.unflushed.insert(item.id);
+            self.waiting
+                .push_back((ticket, Waiter::Queued(reply, item)));
+        }
+    }
+
+    fn commit_incoming(&mut self) {
+        if self.pending_requests.is_empty() {
+            return;
+        }
+        let messages = std::mem::take(&mut self.pending_incoming);
+        let requests = std::mem::take(&mut self.pending_requests);
+        match self.store.write_incoming_many(&messages) {
             Ok(fresh) => {
-                for (p, new) in pending.into_iter().zip(fresh) {
-                    if new {
+                for (message, new) in messages.iter().zip(&fresh) {
+                    if *new {
                         self.emit(NodeEvent::MessageReceived {
-                            peer: p.peer,
-                            id: p.message.id,
-                            timestamp_ms: p.message.timestamp_ms,
-                            cipher: p.message.cipher,
-                            body: p.message.body.clone(),
+                            peer: message.peer,
+                            id: message.id,
+                            timestamp_ms: message.timestamp_ms,
+                            cipher: message.cipher,
+                            body: message.body.clone(),
                         });
                     }
-                    self.acknowledge(p.peer, &p.public, p.message.id, p.channel);
+                }
+                let ticket = if fresh.contains(&true) {
+                    self.note_write()
+                } else {
+                    self.written
+                };
+                for request in requests {
+                    if ticket == self.durable {
+                        self.acknowledge(
+                            request.peer,
+                            &request.pinned.public,
+                            request.ids,
+                            request.channel,
+                        );
+                    } else {
+                        self.waiting.push_back((ticket, Waiter::Ack(request)));
+                    }
                 }
             }
             Err(e) => {
-                for p in pending {
-                    self.reject(p.peer, p.channel, format!("store: {e}"));
+                for request in requests {
+                    self.reject(request.peer, request.channel, format!("store: {e}"));
                 }
             }
         }
     }
 
+    /// Records acknowledged deliveries. Not waited on: a completion lost in a crash only
+    /// means the message is sent again and acknowledged as a duplicate.
     fn commit_acks(&mut self) {
         if self.pending_acks.is_empty() {
             return;
@@ -809,8 +980,9 @@ impl Actor {
             by_peer.entry(peer).or_default().push((id, created));
         }
         for (peer, acked) in by_peer {
-            match self.store.complete_outgoing_many(&peer, &acked) {
+            match self.store.write_completed_many(&peer, &acked) {
                 Ok(_) => {
+                    self.note_write();
                     for (id, _) in acked {
                         self.emit(NodeEvent::Delivered { peer, id });
                     }
@@ -823,12 +995,12 @@ impl Actor {
         }
     }
 
-    /// Signs a delivery acknowledgement for `id` and sends it as the response.
+    /// Signs one delivery acknowledgement for `ids` and sends it as the response.
     fn acknowledge(
         &mut self,
         peer: PeerId,
         public: &PublicIdentity,
-        id: MessageId,
+        ids: Vec<MessageId>,
         channel: ResponseChannel<MsgResponse>,
     ) {
         let ack = Control::sign(
@@ -836,7 +1008,7 @@ impl Actor {
             public,
             MessageId::random(&mut rand::rng()),
             now_ms(),
-            ControlKind::DeliveryAck { ids: vec![id] },
+            ControlKind::DeliveryAck { ids },
         );
         match ack {
             Ok(ack) => {
@@ -859,8 +1031,12 @@ impl Actor {
                 warn!(%peer, error = %e, "cannot save an outbound session");
             }
         }
-        if let Err(e) = self.store.flush() {
-            warn!(error = %e, "cannot flush the store at shutdown");
+        match self.store.flush() {
+            Ok(()) => self.flushed_now(),
+            Err(e) => {
+                warn!(error = %e, "cannot flush the store at shutdown");
+                self.fail_waiting(self.written, &e);
+            }
         }
         let peers: Vec<PeerId> = self.connected.iter().copied().collect();
         for peer in peers {
@@ -936,7 +1112,10 @@ impl Actor {
         match command {
             Command::SendText(peer, text, cipher, reply) => {
                 match self.prepare_text(peer, text, cipher) {
-                    Ok((message, item)) => self.pending_sends.push((message, item, reply)),
+                    Ok((message, item)) => {
+                        self.pending_sends.push((message, item));
+                        self.pending_replies.push(reply);
+                    }
                     Err(e) => {
                         let _ = reply.send(Err(e));
                     }
@@ -1065,9 +1244,11 @@ impl Actor {
             kind: OutboxKind::Control(control.to_bytes()),
             attempts: 0,
         };
-        // Whatever was sent before the control payload is written first.
+        // Whatever was sent before the control payload is written first, and queued first
+        // once the control payload's flush has made it durable too.
         self.commit_sends();
         self.store.enqueue_control(&item)?;
+        self.flushed_now();
         if let Some(queue) = self.queues.get_mut(&peer) {
             queue.push_back(item);
         }
@@ -1099,6 +1280,7 @@ impl Actor {
             self.queue_control(peer, ControlKind::DeleteChat)?;
         }
         let deleted = self.store.delete_chat(&peer)?;
+        self.flushed_now();
         self.emit(NodeEvent::ChatDeleted {
             peer,
             deleted,
@@ -1341,9 +1523,16 @@ impl Actor {
         if !self.queues.contains_key(&peer) {
             match self.store.outbox_for(&peer) {
                 Ok(items) => {
+                    // Acknowledged but not yet recorded: not to be sent again.
+                    let acked: HashSet<MessageId> =
+                        self.pending_acks.iter().map(|(_, id, _)| *id).collect();
                     let queue = items
                         .into_iter()
-                        .filter(|i| !self.in_flight_ids.contains(&i.id))
+                        .filter(|i| {
+                            !self.in_flight_ids.contains(&i.id)
+                                && !self.unflushed.contains(&i.id)
+                                && !acked.contains(&i.id)
+                        })
                         .collect();
                     self.queues.insert(peer, queue);
                 }
@@ -1359,24 +1548,72 @@ impl Actor {
             let Some(item) = self.queues.get_mut(&peer).and_then(VecDeque::pop_front) else {
                 break;
             };
-            match self.seal_item(&item) {
-                Ok((request, key_id)) => {
-                    let request_id = self.swarm.behaviour_mut().msg.send_request(&peer, request);
-                    self.in_flight_ids.insert(item.id);
-                    *self.in_flight_count.entry(peer).or_default() += 1;
-                    self.in_flight.insert(
-                        request_id,
-                        InFlight {
-                            peer,
-                            id: item.id,
-                            created_ms: item.created_ms,
-                            key_id,
-                        },
-                    );
-                    budget -= 1;
-                }
+            let sealed = match self.seal_item(&item) {
+                Ok(sealed) => sealed,
                 // It stays in the store's outbox and is tried again after a reload.
-                Err(e) => warn!(%peer, id = %item.id, error = %e, "cannot seal an outbox item"),
+                Err(e) => {
+                    warn!(%peer, id = %item.id, error = %e, "cannot seal an outbox item");
+                    continue;
+                }
+            };
+            let mut flight = InFlight {
+                peer,
+                items: vec![(item.id, item.created_ms)],
+                key_ids: sealed.key_id.into_iter().collect(),
+            };
+            let request = if sealed.control {
+                MsgRequest::Control(sealed.bytes.into())
+            } else {
+                let mut batch = EnvelopeBatch::new();
+                if batch.try_push(sealed.bytes).is_err() {
+                    warn!(%peer, id = %item.id, "an envelope does not fit in a frame");
+                    continue;
+                }
+                self.fill_batch(peer, &mut batch, &mut flight);
+                MsgRequest::Envelopes(batch)
+            };
+            let request_id = self.swarm.behaviour_mut().msg.send_request(&peer, request);
+            self.in_flight_ids
+                .extend(flight.items.iter().map(|(id, _)| *id));
+            *self.in_flight_count.entry(peer).or_default() += 1;
+            self.in_flight.insert(request_id, flight);
+            budget -= 1;
+        }
+    }
+
+    /// Adds the next queued texts for `peer` to `batch`, up to [`SEND_BATCH`] and the frame
+    /// limit; stops before a control payload, which goes alone and in order.
+    fn fill_batch(&mut self, peer: PeerId, batch: &mut EnvelopeBatch, flight: &mut InFlight) {
+        while batch.len() < SEND_BATCH {
+            let Some(queue) = self.queues.get_mut(&peer) else {
+                return;
+            };
+            let Some(item) = queue.pop_front() else {
+                return;
+            };
+            if matches!(item.kind, OutboxKind::Control(_)) {
+                queue.push_front(item);
+                return;
+            }
+            let sealed = match self.seal_item(&item) {
+                Ok(sealed) => sealed,
+                Err(e) => {
+                    warn!(%peer, id = %item.id, error = %e, "cannot seal an outbox item");
+                    continue;
+                }
+            };
+            if batch.try_push(sealed.bytes).is_err() {
+                // The next request takes it (sealed again: the wasted seal only costs a nonce).
+                if let Some(queue) = self.queues.get_mut(&peer) {
+                    queue.push_front(item);
+                }
+                return;
+            }
+            flight.items.push((item.id, item.created_ms));
+            if let Some(key_id) = sealed.key_id
+                && !flight.key_ids.contains(&key_id)
+            {
+                flight.key_ids.push(key_id);
             }
         }
     }
@@ -1384,7 +1621,9 @@ impl Actor {
     /// Forgets a finished request; returns it.
     fn untrack(&mut self, request_id: OutboundRequestId) -> Option<InFlight> {
         let flight = self.in_flight.remove(&request_id)?;
-        self.in_flight_ids.remove(&flight.id);
+        for (id, _) in &flight.items {
+            self.in_flight_ids.remove(id);
+        }
         if let Some(n) = self.in_flight_count.get_mut(&flight.peer) {
             *n = n.saturating_sub(1);
         }
@@ -1398,13 +1637,14 @@ impl Actor {
         self.schedule_retry(peer);
     }
 
-    fn seal_item(
-        &mut self,
-        item: &OutboxItem,
-    ) -> Result<(MsgRequest, Option<envelope::KeyId>), NodeError> {
+    fn seal_item(&mut self, item: &OutboxItem) -> Result<Sealed, NodeError> {
         let pinned = self.contact_for_sending(&item.peer)?;
         match &item.kind {
-            OutboxKind::Control(bytes) => Ok((MsgRequest::Control(bytes.clone().into()), None)),
+            OutboxKind::Control(bytes) => Ok(Sealed {
+                bytes: bytes.clone(),
+                control: true,
+                key_id: None,
+            }),
             OutboxKind::Text(text) => {
                 let public = &pinned.public;
                 let payload = ChatPayload::Text(text.clone()).to_bytes();
@@ -1443,7 +1683,11 @@ impl Actor {
                     }
                 };
                 let env = env.map_err(|e| NodeError::Crypto(e.to_string()))?;
-                Ok((MsgRequest::Envelope(env.to_bytes().into()), key_id))
+                Ok(Sealed {
+                    bytes: env.to_bytes(),
+                    control: false,
+                    key_id,
+                })
             }
         }
     }
@@ -1480,7 +1724,7 @@ impl Actor {
         let bytes = match response {
             MsgResponse::Ack(bytes) => bytes,
             MsgResponse::Rejected => {
-                debug!(%peer, id = %flight.id, "peer rejected a message; will retry");
+                debug!(%peer, messages = flight.items.len(), "peer rejected a request; will retry");
                 self.requeue(peer);
                 return;
             }
@@ -1497,21 +1741,25 @@ impl Actor {
             policy: self.config.open_policy,
             seen: &never,
         };
-        let acked = Control::from_bytes(&bytes).and_then(|c| {
-            c.verify(&ctx).map(|kind| match kind {
-                ControlKind::DeliveryAck { ids } => ids.contains(&flight.id),
-                _ => false,
-            })
-        });
-        if acked != Ok(true) {
-            warn!(%peer, id = %flight.id, "invalid acknowledgement");
+        let acked: HashSet<MessageId> = match Control::from_bytes(&bytes) {
+            Ok(control) => match control.verify(&ctx) {
+                Ok(ControlKind::DeliveryAck { ids }) => ids.iter().copied().collect(),
+                _ => HashSet::new(),
+            },
+            Err(_) => HashSet::new(),
+        };
+        let (done, missed): (Vec<_>, Vec<_>) = flight
+            .items
+            .into_iter()
+            .partition(|(id, _)| acked.contains(id));
+        if done.is_empty() {
+            warn!(%peer, messages = missed.len(), "invalid acknowledgement");
             self.requeue(peer);
             return;
         }
         self.backoff.remove(&peer);
-        if let Some(key_id) = flight.key_id
-            && let Some(session) = self.sessions.get_mut(&peer)
-            && session.key_id() == key_id
+        if let Some(session) = self.sessions.get_mut(&peer)
+            && flight.key_ids.contains(&session.key_id())
             && !session.is_acknowledged()
         {
             session.mark_acknowledged();
@@ -1522,7 +1770,12 @@ impl Actor {
                 warn!(%peer, error = %e, "cannot save the session");
             }
         }
-        self.pending_acks.push((peer, flight.id, flight.created_ms));
+        self.pending_acks
+            .extend(done.into_iter().map(|(id, created)| (peer, id, created)));
+        if !missed.is_empty() {
+            debug!(%peer, messages = missed.len(), "peer rejected part of a batch; will retry");
+            self.requeue(peer);
+        }
     }
 
     fn on_outbound_failure(&mut self, request_id: OutboundRequestId) {
@@ -1533,7 +1786,8 @@ impl Actor {
 
     // ----- receiving ------------------------------------------------------------------------
 
-    fn allow_inbound(&mut self, peer: &PeerId) -> bool {
+    /// Takes `n` tokens from the peer's bucket, if it has them.
+    fn allow_inbound(&mut self, peer: &PeerId, n: usize) -> bool {
         let (rate, burst) = (
             f64::from(self.config.inbound_per_second),
             f64::from(self.config.inbound_burst),
@@ -1546,8 +1800,10 @@ impl Actor {
         bucket.tokens =
             (bucket.tokens + now.duration_since(bucket.last).as_secs_f64() * rate).min(burst);
         bucket.last = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
+        // Batches hold at most a few hundred envelopes: exact as an f64.
+        let n = n as f64;
+        if bucket.tokens >= n {
+            bucket.tokens -= n;
             true
         } else {
             false
@@ -1570,7 +1826,11 @@ impl Actor {
         request: MsgRequest,
         channel: ResponseChannel<MsgResponse>,
     ) {
-        if !self.allow_inbound(&peer) {
+        let frames = match &request {
+            MsgRequest::Envelopes(batch) => batch.len(),
+            MsgRequest::Envelope(_) | MsgRequest::Control(_) => 1,
+        };
+        if !self.allow_inbound(&peer, frames) {
             return self.reject(peer, channel, "rate limited".into());
         }
         let pinned = match self.pinned(&peer) {
@@ -1579,20 +1839,77 @@ impl Actor {
             Ok(None) => return self.reject(peer, channel, "not a contact yet".into()),
             Err(e) => return self.reject(peer, channel, e.to_string()),
         };
-        let (contact, public) = (pinned.contact.clone(), pinned.public.clone());
         let result = match request {
-            MsgRequest::Envelope(bytes) => self.receive_envelope(peer, &public, &bytes),
-            MsgRequest::Control(bytes) => self.receive_control(peer, contact, &public, &bytes),
+            MsgRequest::Envelope(bytes) => self.receive_envelope(peer, &pinned.public, &bytes),
+            MsgRequest::Control(bytes) => {
+                self.receive_control(peer, pinned.contact.clone(), &pinned.public, &bytes)
+            }
+            MsgRequest::Envelopes(batch) => {
+                return self.receive_batch(peer, pinned, &batch, channel);
+            }
         };
         match result {
-            Ok(Inbound::Ack(id)) => self.acknowledge(peer, &public, id, channel),
-            Ok(Inbound::Store(message)) => self.pending_incoming.push(PendingIncoming {
+            Ok(Inbound::Ack(id)) => self.acknowledge_when_durable(PendingAck {
                 peer,
-                public,
-                message,
+                pinned,
+                ids: vec![id],
                 channel,
             }),
+            Ok(Inbound::Store(message)) => {
+                self.pending_requests.push(PendingAck {
+                    peer,
+                    pinned,
+                    ids: vec![message.id],
+                    channel,
+                });
+                self.pending_incoming.push(message);
+            }
             Err(reason) => self.reject(peer, channel, reason),
+        }
+    }
+
+    /// Checks every envelope of a batch; the new ones join the group commit. One ack names
+    /// every envelope accepted (new or repeated); the others are left out, and the sender
+    /// retries them. A batch with nothing acceptable is rejected.
+    fn receive_batch(
+        &mut self,
+        peer: PeerId,
+        pinned: Arc<Pinned>,
+        batch: &EnvelopeBatch,
+        channel: ResponseChannel<MsgResponse>,
+    ) {
+        let mut ids = Vec::with_capacity(batch.len());
+        let mut new = false;
+        for bytes in batch.iter() {
+            match self.receive_envelope(peer, &pinned.public, bytes) {
+                Ok(Inbound::Ack(id)) => ids.push(id),
+                Ok(Inbound::Store(message)) => {
+                    ids.push(message.id);
+                    self.pending_incoming.push(message);
+                    new = true;
+                }
+                Err(reason) => {
+                    debug!(%peer, %reason, "envelope in a batch rejected");
+                    self.emit(NodeEvent::Rejected { peer, reason });
+                }
+            }
+        }
+        let ack = PendingAck {
+            peer,
+            pinned,
+            ids,
+            channel,
+        };
+        if ack.ids.is_empty() {
+            self.reject(
+                peer,
+                ack.channel,
+                "no envelope in the batch accepted".into(),
+            );
+        } else if new {
+            self.pending_requests.push(ack);
+        } else {
+            self.acknowledge_when_durable(ack);
         }
     }
 

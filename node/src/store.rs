@@ -481,6 +481,17 @@ impl Store {
     /// # Errors
     /// As [`Store::enqueue_outgoing`]; nothing is written if any pair is invalid.
     pub fn enqueue_outgoing_many(&self, pairs: &[(StoredMessage, OutboxItem)]) -> Result<()> {
+        self.write_outgoing_many(pairs)?;
+        self.inner.flush()
+    }
+
+    /// [`Store::enqueue_outgoing_many`] without the flush: the pairs are written atomically
+    /// but are durable only after the next [`Store::flush`] (or another flushing call). For a
+    /// caller that flushes off its own thread and answers once the flush is done.
+    ///
+    /// # Errors
+    /// As [`Store::enqueue_outgoing`], less flush failures.
+    pub fn write_outgoing_many(&self, pairs: &[(StoredMessage, OutboxItem)]) -> Result<()> {
         let inner = &self.inner;
         let mut prepared = Vec::with_capacity(pairs.len());
         for (message, item) in pairs {
@@ -508,8 +519,7 @@ impl Store {
                 }
                 Ok(())
             })
-            .map_err(|e| inner.tx_error(e))?;
-        inner.flush()
+            .map_err(|e| inner.tx_error(e))
     }
 
     /// Files an outbox item that has no history entry (a control payload), then flushes.
@@ -599,6 +609,18 @@ impl Store {
         peer: &PeerId,
         acked: &[(MessageId, u64)],
     ) -> Result<usize> {
+        let changed = self.write_completed_many(peer, acked)?;
+        self.inner.flush()?;
+        Ok(changed)
+    }
+
+    /// [`Store::complete_outgoing_many`] without the flush (see
+    /// [`Store::write_outgoing_many`]). A completion lost in a crash only means the message is
+    /// sent again, and the peer acknowledges the duplicate without storing it twice.
+    ///
+    /// # Errors
+    /// Write failures.
+    pub fn write_completed_many(&self, peer: &PeerId, acked: &[(MessageId, u64)]) -> Result<usize> {
         let inner = &self.inner;
         let tag = inner.tag(peer);
         let keys: Vec<_> = acked
@@ -606,7 +628,7 @@ impl Store {
             .map(|(id, created_ms)| keys::message_key(&tag, *created_ms, id))
             .collect();
         let (messages, outbox) = (inner.tree(TreeId::Messages), inner.tree(TreeId::Outbox));
-        let changed = (messages, outbox)
+        (messages, outbox)
             .transaction(|(m, o)| {
                 let mut changed = 0;
                 for key in &keys {
@@ -618,9 +640,7 @@ impl Store {
                 }
                 Ok(changed)
             })
-            .map_err(|e| inner.tx_error(e))?;
-        inner.flush()?;
-        Ok(changed)
+            .map_err(|e| inner.tx_error(e))
     }
 
     // ---- incoming and seen ids ------------------------------------------------------------
@@ -653,6 +673,20 @@ impl Store {
     /// # Errors
     /// As [`Store::store_incoming`]; nothing is written on error.
     pub fn store_incoming_many(&self, messages: &[StoredMessage]) -> Result<Vec<bool>> {
+        let stored = self.write_incoming_many(messages)?;
+        if stored.contains(&true) {
+            self.inner.flush()?;
+        }
+        Ok(stored)
+    }
+
+    /// [`Store::store_incoming_many`] without the flush (see [`Store::write_outgoing_many`]):
+    /// the messages may be acknowledged only after the next [`Store::flush`]. A repeat is
+    /// detected as soon as this returns, flushed or not.
+    ///
+    /// # Errors
+    /// As [`Store::store_incoming`], less flush failures.
+    pub fn write_incoming_many(&self, messages: &[StoredMessage]) -> Result<Vec<bool>> {
         let inner = &self.inner;
         let mut prepared = Vec::with_capacity(messages.len());
         for message in messages {
@@ -666,7 +700,7 @@ impl Store {
             prepared.push((key, sealed, seen_key, sealed_seen));
         }
         let (history, seen) = (inner.tree(TreeId::Messages), inner.tree(TreeId::Seen));
-        let stored = (history, seen)
+        (history, seen)
             .transaction(|(m, s)| {
                 let mut stored = Vec::with_capacity(prepared.len());
                 for (key, sealed, seen_key, sealed_seen) in &prepared {
@@ -680,11 +714,7 @@ impl Store {
                 }
                 Ok(stored)
             })
-            .map_err(|e| inner.tx_error(e))?;
-        if stored.contains(&true) {
-            inner.flush()?;
-        }
-        Ok(stored)
+            .map_err(|e| inner.tx_error(e))
     }
 
     /// Marks `id` from `sender` seen without storing a message (for control payloads, once
