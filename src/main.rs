@@ -108,10 +108,17 @@ enum Command {
     },
     /// Connected and discovered peers, with how they were found
     Peers,
-    /// Find people by name among contacts and known peers
+    /// Find people by name: contacts and known peers (name prefix), and the DHT name
+    /// directory (the whole name; case and spacing do not matter)
     Search {
-        /// The name (case-insensitive prefix)
+        /// The name
         name: String,
+        /// Only the DHT
+        #[arg(long, conflicts_with = "local")]
+        dht: bool,
+        /// Only contacts and known peers
+        #[arg(long)]
+        local: bool,
     },
     /// Add a contact by /.../p2p/PEER_ID multiaddr (or a peer id the node knows an address
     /// for): dials it and pins its signed profile
@@ -236,9 +243,21 @@ fn main() -> ExitCode {
             )
         }
         Command::Peers => client::run(&global, "peers", json!({}), client::human_peers),
-        Command::Search { name } => client::run(&global, "search", json!({ "name": name }), |r| {
-            client::human_search(&name, r)
-        }),
+        Command::Search { name, dht, local } => {
+            let source = if dht {
+                Some("dht")
+            } else if local {
+                Some("local")
+            } else {
+                None
+            };
+            client::run(
+                &global,
+                "search",
+                json!({ "name": name, "source": source }),
+                |r| client::human_search(&name, r),
+            )
+        }
         Command::Add { peer } => client::run(&global, "add", json!({ "peer": peer }), |r| {
             format!(
                 "Added {} ({})\nfingerprint: {}\nCompare safety numbers with `encrypto verify {}` before trusting it.\n",

@@ -178,29 +178,63 @@ impl Server {
         if name.trim().is_empty() {
             return Err(RpcError::invalid_params("the name to search for is empty"));
         }
-        let found = self
-            .node
-            .search_local(name)
-            .await
-            .map_err(RpcError::failed)?;
+        let (use_local, use_dht) = match params.get("source").and_then(Value::as_str) {
+            None => (true, true),
+            Some("local") => (true, false),
+            Some("dht") => (false, true),
+            Some(other) => {
+                return Err(RpcError::invalid_params(format!(
+                    "unknown source {other:?}: local or dht (or leave it out for both)"
+                )));
+            }
+        };
+        // Both at once: the local answer is immediate, the DHT's takes a lookup.
+        let (local, dht) = tokio::join!(
+            async {
+                if use_local {
+                    self.node.search_local(name).await
+                } else {
+                    Ok(Vec::new())
+                }
+            },
+            async {
+                if use_dht {
+                    self.node.search_dht(name).await
+                } else {
+                    Ok(Vec::new())
+                }
+            }
+        );
+        let local = local.map_err(RpcError::failed)?;
+        let dht = dht.map_err(RpcError::failed)?;
         let contacts = self.contacts_by_peer().await?;
-        Ok(Value::Array(
-            found
-                .iter()
-                .map(|p| {
-                    let fingerprint = contacts
-                        .get(&p.peer_id)
-                        .and_then(Contact::fingerprint)
-                        .map(|f| f.to_string());
-                    json!({
-                        "peer_id": p.peer_id.to_string(),
-                        "name": p.name,
-                        "fingerprint": fingerprint,
-                        "source": "local",
-                    })
+        let mut out: Vec<Value> = local
+            .iter()
+            .map(|p| {
+                let fingerprint = contacts
+                    .get(&p.peer_id)
+                    .and_then(Contact::fingerprint)
+                    .map(|f| f.to_string());
+                json!({
+                    "peer_id": p.peer_id.to_string(),
+                    "name": p.name,
+                    "fingerprint": fingerprint,
+                    "source": "local",
                 })
-                .collect(),
-        ))
+            })
+            .collect();
+        for entry in dht {
+            if local.iter().any(|p| p.peer_id == entry.peer_id) {
+                continue;
+            }
+            out.push(json!({
+                "peer_id": entry.peer_id.to_string(),
+                "name": entry.name,
+                "fingerprint": entry.fingerprint.to_string(),
+                "source": "dht",
+            }));
+        }
+        Ok(Value::Array(out))
     }
 
     async fn add(&self, params: &Params) -> MethodResult {

@@ -101,10 +101,16 @@ impl User {
 
     /// Starts `daemon --json --no-mdns` on 127.0.0.1 (at `port`, 0 for any).
     fn start(&self, port: u16) -> Daemon {
+        self.start_with(port, &[])
+    }
+
+    /// As [`User::start`], with more daemon flags.
+    fn start_with(&self, port: u16, extra: &[&str]) -> Daemon {
         let listen = format!("/ip4/127.0.0.1/tcp/{port}");
         let mut child = self
             .cmd()
             .args(["--json", "daemon", "--no-mdns", "--listen", &listen])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -597,4 +603,39 @@ fn whoami_works_with_and_without_a_daemon() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn a_name_is_found_through_the_dht_and_added_by_peer_id() {
+    let (hub, alice, bob) = (User::new("hub"), User::new("alice"), User::new("Bob Smith"));
+    let dh = hub.start(0);
+    let db = bob.start_with(0, &["--bootstrap", &dh.addr]);
+    let _da = alice.start_with(0, &["--bootstrap", &dh.addr]);
+    // Alice knows neither Bob's address nor his peer id: she searches his name.
+    let mut found = Vec::new();
+    eventually("bob found in the DHT", || {
+        found = alice.json(&["search", "--dht", "bob smith"]);
+        found.iter().any(|f| f["peer_id"] == db.peer_id.as_str())
+    });
+    let entry = found
+        .iter()
+        .find(|f| f["peer_id"] == db.peer_id.as_str())
+        .unwrap();
+    assert_eq!(entry["source"], "dht");
+    assert_eq!(entry["name"], "Bob Smith");
+    let bob_fingerprint = bob.one(&["whoami"])["fingerprint"].clone();
+    assert_eq!(entry["fingerprint"], bob_fingerprint);
+    // The DHT told her node where he is: the peer id alone is enough to add him.
+    // Until she adds him he is no contact, though the DHT connected their nodes.
+    assert!(alice.json(&["contacts"]).is_empty());
+    let both = alice.json(&["search", "  BOB   smith "]);
+    assert!(
+        both.iter().any(|f| f["peer_id"] == db.peer_id.as_str()),
+        "{both:?}"
+    );
+    let added = alice.one(&["add", &db.peer_id]);
+    assert_eq!(added["fingerprint"], bob_fingerprint);
+    let sent = alice.one(&["send", "Bob Smith", "found you", "--wait"]);
+    assert_eq!(sent["status"], "delivered");
+    assert_eq!(texts(&bob.json(&["history", "alice"])), ["found you"]);
 }

@@ -131,8 +131,12 @@ mod tests {
     fn forged_foreign_oversized_and_garbage_records_are_refused() {
         let (alice, mallory) = (identity(1), identity(2));
         // Mallory's validly signed profile filed under Alice's key.
-        let mut forged = profile_record(&alice.peer_id(), &mallory.sign_profile("Alice", 5).unwrap());
-        assert!(matches!(validate_record(&forged), Err(RecordError::Unverified(_))));
+        let mut forged =
+            profile_record(&alice.peer_id(), &mallory.sign_profile("Alice", 5).unwrap());
+        assert!(matches!(
+            validate_record(&forged),
+            Err(RecordError::Unverified(_))
+        ));
         // Alice's profile with a byte changed.
         let mut bytes = alice.sign_profile("Alice", 5).unwrap().to_bytes();
         let last = bytes.len() - 1;
@@ -143,13 +147,19 @@ mod tests {
         let other = Record::new(RecordKey::new(b"/other/key"), vec![1, 2, 3]);
         assert_eq!(validate_record(&other), Err(RecordError::Key));
         // Too large.
-        let big = Record::new(profile_key(&alice.peer_id()), vec![0; MAX_PROFILE_RECORD + 1]);
+        let big = Record::new(
+            profile_key(&alice.peer_id()),
+            vec![0; MAX_PROFILE_RECORD + 1],
+        );
         assert_eq!(
             validate_record(&big),
             Err(RecordError::TooLarge(MAX_PROFILE_RECORD + 1))
         );
         // Random bytes.
         let junk = Record::new(profile_key(&alice.peer_id()), vec![0xff; 100]);
-        assert!(matches!(validate_record(&junk), Err(RecordError::Unverified(_))));
+        assert!(matches!(
+            validate_record(&junk),
+            Err(RecordError::Unverified(_))
+        ));
     }
 }

@@ -36,5 +36,5 @@ pub mod swarm;
 
 pub use datadir::{DataDir, DataDirError};
 pub use libp2p::Multiaddr;
-pub use node::{NodeConfig, NodeError, NodeEvent, NodeHandle, PeerInfo, Via};
+pub use node::{DirectoryEntry, NodeConfig, NodeError, NodeEvent, NodeHandle, PeerInfo, Via};
 pub use store::{Store, StoreError};

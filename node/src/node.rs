@@ -57,6 +57,9 @@ use crate::store::{
 };
 use crate::swarm::{self, Behaviour, BehaviourEvent, SwarmConfig};
 
+mod dht;
+pub use dht::{DirectoryEntry, SEARCH_TIMEOUT};
+
 /// Largest text a message may carry (the `aes` body limit, less the payload's framing).
 pub const MAX_TEXT_LEN: usize = envelope::MAX_BODY_LEN - 64;
 /// Largest text an `rsa` message may carry.
@@ -330,8 +333,10 @@ enum Command {
     DeleteChat(PeerId, bool, Reply<usize>),
     History(PeerId, Option<usize>, Reply<Vec<StoredMessage>>),
     Contacts(Reply<Vec<Contact>>),
+    Contact(PeerId, Reply<Option<Contact>>),
     Peers(Reply<Vec<PeerInfo>>),
     SearchLocal(String, Reply<Vec<PeerInfo>>),
+    SearchDht(String, Reply<Vec<DirectoryEntry>>),
     Dial(Multiaddr, Reply<()>),
     ListenAddrs(Reply<Vec<Multiaddr>>),
     Shutdown(oneshot::Sender<()>),
@@ -469,12 +474,22 @@ impl NodeHandle {
         self.ask(|r| Command::History(peer, limit, r)).await
     }
 
-    /// Contacts: every peer whose signed profile was verified and pinned.
+    /// The contact list: pinned peers the user added, or with whom a chat exists (sent or
+    /// received a message). Other verified peers are pinned too but not listed
+    /// ([`contact`](Self::contact) reads any of them).
     ///
     /// # Errors
     /// A store failure.
     pub async fn contacts(&self) -> Result<Vec<Contact>, NodeError> {
         self.ask(Command::Contacts).await
+    }
+
+    /// The pinned keys and state of one peer, whether or not it is in the contact list.
+    ///
+    /// # Errors
+    /// A store failure.
+    pub async fn contact(&self, peer: PeerId) -> Result<Option<Contact>, NodeError> {
+        self.ask(|r| Command::Contact(peer, r)).await
     }
 
     /// Connected and discovered peers, with how they were found.
@@ -491,6 +506,23 @@ impl NodeHandle {
     /// A store failure.
     pub async fn search_local(&self, name: &str) -> Result<Vec<PeerInfo>, NodeError> {
         self.ask(|r| Command::SearchLocal(name.to_owned(), r)).await
+    }
+
+    /// Searches the name directory (the DHT) for every profile that claims `name`
+    /// (normalised: case and surrounding whitespace do not matter), each verified against
+    /// its PeerId. Answers when the lookup completes, or after [`SEARCH_TIMEOUT`] with what
+    /// was found by then.
+    ///
+    /// # Errors
+    /// [`NodeError::Stopped`].
+    pub async fn search_dht(&self, name: &str) -> Result<Vec<DirectoryEntry>, NodeError> {
+        let name = name.to_owned();
+        tokio::time::timeout(
+            SEARCH_TIMEOUT + Duration::from_secs(5),
+            self.ask(|r| Command::SearchDht(name, r)),
+        )
+        .await
+        .unwrap_or(Ok(Vec::new()))
     }
 
     /// Dials an address (returns when the dial has started; watch for
@@ -668,6 +700,7 @@ pub fn start(
         last_ts: 0,
         last_prune: Instant::now(),
         adding: HashMap::new(),
+        directory: dht::Directory::default(),
     };
     actor.load_inbound_keys();
     actor.resume();
@@ -727,6 +760,8 @@ struct Actor {
     last_prune: Instant,
     /// `add_peer` calls waiting for the peer's verified profile.
     adding: HashMap<PeerId, Vec<Reply<Contact>>>,
+    /// The name directory: announcements and searches in progress.
+    directory: dht::Directory,
 }
 
 fn now_ms() -> u64 {
@@ -934,6 +969,13 @@ impl Actor {
             Ok(fresh) => {
                 for (message, new) in messages.iter().zip(&fresh) {
                     if *new {
+                        // Whoever writes to us is in the contact list from then on.
+                        if let Ok(Some(p)) = self.pinned(&message.peer)
+                            && !p.contact.listed
+                            && let Err(e) = self.list_contact(&message.peer)
+                        {
+                            warn!(peer = %message.peer, error = %e, "cannot list a contact");
+                        }
                         self.emit(NodeEvent::MessageReceived {
                             peer: message.peer,
                             id: message.id,
@@ -1089,6 +1131,12 @@ impl Actor {
                         .iter()
                         .filter_map(|a| a.parse::<Multiaddr>().ok())
                     {
+                        // Known peers are where a restarted node rejoins the DHT, even
+                        // without its bootstrap list.
+                        self.swarm
+                            .behaviour_mut()
+                            .kad
+                            .add_address(&known.peer_id, addr.clone());
                         self.swarm.add_peer_address(known.peer_id, addr);
                     }
                 }
@@ -1134,12 +1182,20 @@ impl Actor {
             Command::History(peer, limit, reply) => {
                 let _ = reply.send(self.store.history(&peer, limit).map_err(Into::into));
             }
+            Command::Contact(peer, reply) => {
+                let _ = reply.send(self.store.contact(&peer).map_err(Into::into));
+            }
             Command::Contacts(reply) => {
-                let _ = reply.send(self.store.contacts().map_err(Into::into));
+                let listed = self
+                    .store
+                    .contacts()
+                    .map(|all| all.into_iter().filter(|c| c.listed).collect());
+                let _ = reply.send(listed.map_err(Into::into));
             }
             Command::Peers(reply) => {
                 let _ = reply.send(self.peers());
             }
+            Command::SearchDht(name, reply) => self.search_dht(&name, reply),
             Command::SearchLocal(name, reply) => {
                 let _ = reply.send(self.search_local(&name));
             }
@@ -1171,6 +1227,19 @@ impl Actor {
         Ok(Some(p))
     }
 
+    /// Shows a pinned peer in the contact list (added, or a chat began).
+    fn list_contact(&mut self, peer: &PeerId) -> Result<(), NodeError> {
+        let mut contact = self
+            .store
+            .contact(peer)?
+            .ok_or(NodeError::UnknownPeer(*peer))?;
+        if !contact.listed {
+            contact.listed = true;
+            self.save_contact(&contact)?;
+        }
+        Ok(())
+    }
+
     /// Writes a contact and drops its cached copy.
     fn save_contact(&mut self, contact: &Contact) -> Result<(), crate::store::StoreError> {
         self.pinned.remove(&contact.peer_id);
@@ -1194,6 +1263,9 @@ impl Actor {
         cipher: Option<Cipher>,
     ) -> Result<(StoredMessage, OutboxItem), NodeError> {
         let contact = self.contact_for_sending(&peer)?.contact.clone();
+        if !contact.listed {
+            self.list_contact(&peer)?;
+        }
         let cipher = cipher.unwrap_or(contact.cipher);
         let max = match cipher {
             Cipher::Aes => MAX_TEXT_LEN,
@@ -1299,7 +1371,12 @@ impl Actor {
                     return;
                 }
                 Ok(Some(p)) => {
-                    let _ = reply.send(Ok(p.contact.clone()));
+                    let result = self.list_contact(&peer).map(|()| {
+                        let mut contact = p.contact.clone();
+                        contact.listed = true;
+                        contact
+                    });
+                    let _ = reply.send(result);
                     return;
                 }
                 // Connected, profile not in yet: ask for it again and wait.
@@ -1316,19 +1393,24 @@ impl Actor {
             {
                 addrs.extend(known.addrs.iter().filter_map(|a| a.parse().ok()));
             }
-            if addrs.is_empty() {
-                let _ = reply.send(Err(NodeError::NoAddress(peer)));
-                return;
-            }
+            // The behaviours add what they know (Kademlia, after a directory search).
             let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
-                .addresses(addrs.clone())
+                .addresses(addrs)
+                .extend_addresses_through_behaviour()
                 .build();
-            if let Err(e) = self.swarm.dial(opts) {
-                let _ = reply.send(Err(NodeError::Unreachable {
-                    peer,
-                    reason: e.to_string(),
-                }));
-                return;
+            match self.swarm.dial(opts) {
+                Ok(()) => {}
+                Err(libp2p::swarm::DialError::NoAddresses) => {
+                    let _ = reply.send(Err(NodeError::NoAddress(peer)));
+                    return;
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(NodeError::Unreachable {
+                        peer,
+                        reason: e.to_string(),
+                    }));
+                    return;
+                }
             }
         }
         let waiting = self.adding.entry(peer).or_default();
@@ -1364,6 +1446,7 @@ impl Actor {
             self.store.remove_outbound_session(&peer)?;
         }
         contact.verified = true;
+        contact.listed = true;
         self.save_contact(&contact)?;
         self.deliver(peer);
         Ok(contact)
@@ -1447,6 +1530,8 @@ impl Actor {
     }
 
     fn retry_due(&mut self) {
+        self.expire_searches();
+        self.announce_if_due();
         let now = Instant::now();
         if now.duration_since(self.last_prune) >= PRUNE_EVERY {
             self.last_prune = now;
@@ -2083,8 +2168,14 @@ impl Actor {
                 key_changed: false,
                 added_ms: now_ms(),
                 pending_profile: None,
+                listed: false,
             },
         };
+        // Someone asked to add this peer: it becomes a contact.
+        let mut contact = contact;
+        if self.adding.contains_key(&peer) {
+            contact.listed = true;
+        }
         if let Err(e) = self.save_contact(&contact) {
             warn!(%peer, error = %e, "cannot pin a profile");
             return;
@@ -2226,6 +2317,7 @@ impl Actor {
             }
             BehaviourEvent::Profile(event) => self.handle_profile_event(event),
             BehaviourEvent::Msg(event) => self.handle_msg_event(event),
+            BehaviourEvent::Kad(event) => self.handle_kad_event(event),
             _ => {}
         }
     }

@@ -178,6 +178,9 @@ pub fn build(keypair: Keypair, config: &SwarmConfig) -> Result<Swarm<Behaviour>,
             };
             let mut kad_config = kad::Config::new(KAD_PROTOCOL);
             kad_config.set_query_timeout(Duration::from_secs(30));
+            // What peers ask us to store is handed to the node, which keeps only valid
+            // profile records and name providers (see `crate::directory`).
+            kad_config.set_record_filtering(kad::StoreInserts::FilterBoth);
             let mut kad =
                 kad::Behaviour::with_config(peer_id, MemoryStore::new(peer_id), kad_config);
             if config.kad_server {

@@ -414,8 +414,12 @@ async fn a_changed_key_is_flagged_not_accepted() {
         matches!(e, NodeEvent::ProfileVerified { name, .. } if name == "Mallory").then_some(())
     })
     .await;
-    let pinned = victim.contacts().await.unwrap();
-    let pinned_rsa = pinned[0].rsa_der.clone();
+    let pinned = victim.contact(mallory.peer_id()).await.unwrap().unwrap();
+    assert!(
+        !pinned.listed,
+        "a peer that only connected is not a contact"
+    );
+    let pinned_rsa = pinned.rsa_der.clone();
 
     // Same Ed25519 key (so the same PeerId), another RSA key: validly signed, but not the key
     // that was pinned.
@@ -432,7 +436,7 @@ async fn a_changed_key_is_flagged_not_accepted() {
         matches!(e, NodeEvent::KeyChanged { peer } if *peer == mallory.peer_id()).then_some(())
     })
     .await;
-    let contact = victim.contacts().await.unwrap().remove(0);
+    let contact = victim.contact(mallory.peer_id()).await.unwrap().unwrap();
     assert!(contact.key_changed);
     assert_eq!(contact.rsa_der, pinned_rsa, "the pinned key was replaced");
     let err = victim
@@ -446,11 +450,12 @@ async fn a_changed_key_is_flagged_not_accepted() {
     assert!(accepted.verified && !accepted.key_changed);
     assert_eq!(accepted.rsa_der, swapped.public().rsa_der());
     assert_eq!(accepted.pending_profile, None);
-    let stored = victim.contacts().await.unwrap().remove(0);
+    let stored = victim.contact(mallory.peer_id()).await.unwrap().unwrap();
     assert_eq!(stored, accepted);
     victim
         .send_text(mallory.peer_id(), "to the new key".into())
         .await
         .unwrap();
+    assert_eq!(victim.contacts().await.unwrap(), [stored]);
     victim.shutdown().await;
 }

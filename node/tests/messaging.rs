@@ -394,6 +394,7 @@ async fn add_peer_by_address_pins_the_profile_and_reports_failures() {
     let contact = a.handle.add_peer(full.clone()).await.unwrap();
     assert_eq!((contact.peer_id, contact.name.as_str()), (pb, "bob"));
     assert!(!contact.verified);
+    assert!(contact.listed, "an added peer is a contact");
     assert_eq!(
         a.handle.contacts().await.unwrap(),
         std::slice::from_ref(&contact)

@@ -67,6 +67,7 @@ fn contact(peer: PeerId, name: &str) -> Contact {
         key_changed: false,
         added_ms: 1_700_000_000_000,
         pending_profile: Some(vec![7, 7]),
+        listed: true,
     }
 }
 

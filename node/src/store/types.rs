@@ -38,6 +38,10 @@ pub struct Contact {
     /// kept so the user can accept the new keys after comparing safety numbers; `None`
     /// unless `key_changed`.
     pub pending_profile: Option<Vec<u8>>,
+    /// Shown in the contact list: the user added this peer, or a chat with it exists. Every
+    /// peer whose profile was verified has its keys pinned (trust on first use), but only
+    /// these are the user's contacts.
+    pub listed: bool,
 }
 
 impl Contact {
@@ -217,6 +221,13 @@ pub(super) struct ContactRecord {
     added_ms: u64,
     #[serde(default)]
     pending_profile: Option<ByteBuf>,
+    /// Records written before this field existed were all contacts.
+    #[serde(default = "listed_by_default")]
+    listed: bool,
+}
+
+fn listed_by_default() -> bool {
+    true
 }
 
 impl From<&Contact> for ContactRecord {
@@ -232,6 +243,7 @@ impl From<&Contact> for ContactRecord {
             key_changed: c.key_changed,
             added_ms: c.added_ms,
             pending_profile: c.pending_profile.clone().map(ByteBuf::from),
+            listed: c.listed,
         }
     }
 }
@@ -251,6 +263,7 @@ impl TryFrom<ContactRecord> for Contact {
             key_changed: r.key_changed,
             added_ms: r.added_ms,
             pending_profile: r.pending_profile.map(ByteBuf::into_vec),
+            listed: r.listed,
         })
     }
 }

@@ -1,0 +1,181 @@
+//! The name directory on a real 30-node network on loopback (mDNS off, one bootstrap node):
+//! every node's name is found through the DHT, preferably by a node that never had a
+//! connection to it, with the lookup time reported; forged profile records are discarded.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use encrypto_crypto::{Identity, PeerId, RsaBits, StorageKey};
+use encrypto_node::node::{self, NodeConfig, NodeEvent, NodeHandle};
+use libp2p::Multiaddr;
+use libp2p::multiaddr::Protocol;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use support::STEP;
+use tempfile::TempDir;
+
+const NODES: usize = 30;
+
+fn identity(seed: u64) -> Identity {
+    Identity::generate(&mut StdRng::seed_from_u64(seed), RsaBits::B2048).unwrap()
+}
+
+struct Net {
+    handles: Vec<NodeHandle>,
+    names: Vec<String>,
+    /// Every (node index, peer) pair that was ever connected.
+    met: Arc<Mutex<HashSet<(usize, PeerId)>>>,
+    _tmp: TempDir,
+}
+
+async fn start(
+    tmp: &TempDir,
+    i: usize,
+    name: &str,
+    bootstrap: Option<Multiaddr>,
+) -> (NodeHandle, Multiaddr) {
+    let mut config = NodeConfig::new(tmp.path().join(format!("n{i}")));
+    config.swarm.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+    config.swarm.mdns = false;
+    config.bootstrap = bootstrap.into_iter().collect();
+    let (handle, _task) = node::start(
+        identity(1000 + i as u64),
+        name,
+        1,
+        StorageKey::from_bytes([i as u8; 32]),
+        config,
+    )
+    .unwrap();
+    // Polled, not awaited as an event: on a multi-thread runtime the node may be listening
+    // before a subscription could see it.
+    let addr = tokio::time::timeout(STEP, async {
+        loop {
+            if let Some(addr) = handle.listen_addrs().await.unwrap().pop() {
+                return addr;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("not listening within the step timeout");
+    let peer = handle.peer_id();
+    (handle, addr.with(Protocol::P2p(peer)))
+}
+
+async fn network() -> Net {
+    let tmp = TempDir::new().unwrap();
+    let met = Arc::new(Mutex::new(HashSet::new()));
+    let mut handles = Vec::new();
+    let mut names = Vec::new();
+    let mut bootstrap = None;
+    for i in 0..NODES {
+        // Two nodes share a name: a search must return both.
+        let name = if i == NODES - 1 {
+            "Node 1".to_owned()
+        } else {
+            format!("Node {i}")
+        };
+        let (handle, addr) = start(&tmp, i, &name, bootstrap.clone()).await;
+        if i == 0 {
+            bootstrap = Some(addr);
+        }
+        let mut events = handle.subscribe();
+        let met = Arc::clone(&met);
+        tokio::spawn(async move {
+            while let Ok(event) = events.recv().await {
+                if let NodeEvent::PeerConnected { peer } = event {
+                    met.lock().unwrap().insert((i, peer));
+                }
+            }
+        });
+        handles.push(handle);
+        names.push(name);
+    }
+    Net {
+        handles,
+        names,
+        met,
+        _tmp: tmp,
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_name_is_found_through_the_dht_in_a_30_node_network() {
+    let net = network().await;
+    let ids: Vec<PeerId> = net.handles.iter().map(NodeHandle::peer_id).collect();
+    let mut times = Vec::new();
+    let mut strangers = 0;
+    for target in 0..NODES {
+        // A searcher that never had a connection to the target, if there is one.
+        let searcher = {
+            let met = net.met.lock().unwrap();
+            (1..NODES)
+                .map(|k| (target + k) % NODES)
+                .find(|s| !met.contains(&(*s, ids[target])))
+                .unwrap_or((target + 1) % NODES)
+        };
+        if !net.met.lock().unwrap().contains(&(searcher, ids[target])) {
+            strangers += 1;
+        }
+        let name = &net.names[target];
+        // Bounded retries: announcements spread while the network forms.
+        let mut found = Vec::new();
+        for attempt in 0..10 {
+            let started = Instant::now();
+            found = net.handles[searcher].search_dht(name).await.unwrap();
+            if found.iter().any(|e| e.peer_id == ids[target]) {
+                if attempt == 0 {
+                    times.push(started.elapsed());
+                }
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let entry = found
+            .iter()
+            .find(|e| e.peer_id == ids[target])
+            .unwrap_or_else(|| panic!("{name} not found by node {searcher}: {found:?}"));
+        assert_eq!(&entry.name, name);
+        assert_eq!(
+            entry.fingerprint,
+            identity(1000 + target as u64).public().fingerprint()
+        );
+        // Case and spacing do not matter; names are not unique.
+        if target == 1 {
+            let both = net.handles[searcher].search_dht(" node 1 ").await.unwrap();
+            let peers: HashSet<PeerId> = both.iter().map(|e| e.peer_id).collect();
+            assert!(
+                peers.contains(&ids[1]) && peers.contains(&ids[NODES - 1]),
+                "{both:?}"
+            );
+        }
+    }
+    times.sort();
+    println!(
+        "DHT name lookup over {NODES} nodes: {} first-try lookups, p50 {:?}, p99 {:?}; {strangers} of {NODES} names found by a node that never connected to their owner before",
+        times.len(),
+        percentile(&times, 0.5),
+        percentile(&times, 0.99),
+    );
+    assert!(
+        strangers > 0,
+        "every searcher had met its target: the test proves nothing"
+    );
+    let unknown = net.handles[3]
+        .search_dht("nobody has this name")
+        .await
+        .unwrap();
+    assert!(unknown.is_empty());
+    for h in &net.handles {
+        h.shutdown().await;
+    }
+}
