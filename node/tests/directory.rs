@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use encrypto_crypto::{Identity, PeerId, RsaBits, StorageKey};
 use encrypto_node::node::{self, NodeConfig, NodeEvent, NodeHandle};
-use libp2p::Multiaddr;
+use futures::StreamExt;
 use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, kad};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use support::STEP;
@@ -176,6 +177,101 @@ async fn every_name_is_found_through_the_dht_in_a_30_node_network() {
         .unwrap();
     assert!(unknown.is_empty());
     for h in &net.handles {
+        h.shutdown().await;
+    }
+}
+
+#[derive(libp2p::swarm::NetworkBehaviour)]
+struct Sybil {
+    kad: kad::Behaviour<kad::store::MemoryStore>,
+}
+
+/// Mallory announces herself under Alice's name and serves a forged profile record (Alice's
+/// signed profile filed under Mallory's PeerId), and tries to store a profile she signed under
+/// Alice's key: the honest node refuses to store it, and a search for "Alice" returns Alice only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_profile_records_are_discarded() {
+    use kad::store::RecordStore;
+
+    let tmp = TempDir::new().unwrap();
+    let (hub, hub_addr) = start(&tmp, 200, "Hub", None).await;
+    let mut hub_events = hub.subscribe();
+    let (alice, _) = start(&tmp, 201, "Alice", Some(hub_addr.clone())).await;
+    let (searcher, _) = start(&tmp, 202, "Searcher", Some(hub_addr.clone())).await;
+
+    let mallory = identity(203);
+    let alice_profile = identity(1000 + 201).sign_profile("Alice", 1).unwrap();
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(mallory.to_libp2p_keypair())
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default(),
+            libp2p::noise::Config::new,
+            libp2p::yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|key| {
+            let id = key.public().to_peer_id();
+            let mut kad = kad::Behaviour::with_config(
+                id,
+                kad::store::MemoryStore::new(id),
+                kad::Config::new(encrypto_node::protocol::KAD_PROTOCOL),
+            );
+            kad.set_mode(Some(kad::Mode::Server));
+            Sybil { kad }
+        })
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    swarm
+        .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .unwrap();
+    let hub_peer = hub.peer_id();
+    let kad = &mut swarm.behaviour_mut().kad;
+    kad.add_address(&hub_peer, hub_addr.clone());
+    // Served from her own store: Alice's genuine profile, filed under Mallory's PeerId.
+    kad.store_mut()
+        .put(encrypto_node::directory::profile_record(
+            &mallory.peer_id(),
+            &alice_profile,
+        ))
+        .unwrap();
+    kad.start_providing(encrypto_node::directory::name_key("Alice"))
+        .unwrap();
+    // Pushed to others: a profile she signed, filed under Alice's PeerId.
+    let forged = encrypto_node::directory::profile_record(
+        &alice.peer_id(),
+        &mallory.sign_profile("Alice", 1).unwrap(),
+    );
+    kad.put_record(forged, kad::Quorum::One).unwrap();
+    let driver = tokio::spawn(async move {
+        loop {
+            swarm.select_next_some().await;
+        }
+    });
+
+    support::wait_for(&mut hub_events, |e| {
+        matches!(e, NodeEvent::Rejected { peer, reason }
+            if *peer == mallory.peer_id() && reason.contains("dht record"))
+        .then_some(())
+    })
+    .await;
+
+    let mut found = Vec::new();
+    for _ in 0..20 {
+        found = searcher.search_dht("alice").await.unwrap();
+        if !found.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let peers: Vec<PeerId> = found.iter().map(|e| e.peer_id).collect();
+    assert_eq!(peers, [alice.peer_id()], "{found:?}");
+    assert_eq!(
+        found[0].fingerprint,
+        identity(1000 + 201).public().fingerprint()
+    );
+    driver.abort();
+    for h in [hub, alice, searcher] {
         h.shutdown().await;
     }
 }
