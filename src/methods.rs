@@ -685,6 +685,10 @@ pub(crate) fn event_json(event: &NodeEvent, me: PeerId) -> Option<Value> {
         NodeEvent::Listening { addr } => json!({
             "event": "listening", "timestamp": timestamp, "addr": addr.to_string(),
         }),
+        NodeEvent::HolePunch { peer, direct } => json!({
+            "event": "hole_punch", "timestamp": timestamp, "peer_id": peer.to_string(),
+            "direct": direct,
+        }),
         NodeEvent::Rejected { peer, reason } => json!({
             "event": "rejected", "timestamp": timestamp, "peer_id": peer.to_string(),
             "reason": reason,

@@ -58,6 +58,7 @@ use crate::store::{
 use crate::swarm::{self, Behaviour, BehaviourEvent, SwarmConfig};
 
 mod dht;
+mod nat;
 pub use dht::{DirectoryEntry, SEARCH_TIMEOUT};
 
 /// Largest text a message may carry (the `aes` body limit, less the payload's framing).
@@ -248,6 +249,13 @@ pub enum NodeEvent {
         deleted: usize,
         /// `Out` when we deleted it, `In` when the peer asked.
         by: Direction,
+    },
+    /// DCUtR tried to turn a relayed connection into a direct one.
+    HolePunch {
+        /// The peer.
+        peer: PeerId,
+        /// Whether a direct connection now exists.
+        direct: bool,
     },
     /// An inbound frame was rejected (for logs and tests; never sent to the peer).
     Rejected {
@@ -701,6 +709,7 @@ pub fn start(
         last_prune: Instant::now(),
         adding: HashMap::new(),
         directory: dht::Directory::default(),
+        reach: nat::Reachability::default(),
     };
     actor.load_inbound_keys();
     actor.resume();
@@ -762,6 +771,8 @@ struct Actor {
     adding: HashMap<PeerId, Vec<Reply<Contact>>>,
     /// The name directory: announcements and searches in progress.
     directory: dht::Directory,
+    /// Relay reservation, AutoNAT status and how each connection runs.
+    reach: nat::Reachability,
 }
 
 fn now_ms() -> u64 {
@@ -1478,6 +1489,15 @@ impl Actor {
         for contact in self.store.contacts()? {
             if let Some(info) = out.get_mut(&contact.peer_id) {
                 info.name = Some(contact.name);
+            }
+        }
+        // How a connected peer is reached now: through a relay only, or directly (after hole
+        // punching, a peer found via a relay is direct).
+        for info in out.values_mut() {
+            match self.connection_path(&info.peer_id) {
+                Some(Via::Relay) => info.via = Via::Relay,
+                Some(_) if info.via == Via::Relay => info.via = Via::Direct,
+                _ => {}
             }
         }
         let mut peers: Vec<PeerInfo> = out.into_values().collect();
@@ -2242,11 +2262,13 @@ impl Actor {
             }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
+                connection_id,
                 endpoint,
                 num_established,
                 ..
             } => {
                 self.remember_peer(peer_id, Some(endpoint.get_remote_address()), None, None);
+                self.track_connection(peer_id, connection_id, &endpoint);
                 if num_established.get() == 1 {
                     self.connected.insert(peer_id);
                     self.emit(NodeEvent::PeerConnected { peer: peer_id });
@@ -2256,14 +2278,19 @@ impl Actor {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established: 0,
+                connection_id,
+                num_established,
                 ..
             } => {
-                self.connected.remove(&peer_id);
-                self.queues.remove(&peer_id);
-                self.buckets.remove(&peer_id);
-                self.emit(NodeEvent::PeerDisconnected { peer: peer_id });
+                self.untrack_connection(peer_id, connection_id);
+                if num_established == 0 {
+                    self.connected.remove(&peer_id);
+                    self.queues.remove(&peer_id);
+                    self.buckets.remove(&peer_id);
+                    self.emit(NodeEvent::PeerDisconnected { peer: peer_id });
+                }
             }
+            SwarmEvent::ListenerClosed { listener_id, .. } => self.listener_closed(listener_id),
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 debug!(?peer_id, %error, "outgoing connection failed");
                 if let Some(peer) = peer_id
@@ -2305,6 +2332,7 @@ impl Actor {
                 }
             }
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                self.note_protocols(peer_id, &info.protocols);
                 // Kademlia learns addresses only when told: feed it the listen addresses. They
                 // are also remembered, so the peer can be redialled after a restart.
                 for addr in info.listen_addrs.iter().filter(|a| is_dialable(a)) {
@@ -2318,6 +2346,9 @@ impl Actor {
             BehaviourEvent::Profile(event) => self.handle_profile_event(event),
             BehaviourEvent::Msg(event) => self.handle_msg_event(event),
             BehaviourEvent::Kad(event) => self.handle_kad_event(event),
+            BehaviourEvent::RelayClient(event) => self.handle_relay_client_event(event),
+            BehaviourEvent::Dcutr(event) => self.handle_dcutr_event(event),
+            BehaviourEvent::Autonat(event) => self.handle_autonat_event(event),
             _ => {}
         }
     }

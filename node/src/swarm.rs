@@ -12,7 +12,15 @@
 //! - the built-in request-response codecs cap frames at 1 MiB and report an oversized one as a
 //!   bare EOF: ours check sizes themselves and say so ([`crate::protocol::CborCodec`]);
 //! - mDNS ignores loopback interfaces: tests on 127.0.0.1 connect by address, mDNS tests run in
-//!   network namespaces.
+//!   network namespaces;
+//! - relay servers end circuits after 2 minutes or 128 KiB: ours allow an hour and 1 GiB
+//!   ([`SwarmConfig::relay_max_circuit_duration`]);
+//! - AutoNAT trusts only global addresses and waits 15 s: private test networks set
+//!   [`SwarmConfig::autonat_only_global_ips`] off.
+//!
+//! Every node is a relay client with DCUtR and AutoNAT: behind a NAT it reserves a slot on a
+//! relay it knows, and a relayed connection is upgraded to a direct one when hole punching
+//! works (the node's `nat` module decides when to reserve).
 
 use std::time::Duration;
 
@@ -22,7 +30,9 @@ use libp2p::kad::{self, store::MemoryStore};
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::{Multiaddr, Swarm, SwarmBuilder, identify, mdns, noise, ping, relay, tcp, yamux};
+use libp2p::{
+    Multiaddr, Swarm, SwarmBuilder, autonat, dcutr, identify, mdns, noise, ping, relay, tcp, yamux,
+};
 
 use crate::protocol::{self, KAD_PROTOCOL, MSG_PROTOCOL, MsgCodec, PROFILE_PROTOCOL, ProfileCodec};
 
@@ -66,6 +76,11 @@ pub struct SwarmConfig {
     pub relay_max_reservations: usize,
     /// Relay limits: relayed connections open at once.
     pub relay_max_circuits: usize,
+    /// AutoNAT: only trust dial-backs of global (public) addresses. Tests on private
+    /// networks (network namespaces) turn this off.
+    pub autonat_only_global_ips: bool,
+    /// AutoNAT: how long after start the first reachability probe runs.
+    pub autonat_boot_delay: Duration,
 }
 
 impl Default for SwarmConfig {
@@ -92,6 +107,8 @@ impl Default for SwarmConfig {
             relay_max_circuit_bytes: 1 << 30,
             relay_max_reservations: 128,
             relay_max_circuits: 64,
+            autonat_only_global_ips: true,
+            autonat_boot_delay: Duration::from_secs(15),
         }
     }
 }
@@ -124,6 +141,12 @@ mod behaviour {
         pub profile: request_response::Behaviour<ProfileCodec>,
         /// Circuit relay v2 server, when enabled.
         pub relay: Toggle<relay::Behaviour>,
+        /// Circuit relay v2 client: reservations on relays, relayed connections.
+        pub relay_client: relay::client::Behaviour,
+        /// Hole punching over a relayed connection (DCUtR).
+        pub dcutr: dcutr::Behaviour,
+        /// AutoNAT: asks peers to dial back, to learn whether we are reachable.
+        pub autonat: autonat::Behaviour,
     }
 }
 
@@ -163,7 +186,9 @@ pub fn build(keypair: Keypair, config: &SwarmConfig) -> Result<Swarm<Behaviour>,
         )
         .map_err(|e| SwarmError::Transport(e.to_string()))?
         .with_quic()
-        .with_behaviour(|key| {
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(|e| SwarmError::Transport(e.to_string()))?
+        .with_behaviour(|key, relay_client| {
             let peer_id = key.public().to_peer_id();
             let mdns = if config.mdns {
                 match mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id) {
@@ -226,6 +251,16 @@ pub fn build(keypair: Keypair, config: &SwarmConfig) -> Result<Swarm<Behaviour>,
                     rr_config,
                 ),
                 relay: Toggle::from(relay),
+                relay_client,
+                dcutr: dcutr::Behaviour::new(peer_id),
+                autonat: autonat::Behaviour::new(
+                    peer_id,
+                    autonat::Config {
+                        only_global_ips: config.autonat_only_global_ips,
+                        boot_delay: config.autonat_boot_delay,
+                        ..autonat::Config::default()
+                    },
+                ),
             }
         })
         .map_err(|e| SwarmError::Transport(e.to_string()))?
