@@ -9,8 +9,8 @@
 use std::collections::HashMap;
 
 use libp2p::core::ConnectedPoint;
-use libp2p::multiaddr::Protocol;
 use libp2p::core::transport::ListenerId;
+use libp2p::multiaddr::Protocol;
 use libp2p::swarm::ConnectionId;
 use libp2p::{Multiaddr, autonat, dcutr, relay};
 use tracing::{debug, info, warn};
@@ -92,8 +92,7 @@ impl Actor {
 
     /// Identify told us what a peer supports: a relay is remembered, and used if we need one.
     pub(super) fn note_protocols(&mut self, peer: PeerId, protocols: &[libp2p::StreamProtocol]) {
-        if !protocols.contains(&relay::HOP_PROTOCOL_NAME) || self.reach.relays.contains_key(&peer)
-        {
+        if !protocols.contains(&relay::HOP_PROTOCOL_NAME) || self.reach.relays.contains_key(&peer) {
             return;
         }
         let Some(addr) = self
@@ -174,7 +173,9 @@ impl Actor {
     pub(super) fn handle_dcutr_event(&mut self, event: dcutr::Event) {
         let ok = event.result.is_ok();
         match &event.result {
-            Ok(_) => info!(peer = %event.remote_peer_id, "hole punching succeeded: direct connection"),
+            Ok(_) => {
+                info!(peer = %event.remote_peer_id, "hole punching succeeded: direct connection")
+            }
             Err(e) => debug!(peer = %event.remote_peer_id, error = %e, "hole punching failed"),
         }
         self.emit(NodeEvent::HolePunch {
