@@ -70,6 +70,12 @@ const SEND_BATCH: usize = 64;
 /// stream limit per connection ([`crate::swarm::MAX_STREAMS_PER_CONNECTION`]), which counts
 /// the peer's requests to us as well: past it, libp2p fails requests at once.
 const MAX_IN_FLIGHT_PER_PEER: usize = 128;
+/// Events a subscriber may fall behind by before it misses some. One actor turn can complete
+/// many messages at once (up to [`MAX_BATCH`] acks of up to [`SEND_BATCH`] messages each),
+/// each with its own [`NodeEvent::Delivered`].
+const EVENT_CAPACITY: usize = 8 * 1024;
+/// Most waiting callers and requests for which the actor flushes on its own thread.
+const INLINE_FLUSH_MAX: usize = 2;
 /// How often seen message ids past the replay window are forgotten.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// Most commands and swarm events handled before the pending writes are committed (one flush
@@ -556,7 +562,7 @@ pub fn start(
         }
     }
     let (commands, rx) = mpsc::channel(256);
-    let (events, _) = broadcast::channel(1024);
+    let (events, _) = broadcast::channel(EVENT_CAPACITY);
     let peer_id = identity.peer_id();
     let mut actor = Actor {
         identity,
@@ -726,12 +732,21 @@ impl Actor {
     }
 
     /// Starts a flush of everything written so far on a blocking thread, unless one is running
-    /// (the next one starts when it ends) or nothing waits for one.
+    /// (the next one starts when it ends) or nothing was written. When only one or two
+    /// callers or requests wait, the node is lightly loaded: it flushes right here, which
+    /// saves the two thread hand-offs on their way and costs nothing else to wait.
     fn start_flush(&mut self) {
         if self.written == self.durable || !self.flushing.is_empty() {
             return;
         }
         let ticket = self.written;
+        if (1..=INLINE_FLUSH_MAX).contains(&self.waiting.len()) {
+            match self.store.flush() {
+                Ok(()) => self.release(ticket),
+                Err(e) => self.fail_waiting(ticket, &e),
+            }
+            return;
+        }
         let store = self.store.clone();
         self.flushing
             .spawn_blocking(move || (ticket, store.flush()));
