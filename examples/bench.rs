@@ -27,8 +27,9 @@
 //! anti-abuse policy; `--default-rate-limit` keeps the default.
 //!
 //! `Delivered` events are drained by a dedicated thread (the node's broadcast channel holds
-//! 1,024 events, and a collector scheduled on the same two cores as the nodes could fall
-//! behind); if it lags anyway the figure is reported as failed rather than guessed.
+//! 8,192 events, one batch ack completes up to 64 messages at once, and a collector scheduled
+//! on the same two cores as the nodes could fall behind); if it lags anyway the figure is
+//! reported as failed rather than guessed.
 //!
 //! Every wait is bounded: a global deadline (`--deadline-secs`, 600 by default) and a stall
 //! bound (no delivery for 45 s). When either is hit, or anything fails, it prints the figures
