@@ -21,10 +21,8 @@
 //! - **Group commit**: the actor gathers whatever commands and swarm events are ready, writes
 //!   the sends, receipts and acknowledgements among them (one store transaction each, not
 //!   flushed), and flushes on a blocking thread while it goes on serving the swarm. Callers
-//!   are answered and inbound requests acknowledged once the flush covering their write is
-//!   done; writes made during a flush wait for the next one. Texts are sent as soon as they
-//!   are written, while their flush runs: if the node dies in between, the peer may hold a
-//!   message whose `send_text` never returned (it never returns an id that is not durable).
+//!   are answered, texts sent and requests acknowledged once the flush covering their write is
+//!   done; writes made during a flush wait for the next one.
 //! - **Control payloads** (cipher switch, delete chat) travel through the same outbox and are
 //!   acknowledged the same way.
 
@@ -640,8 +638,8 @@ struct PendingAck {
 
 /// What waits for a store flush (see [`Actor::written`]).
 enum Waiter {
-    /// A `send_text` caller, answered once its message is durable (it is sent meanwhile).
-    Sent(Reply<MessageId>, MessageId),
+    /// A `send_text` caller; its outbox item is sent once it is durable.
+    Queued(Reply<MessageId>, OutboxItem),
     /// An inbound request whose messages are written: acknowledged once they are durable.
     Ack(PendingAck),
 }
@@ -709,6 +707,7 @@ pub fn start(
         durable: 0,
         flushing: JoinSet::new(),
         waiting: VecDeque::new(),
+        unflushed: HashSet::new(),
         retry_at: HashMap::new(),
         backoff: HashMap::new(),
         buckets: HashMap::new(),
@@ -767,6 +766,8 @@ struct Actor {
     flushing: JoinSet<Flushed>,
     /// Replies and acknowledgements waiting for a flush, in ticket order.
     waiting: VecDeque<(u64, Waiter)>,
+    /// Outgoing messages written but not flushed yet: not sent before they are durable.
+    unflushed: HashSet<MessageId>,
     retry_at: HashMap<PeerId, Instant>,
     backoff: HashMap<PeerId, Duration>,
     buckets: HashMap<PeerId, Bucket>,
@@ -901,20 +902,31 @@ impl Actor {
         self.start_flush();
     }
 
-    /// Everything written up to `ticket` is durable: answer the callers, acknowledge the
-    /// requests.
+    /// Everything written up to `ticket` is durable: answer the callers, send their messages,
+    /// acknowledge the requests.
     fn release(&mut self, ticket: u64) {
         self.durable = self.durable.max(ticket);
+        let mut peers = Vec::new();
         while self.waiting.front().is_some_and(|(t, _)| *t <= ticket) {
             let Some((_, waiter)) = self.waiting.pop_front() else {
                 break;
             };
             match waiter {
-                Waiter::Sent(reply, id) => {
-                    let _ = reply.send(Ok(id));
+                Waiter::Queued(reply, item) => {
+                    let _ = reply.send(Ok(item.id));
+                    self.unflushed.remove(&item.id);
+                    if !peers.contains(&item.peer) {
+                        peers.push(item.peer);
+                    }
+                    if let Some(queue) = self.queues.get_mut(&item.peer) {
+                        queue.push_back(item);
+                    }
                 }
                 Waiter::Ack(p) => self.acknowledge(p.peer, &p.pinned.public, p.ids, p.channel),
             }
+        }
+        for peer in peers {
+            self.deliver(peer);
         }
     }
 
@@ -928,9 +940,8 @@ impl Actor {
                 break;
             };
             match waiter {
-                // Written but not known to be durable; it may still be delivered (it was sent
-                // already, and stays in the outbox unless the store lost it).
-                Waiter::Sent(reply, _) => {
+                Waiter::Queued(reply, item) => {
+                    self.unflushed.remove(&item.id);
                     let _ = reply.send(Err(NodeError::StoreWrite(e.to_string())));
                 }
                 Waiter::Ack(p) => self.reject(p.peer, p.channel, format!("store: {e}")),
@@ -966,23 +977,11 @@ impl Actor {
             }
             return;
         }
-        // The messages go out at once, while the flush runs: the caller still hears only once
-        // its message is durable, and a peer acknowledging before that is harmless (the
-        // completion is written after the enqueue, and flushed with or after it).
         let ticket = self.note_write();
-        let mut peers = Vec::new();
         for ((_, item), reply) in pending.into_iter().zip(replies) {
+            self.unflushed.insert(item.id);
             self.waiting
-                .push_back((ticket, Waiter::Sent(reply, item.id)));
-            if !peers.contains(&item.peer) {
-                peers.push(item.peer);
-            }
-            if let Some(queue) = self.queues.get_mut(&item.peer) {
-                queue.push_back(item);
-            }
-        }
-        for peer in peers {
-            self.deliver(peer);
+                .push_back((ticket, Waiter::Queued(reply, item)));
         }
     }
 
@@ -1343,8 +1342,8 @@ impl Actor {
             kind: OutboxKind::Control(control.to_bytes()),
             attempts: 0,
         };
-        // Whatever was sent before the control payload is written and queued first (and made
-        // durable by the control payload's flush).
+        // Whatever was sent before the control payload is written first, and queued first
+        // once the control payload's flush has made it durable too.
         self.commit_sends();
         self.store.enqueue_control(&item)?;
         self.flushed_now();
@@ -1649,7 +1648,11 @@ impl Actor {
                         self.pending_acks.iter().map(|(_, id, _)| *id).collect();
                     let queue = items
                         .into_iter()
-                        .filter(|i| !self.in_flight_ids.contains(&i.id) && !acked.contains(&i.id))
+                        .filter(|i| {
+                            !self.in_flight_ids.contains(&i.id)
+                                && !self.unflushed.contains(&i.id)
+                                && !acked.contains(&i.id)
+                        })
                         .collect();
                     self.queues.insert(peer, queue);
                 }
