@@ -1,0 +1,288 @@
+//! Two users behind two NATs find each other by name and chat through a relay: real daemons
+//! (the binary) in network namespaces that this test builds.
+//!
+//! ```text
+//!   home1 (192.168.1.2) ── r1 (NAT) ──┐                      ┌── r2 (NAT) ── home2 (192.168.2.2)
+//!                          10.99.0.11 ├── pub bridge 10.99.0.0/24 ┤ 10.99.0.12
+//!                                     └── relay + bootstrap 10.99.0.1
+//! ```
+//!
+//! The routers masquerade their home network (nftables) and route nothing between the homes:
+//! Alice cannot reach Bob's address, nor he hers. Both bootstrap from the relay (mDNS off),
+//! reserve a slot on it, find each other by name in the DHT, and exchange messages; the test
+//! reports whether DCUtR upgraded the connection to a direct one.
+//!
+//! Needs root, `ip netns` and `nft`; without them it prints why and passes, unless
+//! `ENCRYPTO_REQUIRE_NETNS=1` (set by `.ci/run`, which installs both).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+use support::{User, Watch, eventually, texts};
+
+/// Runs a command; the error names it and says what it printed.
+fn run(program: &str, args: &[&str]) -> Result<(), String> {
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run `{program} {}`: {e}", args.join(" ")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{program} {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+fn ip(args: &[&str]) {
+    run("ip", args).unwrap();
+}
+
+/// In namespace `ns`: `ip netns exec NS PROGRAM ARGS`.
+fn exec(ns: &str, program: &str, args: &[&str]) {
+    let mut all = vec!["netns", "exec", ns, program];
+    all.extend_from_slice(args);
+    run("ip", &all).unwrap();
+}
+
+/// Whether a missing prerequisite fails the test instead of skipping it.
+fn required() -> bool {
+    std::env::var_os("ENCRYPTO_REQUIRE_NETNS").is_some_and(|v| v == "1")
+}
+
+fn skip(reason: &str) {
+    assert!(
+        !required(),
+        "ENCRYPTO_REQUIRE_NETNS=1 but cannot run: {reason}"
+    );
+    eprintln!("SKIPPED nat_netns: {reason}");
+}
+
+/// The namespaces of one run, deleted on drop (with every interface inside them).
+struct Topology {
+    names: Vec<String>,
+}
+
+impl Topology {
+    fn ns(&self, role: &str) -> String {
+        self.names
+            .iter()
+            .find(|n| n.ends_with(&format!("-{role}")))
+            .unwrap()
+            .clone()
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        for name in &self.names {
+            let _ = Command::new("ip").args(["netns", "del", name]).status();
+        }
+    }
+}
+
+fn topology() -> Option<Topology> {
+    if !nix::unistd::geteuid().is_root() {
+        skip("not running as root (network namespaces need it)");
+        return None;
+    }
+    if let Err(e) = run("ip", &["netns", "list"]) {
+        skip(&format!("`ip netns` does not work here: {e}"));
+        return None;
+    }
+    if let Err(e) = run("nft", &["--version"]) {
+        skip(&format!("nftables is not installed: {e}"));
+        return None;
+    }
+    let pid = std::process::id();
+    let mut topo = Topology { names: Vec::new() };
+    for role in ["pub", "r1", "r2", "home1", "home2"] {
+        let name = format!("encrypto-nat-{pid}-{role}");
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(Stdio::null())
+            .status();
+        ip(&["netns", "add", &name]);
+        topo.names.push(name);
+    }
+    let (public, r1, r2, h1, h2) = (
+        topo.ns("pub"),
+        topo.ns("r1"),
+        topo.ns("r2"),
+        topo.ns("home1"),
+        topo.ns("home2"),
+    );
+    for ns in &topo.names {
+        ip(&["-n", ns, "link", "set", "lo", "up"]);
+    }
+    // The public network: a bridge in `pub` (the relay's own address is on it) and one
+    // veth per router.
+    ip(&["-n", &public, "link", "add", "br0", "type", "bridge"]);
+    ip(&["-n", &public, "addr", "add", "10.99.0.1/24", "dev", "br0"]);
+    ip(&["-n", &public, "link", "set", "br0", "up"]);
+    for (router, wan_ip, lan_net, lan_gw, home, home_ip, tag) in [
+        (
+            &r1,
+            "10.99.0.11/24",
+            "192.168.1.0/24",
+            "192.168.1.1",
+            &h1,
+            "192.168.1.2/24",
+            "1",
+        ),
+        (
+            &r2,
+            "10.99.0.12/24",
+            "192.168.2.0/24",
+            "192.168.2.1",
+            &h2,
+            "192.168.2.2/24",
+            "2",
+        ),
+    ] {
+        let (port, wan, lan, host) = (
+            format!("p{tag}"),
+            format!("wan{tag}"),
+            format!("lan{tag}"),
+            format!("eth{tag}"),
+        );
+        ip(&[
+            "link", "add", &port, "netns", &public, "type", "veth", "peer", "name", &wan, "netns",
+            router,
+        ]);
+        ip(&["-n", &public, "link", "set", &port, "master", "br0"]);
+        ip(&["-n", &public, "link", "set", &port, "up"]);
+        ip(&["-n", router, "addr", "add", wan_ip, "dev", &wan]);
+        ip(&["-n", router, "link", "set", &wan, "up"]);
+        ip(&[
+            "link", "add", &lan, "netns", router, "type", "veth", "peer", "name", &host, "netns",
+            home,
+        ]);
+        ip(&[
+            "-n",
+            router,
+            "addr",
+            "add",
+            &format!("{lan_gw}/24"),
+            "dev",
+            &lan,
+        ]);
+        ip(&["-n", router, "link", "set", &lan, "up"]);
+        ip(&["-n", home, "addr", "add", home_ip, "dev", &host]);
+        ip(&["-n", home, "link", "set", &host, "up"]);
+        ip(&["-n", home, "route", "add", "default", "via", lan_gw]);
+        exec(router, "sysctl", &["-q", "-w", "net.ipv4.ip_forward=1"]);
+        exec(router, "nft", &["add", "table", "ip", "nat"]);
+        exec(
+            router,
+            "nft",
+            &[
+                "add",
+                "chain",
+                "ip",
+                "nat",
+                "post",
+                "{ type nat hook postrouting priority srcnat ; }",
+            ],
+        );
+        exec(
+            router,
+            "nft",
+            &[
+                "add",
+                "rule",
+                "ip",
+                "nat",
+                "post",
+                "ip",
+                "saddr",
+                lan_net,
+                "oifname",
+                &wan,
+                "masquerade",
+            ],
+        );
+    }
+    Some(topo)
+}
+
+#[test]
+fn users_behind_two_nats_find_each_other_and_chat_through_a_relay() {
+    let Some(topo) = topology() else { return };
+    let (relay, alice, bob) = (User::new("relay"), User::new("Alice"), User::new("Bob"));
+    let dr = relay.start_in(
+        Some(&topo.ns("pub")),
+        "/ip4/10.99.0.1/tcp/4001",
+        &[
+            "--relay-server",
+            "--external-addr",
+            "/ip4/10.99.0.1/tcp/4001",
+        ],
+    );
+    let bootstrap = format!("/ip4/10.99.0.1/tcp/4001/p2p/{}", dr.peer_id);
+    let da = alice.start_in(
+        Some(&topo.ns("home1")),
+        "/ip4/0.0.0.0/tcp/0",
+        &["--bootstrap", &bootstrap],
+    );
+    let db = bob.start_in(
+        Some(&topo.ns("home2")),
+        "/ip4/0.0.0.0/tcp/0",
+        &["--bootstrap", &bootstrap],
+    );
+    let watch = Watch::start(&alice);
+
+    // Each reserves a slot on the relay: its relayed address is among its listen addresses.
+    for user in [&alice, &bob] {
+        eventually("a relayed listen address", || {
+            user.one(&["whoami"])["listen_addrs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a.as_str().unwrap().contains("/p2p-circuit"))
+        });
+    }
+
+    // Alice finds Bob by name, adds him by peer id alone, and they talk.
+    eventually("Bob found in the DHT", || {
+        alice
+            .json(&["search", "--dht", "bob"])
+            .iter()
+            .any(|f| f["peer_id"] == db.peer_id.as_str())
+    });
+    alice.one(&["add", &db.peer_id]);
+    let sent = alice.one(&["send", &db.peer_id, "hello through two NATs", "--wait"]);
+    assert_eq!(sent["status"], "delivered");
+    let reply = bob.one(&["send", &da.peer_id, "hello back", "--wait"]);
+    assert_eq!(reply["status"], "delivered");
+    assert_eq!(
+        texts(&alice.json(&["history", &db.peer_id])),
+        ["hello through two NATs", "hello back"]
+    );
+
+    // How they are connected now, honestly: via relay, or direct after hole punching.
+    let peers = alice.json(&["peers"]);
+    let bob_seen: &Value = peers
+        .iter()
+        .find(|p| p["peer_id"] == db.peer_id.as_str())
+        .unwrap();
+    assert_eq!(bob_seen["connected"], true);
+    let via = bob_seen["via"].as_str().unwrap().to_owned();
+    assert!(via == "relay" || via == "direct", "{via}");
+    let punched: Vec<Value> = watch
+        .lines
+        .try_iter()
+        .filter(|e| e["event"] == "hole_punch")
+        .collect();
+    println!("NAT test: Alice reaches Bob via {via}; DCUtR events seen by Alice: {punched:?}");
+    drop(watch);
+    drop((da, db, dr));
+}
