@@ -47,10 +47,15 @@ pub(crate) struct Options {
 pub(crate) fn run(global: &Global, options: Options) -> Result<()> {
     // Everything that can be refused is checked before the passphrase is asked for.
     let listen = parse_addrs("--listen", &options.listen)?;
-    let bootstrap = parse_addrs("--bootstrap", &options.bootstrap)?;
+    let mut bootstrap = parse_addrs("--bootstrap", &options.bootstrap)?;
     let external = parse_addrs("--external-addr", &options.external_addr)?;
     let dir = DataDir::open_existing(global.data_dir_path()?)?;
     dir.require_identity()?;
+    for addr in config_bootstrap(&dir.path().join(CONFIG_FILE))? {
+        if !bootstrap.contains(&addr) {
+            bootstrap.push(addr);
+        }
+    }
     let socket = rpc::socket_path(dir.path());
     check_socket(&socket, dir.path())?;
 
@@ -72,6 +77,50 @@ pub(crate) fn run(global: &Global, options: Options) -> Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(serve(global.json, dir, contents, config, socket))
+}
+
+/// The daemon's optional config file in the data dir.
+const CONFIG_FILE: &str = "config.json";
+/// A config file larger than this is not a config file.
+const MAX_CONFIG_LEN: u64 = 1024 * 1024;
+
+/// The `bootstrap` list of `DATA_DIR/config.json` (`{"bootstrap": ["/ip4/.../p2p/..."]}`), or
+/// nothing when there is no such file. A file that is there but wrong is an error naming it.
+fn config_bootstrap(path: &Path) -> Result<Vec<Multiaddr>> {
+    let text = match std::fs::metadata(path) {
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        Ok(meta) if meta.len() > MAX_CONFIG_LEN => {
+            bail!(
+                "{} is over {MAX_CONFIG_LEN} bytes; is it the right file?",
+                path.display()
+            )
+        }
+        Ok(_) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?,
+    };
+    let config: Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not valid JSON", path.display()))?;
+    let Some(list) = config.get("bootstrap") else {
+        return Ok(Vec::new());
+    };
+    let Some(list) = list.as_array() else {
+        bail!(
+            "{}: \"bootstrap\" must be a list of multiaddrs",
+            path.display()
+        );
+    };
+    list.iter()
+        .map(|v| {
+            let s = v.as_str().unwrap_or_default();
+            s.parse::<Multiaddr>().map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: bootstrap entry {v} is not a multiaddr ({e})",
+                    path.display()
+                )
+            })
+        })
+        .collect()
 }
 
 /// `--flag VALUE` values as multiaddrs; a bad one is a usage error naming the flag.

@@ -373,3 +373,42 @@ fn a_name_is_found_through_the_dht_and_added_by_peer_id() {
     assert_eq!(sent["status"], "delivered");
     assert_eq!(texts(&bob.json(&["history", "alice"])), ["found you"]);
 }
+
+#[test]
+fn bootstrap_peers_come_from_the_config_file_and_are_remembered() {
+    let (hub, carol) = (User::new("hub"), User::new("carol"));
+    let dh = hub.start(0);
+    let connected_to_hub = |user: &User| {
+        user.json(&["peers"])
+            .iter()
+            .any(|p| p["peer_id"] == dh.peer_id.as_str() && p["connected"] == true)
+    };
+    // A broken config file is refused, naming the file.
+    std::fs::write(
+        carol.data.join("config.json"),
+        b"{\"bootstrap\": [\"nonsense\"]}",
+    )
+    .unwrap();
+    fails(
+        &carol.run(&["daemon", "--no-mdns"]),
+        1,
+        "config.json: bootstrap entry",
+    );
+    std::fs::write(
+        carol.data.join("config.json"),
+        format!("{{\"bootstrap\": [\"{}\"]}}", dh.addr),
+    )
+    .unwrap();
+    let dc = carol.start(0);
+    eventually("carol connected to the hub from her config", || {
+        connected_to_hub(&carol)
+    });
+    let (ok, _) = dc.terminate();
+    assert!(ok);
+    // Without the config file or flags, she rejoins through the peers she remembers.
+    std::fs::remove_file(carol.data.join("config.json")).unwrap();
+    let _dc = carol.start(0);
+    eventually("carol reconnected to the hub from memory", || {
+        connected_to_hub(&carol)
+    });
+}
