@@ -51,7 +51,8 @@ pub(crate) fn run(global: &Global, options: Options) -> Result<()> {
     let external = parse_addrs("--external-addr", &options.external_addr)?;
     let dir = DataDir::open_existing(global.data_dir_path()?)?;
     dir.require_identity()?;
-    for addr in config_bootstrap(&dir.path().join(CONFIG_FILE))? {
+    let file = ConfigFile::read(&dir.path().join(CONFIG_FILE))?;
+    for addr in file.bootstrap {
         if !bootstrap.contains(&addr) {
             bootstrap.push(addr);
         }
@@ -69,6 +70,18 @@ pub(crate) fn run(global: &Global, options: Options) -> Result<()> {
     }
     config.swarm.mdns = !options.no_mdns;
     config.swarm.relay_server = options.relay_server;
+    if let Some(secs) = file.relay_max_circuit_secs {
+        config.swarm.relay_max_circuit_duration = Duration::from_secs(secs);
+    }
+    if let Some(bytes) = file.relay_max_circuit_bytes {
+        config.swarm.relay_max_circuit_bytes = bytes;
+    }
+    if let Some(n) = file.relay_max_reservations {
+        config.swarm.relay_max_reservations = n;
+    }
+    if let Some(n) = file.relay_max_circuits {
+        config.swarm.relay_max_circuits = n;
+    }
     config.bootstrap = bootstrap;
     config.external_addrs = external;
 
@@ -84,43 +97,81 @@ const CONFIG_FILE: &str = "config.json";
 /// A config file larger than this is not a config file.
 const MAX_CONFIG_LEN: u64 = 1024 * 1024;
 
-/// The `bootstrap` list of `DATA_DIR/config.json` (`{"bootstrap": ["/ip4/.../p2p/..."]}`), or
-/// nothing when there is no such file. A file that is there but wrong is an error naming it.
-fn config_bootstrap(path: &Path) -> Result<Vec<Multiaddr>> {
-    let text = match std::fs::metadata(path) {
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-        Ok(meta) if meta.len() > MAX_CONFIG_LEN => {
-            bail!(
-                "{} is over {MAX_CONFIG_LEN} bytes; is it the right file?",
-                path.display()
-            )
-        }
-        Ok(_) => std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?,
-    };
-    let config: Value = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not valid JSON", path.display()))?;
-    let Some(list) = config.get("bootstrap") else {
-        return Ok(Vec::new());
-    };
-    let Some(list) = list.as_array() else {
-        bail!(
-            "{}: \"bootstrap\" must be a list of multiaddrs",
-            path.display()
-        );
-    };
-    list.iter()
-        .map(|v| {
-            let s = v.as_str().unwrap_or_default();
-            s.parse::<Multiaddr>().map_err(|e| {
-                anyhow::anyhow!(
-                    "{}: bootstrap entry {v} is not a multiaddr ({e})",
+/// What `DATA_DIR/config.json` may set (every key optional):
+///
+/// ```json
+/// {"bootstrap": ["/ip4/198.51.100.7/tcp/4001/p2p/12D3Koo..."],
+///  "relay": {"max_circuit_secs": 3600, "max_circuit_bytes": 1073741824,
+///            "max_reservations": 128, "max_circuits": 64}}
+/// ```
+#[derive(Debug, Default)]
+struct ConfigFile {
+    bootstrap: Vec<Multiaddr>,
+    relay_max_circuit_secs: Option<u64>,
+    relay_max_circuit_bytes: Option<u64>,
+    relay_max_reservations: Option<usize>,
+    relay_max_circuits: Option<usize>,
+}
+
+impl ConfigFile {
+    /// Reads the file, or the defaults when there is none. A file that is there but wrong is
+    /// an error naming it and the key.
+    fn read(path: &Path) -> Result<ConfigFile> {
+        let text = match std::fs::metadata(path) {
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(ConfigFile::default()),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+            Ok(meta) if meta.len() > MAX_CONFIG_LEN => {
+                bail!(
+                    "{} is over {MAX_CONFIG_LEN} bytes; is it the right file?",
                     path.display()
                 )
-            })
-        })
-        .collect()
+            }
+            Ok(_) => std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?,
+        };
+        let config: Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not valid JSON", path.display()))?;
+        let mut out = ConfigFile::default();
+        if let Some(list) = config.get("bootstrap") {
+            let Some(list) = list.as_array() else {
+                bail!(
+                    "{}: \"bootstrap\" must be a list of multiaddrs",
+                    path.display()
+                );
+            };
+            for v in list {
+                let addr = v
+                    .as_str()
+                    .unwrap_or_default()
+                    .parse::<Multiaddr>()
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "{}: bootstrap entry {v} is not a multiaddr ({e})",
+                            path.display()
+                        )
+                    })?;
+                out.bootstrap.push(addr);
+            }
+        }
+        if let Some(relay) = config.get("relay") {
+            let number = |key: &str| -> Result<Option<u64>> {
+                match relay.get(key) {
+                    None => Ok(None),
+                    Some(v) => v.as_u64().filter(|n| *n > 0).map(Some).ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "{}: relay.{key} must be a positive whole number",
+                            path.display()
+                        )
+                    }),
+                }
+            };
+            out.relay_max_circuit_secs = number("max_circuit_secs")?;
+            out.relay_max_circuit_bytes = number("max_circuit_bytes")?;
+            out.relay_max_reservations = number("max_reservations")?.map(|n| n as usize);
+            out.relay_max_circuits = number("max_circuits")?.map(|n| n as usize);
+        }
+        Ok(out)
+    }
 }
 
 /// `--flag VALUE` values as multiaddrs; a bad one is a usage error naming the flag.
@@ -339,4 +390,35 @@ pub(crate) struct Client {
     pub(crate) tx: mpsc::Sender<Value>,
     /// Tasks forwarding node events to this client.
     pub(crate) subscriptions: Vec<tokio::task::JoinHandle<()>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_config_file_sets_bootstrap_and_relay_limits_and_names_what_is_wrong() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let path = dir.path().join(CONFIG_FILE);
+        assert!(ConfigFile::read(&path).unwrap().bootstrap.is_empty());
+        std::fs::write(
+            &path,
+            r#"{"bootstrap": ["/ip4/127.0.0.1/tcp/4001"], "relay": {"max_circuit_secs": 60, "max_circuits": 3}}"#,
+        )
+        .unwrap();
+        let config = ConfigFile::read(&path).unwrap();
+        assert_eq!(config.bootstrap.len(), 1);
+        assert_eq!(config.relay_max_circuit_secs, Some(60));
+        assert_eq!(config.relay_max_circuits, Some(3));
+        assert_eq!(config.relay_max_circuit_bytes, None);
+        for (bad, want) in [
+            ("{", "not valid JSON"),
+            (r#"{"bootstrap": "x"}"#, "must be a list"),
+            (r#"{"relay": {"max_circuits": -1}}"#, "relay.max_circuits"),
+        ] {
+            std::fs::write(&path, bad).unwrap();
+            let err = format!("{:#}", ConfigFile::read(&path).unwrap_err());
+            assert!(err.contains(want) && err.contains("config.json"), "{err}");
+        }
+    }
 }
