@@ -80,8 +80,23 @@ impl User {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        wait_bounded(&mut child, STEP);
-        child.wait_with_output().unwrap()
+        // Output is read while the command runs (a full pipe would stall it), on a thread so
+        // that the wait stays bounded.
+        let pid = Pid::from_raw(child.id() as i32);
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        match rx.recv_timeout(STEP) {
+            Ok(out) => out.unwrap(),
+            Err(_) => {
+                let _ = kill(pid, Signal::SIGKILL);
+                panic!(
+                    "`encrypto {}` did not finish within {STEP:?}",
+                    args.join(" ")
+                );
+            }
+        }
     }
 
     /// Runs `--json ARGS`, checks success, returns every stdout line as JSON.
@@ -120,12 +135,19 @@ impl User {
 
     /// Starts `daemon --json --no-mdns --listen LISTEN EXTRA...`, inside `netns` if given.
     pub fn start_in(&self, netns: Option<&str>, listen: &str, extra: &[&str]) -> Daemon {
+        // The daemon's stderr goes to a file: a pipe nobody reads would fill and stall it.
+        let log = self.tmp.path().join("daemon.log");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
         let mut child = self
             .cmd_in(netns)
             .args(["--json", "daemon", "--no-mdns", "--listen", listen])
             .args(extra)
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(file)
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
@@ -140,10 +162,10 @@ impl User {
             Ok(line) if !line.is_empty() => line,
             _ => {
                 let _ = child.kill();
-                let out = child.wait_with_output().unwrap();
+                let _ = child.wait();
                 panic!(
                     "no ready line; stderr: {}",
-                    String::from_utf8_lossy(&out.stderr)
+                    std::fs::read_to_string(&log).unwrap_or_default()
                 );
             }
         };
@@ -158,6 +180,7 @@ impl User {
             child: Some(child),
             peer_id: ready["peer_id"].as_str().unwrap().to_owned(),
             addr,
+            log,
         }
     }
 }
@@ -168,6 +191,8 @@ pub struct Daemon {
     pub peer_id: String,
     /// Its listen address with `/p2p/PEER_ID`.
     pub addr: String,
+    /// Where its stderr goes (appended to across restarts).
+    pub log: PathBuf,
 }
 
 impl Daemon {
@@ -181,10 +206,10 @@ impl Daemon {
         let mut child = self.child.take().unwrap();
         kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
         wait_bounded(&mut child, STEP);
-        let out = child.wait_with_output().unwrap();
+        let status = child.wait().unwrap();
         (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
+            status.success(),
+            std::fs::read_to_string(&self.log).unwrap_or_default(),
         )
     }
 }
