@@ -73,7 +73,7 @@ impl User {
 
     /// Runs a client command; returns the output.
     pub fn run(&self, args: &[&str]) -> Output {
-        let mut child = self
+        let child = self
             .cmd()
             .args(args)
             .stdout(Stdio::piped())
