@@ -268,6 +268,19 @@ fn users_behind_two_nats_find_each_other_and_chat_through_a_relay() {
         ["hello through two NATs", "hello back"]
     );
 
+    // DCUtR tries to upgrade the relayed connection (it may fail behind some NATs): give it a
+    // bounded while, then report what happened.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let mut punched = Vec::new();
+    while punched.is_empty() && std::time::Instant::now() < deadline {
+        if let Ok(event) = watch
+            .lines
+            .recv_timeout(std::time::Duration::from_millis(200))
+            && event["event"] == "hole_punch"
+        {
+            punched.push(event);
+        }
+    }
     // How they are connected now, honestly: via relay, or direct after hole punching.
     let peers = alice.json(&["peers"]);
     let bob_seen: &Value = peers
@@ -277,11 +290,10 @@ fn users_behind_two_nats_find_each_other_and_chat_through_a_relay() {
     assert_eq!(bob_seen["connected"], true);
     let via = bob_seen["via"].as_str().unwrap().to_owned();
     assert!(via == "relay" || via == "direct", "{via}");
-    let punched: Vec<Value> = watch
-        .lines
-        .try_iter()
-        .filter(|e| e["event"] == "hole_punch")
-        .collect();
+    // What `peers` says agrees with what DCUtR reported.
+    if punched.first().is_some_and(|e| e["direct"] == true) {
+        assert_eq!(via, "direct");
+    }
     println!("NAT test: Alice reaches Bob via {via}; DCUtR events seen by Alice: {punched:?}");
     drop(watch);
     drop((da, db, dr));

@@ -1426,10 +1426,8 @@ impl Actor {
                 .build();
             match self.swarm.dial(opts) {
                 Ok(()) => {}
-                Err(libp2p::swarm::DialError::NoAddresses) => {
-                    let _ = reply.send(Err(NodeError::NoAddress(peer)));
-                    return;
-                }
+                // Nothing known locally: ask the DHT where it is, then dial.
+                Err(libp2p::swarm::DialError::NoAddresses) => self.find_peer(peer),
                 Err(e) => {
                     let _ = reply.send(Err(NodeError::Unreachable {
                         peer,

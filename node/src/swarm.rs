@@ -40,6 +40,10 @@ use crate::protocol::{self, KAD_PROTOCOL, MSG_PROTOCOL, MsgCodec, PROFILE_PROTOC
 /// (libp2p's default of 100 is below what a pipelining sender and its peer use).
 pub const MAX_STREAMS_PER_CONNECTION: usize = 512;
 
+/// How long an incoming or outgoing TCP connection may take to finish its security and
+/// multiplexer handshakes before it is dropped.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The identify protocol version; peers that speak another one are not Encrypto nodes.
 pub const IDENTIFY_PROTOCOL: &str = "/encrypto/id/1.0.0";
 
@@ -179,13 +183,23 @@ pub fn build(keypair: Keypair, config: &SwarmConfig) -> Result<Swarm<Behaviour>,
     let mut mdns_error = None;
     let mut swarm = SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
+        .with_quic()
+        // TCP built by hand rather than with `with_tcp`, which sets no handshake timeout: a
+        // connection that never finishes its handshake would hold one of the few pending
+        // slots for ever, and a few dozen silent sockets would lock every new peer out.
+        .with_other_transport(
+            |key| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
+                use libp2p::Transport as _;
+                Ok(
+                    tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+                        .upgrade(libp2p::core::upgrade::Version::V1Lazy)
+                        .authenticate(noise::Config::new(key)?)
+                        .multiplex(yamux::Config::default())
+                        .timeout(HANDSHAKE_TIMEOUT),
+                )
+            },
         )
         .map_err(|e| SwarmError::Transport(e.to_string()))?
-        .with_quic()
         .with_relay_client(noise::Config::new, yamux::Config::default)
         .map_err(|e| SwarmError::Transport(e.to_string()))?
         .with_behaviour(|key, relay_client| {
@@ -235,7 +249,10 @@ pub fn build(keypair: Keypair, config: &SwarmConfig) -> Result<Swarm<Behaviour>,
                 ),
                 identify: identify::Behaviour::new(
                     identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), key.public())
-                        .with_agent_version(format!("encrypto/{}", env!("CARGO_PKG_VERSION"))),
+                        .with_agent_version(format!("encrypto/{}", env!("CARGO_PKG_VERSION")))
+                        // A new address (a relay reservation) reaches connected peers, and
+                        // through them the DHT, at once rather than at the next identify.
+                        .with_push_listen_addr_updates(true),
                 ),
                 ping: ping::Behaviour::default(),
                 mdns: Toggle::from(mdns),

@@ -459,3 +459,83 @@ async fn a_changed_key_is_flagged_not_accepted() {
     assert_eq!(victim.contacts().await.unwrap(), [stored]);
     victim.shutdown().await;
 }
+
+/// A flood: hundreds of TCP connections that send random bytes or stall after connecting,
+/// opened while an honest peer connects and sends. The honest message still arrives within
+/// one step, and the victim answers its handle throughout.
+#[tokio::test]
+async fn a_connection_flood_does_not_lock_out_honest_peers() {
+    use tokio::io::AsyncWriteExt;
+
+    const FLOOD: usize = 600;
+    let tmp = TempDir::new().unwrap();
+    let (victim, _events, addr) = start_node(&tmp, "victim", 51).await;
+    let (honest, mut honest_events, _) = start_node(&tmp, "honest", 52).await;
+    let port = addr
+        .iter()
+        .find_map(|p| match p {
+            libp2p::multiaddr::Protocol::Tcp(port) => Some(port),
+            _ => None,
+        })
+        .unwrap();
+
+    // The flood: half send garbage, half say nothing; all stay open until the test ends.
+    let mut sockets = Vec::new();
+    for i in 0..FLOOD {
+        let Ok(Ok(mut s)) = tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::net::TcpStream::connect(("127.0.0.1", port)),
+        )
+        .await
+        else {
+            continue;
+        };
+        if i % 2 == 0 {
+            let junk: Vec<u8> = (0..4096u32)
+                .map(|b| (b.wrapping_mul(2654435761) >> 13) as u8)
+                .collect();
+            let _ = s.write_all(&junk).await;
+        }
+        sockets.push(s);
+    }
+    assert!(
+        sockets.len() > FLOOD / 2,
+        "the flood could not even connect"
+    );
+
+    // An honest peer adds the victim in the middle of it (retrying, as the node does for its
+    // outbox: the silent connections hold the pending slots until their handshake times out)
+    // and gets a message through.
+    let started = std::time::Instant::now();
+    let victim_peer = victim.peer_id();
+    let full = addr
+        .clone()
+        .with(libp2p::multiaddr::Protocol::P2p(victim_peer));
+    let mut added = false;
+    for _ in 0..30 {
+        if honest.add_peer(full.clone()).await.is_ok() {
+            added = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(added, "locked out for {:?}", started.elapsed());
+    let id = honest
+        .send_text(victim_peer, "through the flood".into())
+        .await
+        .unwrap();
+    wait_for(&mut honest_events, |e| {
+        matches!(e, NodeEvent::Delivered { id: done, .. } if *done == id).then_some(())
+    })
+    .await;
+    println!(
+        "flood of {} connections: honest peer connected and delivered in {:?}",
+        sockets.len(),
+        started.elapsed()
+    );
+    let history = victim.history(honest.peer_id(), None).await.unwrap();
+    assert_eq!(history.len(), 1);
+    drop(sockets);
+    victim.shutdown().await;
+    honest.shutdown().await;
+}

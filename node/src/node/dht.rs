@@ -55,6 +55,8 @@ pub(super) struct Directory {
     next_search: u64,
     provider_queries: HashMap<kad::QueryId, u64>,
     record_queries: HashMap<kad::QueryId, u64>,
+    /// Lookups of a peer's addresses for `add_peer` by PeerId.
+    finding: HashMap<kad::QueryId, PeerId>,
     /// Announcements made so far; the next one is due at `next_announce`.
     announced: usize,
     next_announce: Option<Instant>,
@@ -117,6 +119,38 @@ impl Actor {
             announced = self.directory.announced,
             "announced our name and profile"
         );
+    }
+
+    /// Looks `peer` up in the DHT to learn its addresses; `add_peer` calls waiting for it are
+    /// answered by the dial that follows, or with [`NodeError::NoAddress`](super::NodeError).
+    pub(super) fn find_peer(&mut self, peer: PeerId) {
+        let query = self.swarm.behaviour_mut().kad.get_closest_peers(peer);
+        self.directory.finding.insert(query, peer);
+    }
+
+    fn found_peer(&mut self, peer: PeerId, peers: Vec<kad::PeerInfo>) {
+        let addrs: Vec<libp2p::Multiaddr> = peers
+            .into_iter()
+            .filter(|p| p.peer_id == peer)
+            .flat_map(|p| p.addrs)
+            .collect();
+        if addrs.is_empty() {
+            self.finish_adding(peer, || Err(super::NodeError::NoAddress(peer)));
+            return;
+        }
+        debug!(%peer, addrs = addrs.len(), "found a peer's addresses in the DHT");
+        let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+            .addresses(addrs)
+            .build();
+        if let Err(e) = self.swarm.dial(opts) {
+            let reason = e.to_string();
+            self.finish_adding(peer, || {
+                Err(super::NodeError::Unreachable {
+                    peer,
+                    reason: reason.clone(),
+                })
+            });
+        }
     }
 
     /// Answers searches that ran out of time with what they found.
@@ -209,6 +243,19 @@ impl Actor {
                         }
                         self.maybe_finish(search);
                     }
+                }
+                QueryResult::GetClosestPeers(result) => {
+                    if !step.last {
+                        return;
+                    }
+                    let Some(peer) = self.directory.finding.remove(&id) else {
+                        return;
+                    };
+                    let peers = match result {
+                        Ok(ok) => ok.peers,
+                        Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
+                    };
+                    self.found_peer(peer, peers);
                 }
                 QueryResult::StartProviding(Err(e)) => debug!(error = %e, "announcing failed"),
                 QueryResult::PutRecord(Err(e)) => debug!(error = %e, "publishing failed"),
