@@ -33,5 +33,6 @@ pub mod store;
 pub mod swarm;
 
 pub use datadir::{DataDir, DataDirError};
+pub use libp2p::Multiaddr;
 pub use node::{NodeConfig, NodeError, NodeEvent, NodeHandle, PeerInfo, Via};
 pub use store::{Store, StoreError};

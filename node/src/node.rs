@@ -477,6 +477,8 @@ struct InFlight {
     id: MessageId,
     created_ms: u64,
     key_id: Option<envelope::KeyId>,
+    /// The sealed envelope sent (text messages), recorded in the history once acknowledged.
+    envelope: Option<Vec<u8>>,
 }
 
 /// An inbound message opened and waiting for the group commit; acknowledged after it.
@@ -1159,6 +1161,10 @@ impl Actor {
             };
             match self.seal_item(&item) {
                 Ok((request, key_id)) => {
+                    let envelope = match &request {
+                        MsgRequest::Envelope(bytes) => Some(bytes.to_vec()),
+                        MsgRequest::Control(_) => None,
+                    };
                     let request_id = self.swarm.behaviour_mut().msg.send_request(&peer, request);
                     self.in_flight_ids.insert(item.id);
                     *self.in_flight_count.entry(peer).or_default() += 1;
@@ -1169,6 +1175,7 @@ impl Actor {
                             id: item.id,
                             created_ms: item.created_ms,
                             key_id,
+                            envelope,
                         },
                     );
                     budget -= 1;
@@ -1319,6 +1326,14 @@ impl Actor {
             {
                 warn!(%peer, error = %e, "cannot save the session");
             }
+        }
+        // What the peer holds, for "show ciphertext" (written with the group commit's flush).
+        if let Some(bytes) = &flight.envelope
+            && let Err(e) = self
+                .store
+                .set_envelope(&peer, flight.created_ms, &flight.id, bytes)
+        {
+            warn!(%peer, error = %e, "cannot record a sent envelope");
         }
         self.pending_acks.push((peer, flight.id, flight.created_ms));
     }

@@ -422,6 +422,41 @@ impl Store {
             .map_err(|e| inner.tx_error(e))
     }
 
+    /// Records the sealed envelope of one outgoing history entry as the peer acknowledged it
+    /// (for "show ciphertext"; sealed with the storage key like the rest of the entry).
+    /// Returns `false` if there is no such entry. Not flushed.
+    ///
+    /// # Errors
+    /// [`StoreError::Record`] or [`StoreError::BadRecord`] if the entry does not open; write
+    /// failures.
+    pub fn set_envelope(
+        &self,
+        peer: &PeerId,
+        timestamp_ms: u64,
+        id: &MessageId,
+        envelope: &[u8],
+    ) -> Result<bool> {
+        let key = self.inner.message_key(peer, timestamp_ms, id);
+        let inner = &self.inner;
+        inner
+            .tree(TreeId::Messages)
+            .transaction(|m| {
+                let Some(sealed) = m.get(key)? else {
+                    return Ok(false);
+                };
+                let mut record: MessageRecord = inner
+                    .open_value(TreeId::Messages, &key, &sealed)
+                    .map_err(abort)?;
+                record.envelope = Some(serde_bytes::ByteBuf::from(envelope.to_vec()));
+                let sealed = inner
+                    .seal_value(TreeId::Messages, &key, &record)
+                    .map_err(abort)?;
+                m.insert(&key[..], sealed)?;
+                Ok(true)
+            })
+            .map_err(|e| inner.tx_error(e))
+    }
+
     /// Deletes the whole history with `peer` in one atomic batch and returns how many
     /// messages it held. Flushed before returning. The contact, the outbox (messages still
     /// to be delivered) and the seen ids (which keep replays out) stay.
