@@ -25,7 +25,7 @@ pub(crate) struct Global {
 
 impl Global {
     /// `--data-dir`, else a non-empty `ENCRYPTO_DATA_DIR`, else the platform default.
-    fn data_dir_path(&self) -> Result<PathBuf> {
+    pub(crate) fn data_dir_path(&self) -> Result<PathBuf> {
         let from_env = || {
             std::env::var_os("ENCRYPTO_DATA_DIR")
                 .filter(|dir| !dir.is_empty())

@@ -8,10 +8,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use encrypto_crypto::RsaBits;
 
 mod commands;
+mod gui_cmd;
 mod output;
 mod passphrase;
 
@@ -21,12 +22,11 @@ mod passphrase;
     name = "encrypto",
     version,
     about = "Serverless end-to-end encrypted messenger.\n\
-        With no command, `encrypto` will open the window; the window comes with a later issue, \
-        so today it prints this help.",
+        With no command, `encrypto` opens the window (as `encrypto gui`).",
     long_about = "Serverless end-to-end encrypted messenger.\n\n\
-        Today Encrypto creates, unlocks and re-seals your identity; networking, messaging, \
-        files and the window come with later issues. With no command, `encrypto` will open the \
-        window once it lands; today it prints this help.",
+        With no command, `encrypto` opens the window (as `encrypto gui`): create or unlock your \
+        identity there and chat. The other commands create, unlock and re-seal your identity \
+        from the terminal.",
     after_help = "Environment:\n  \
         ENCRYPTO_DATA_DIR        the data directory (as --data-dir)\n  \
         ENCRYPTO_PASSPHRASE      the passphrase (before --passphrase-file and the prompt)\n  \
@@ -71,6 +71,8 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         new_passphrase_file: Option<PathBuf>,
     },
+    /// Open the window (the default with no command)
+    Gui,
 }
 
 fn rsa_bits_parser() -> impl TypedValueParser<Value = RsaBits> {
@@ -88,11 +90,7 @@ fn main() -> ExitCode {
         // Prints usage (exit 2) or the requested help/version (exit 0).
         Err(e) => e.exit(),
     };
-    let Some(command) = cli.command else {
-        let help = Cli::command().render_help();
-        let _ = write!(std::io::stderr(), "{help}");
-        return ExitCode::from(2);
-    };
+    let command = cli.command.unwrap_or(Command::Gui);
     let global = commands::Global {
         data_dir: cli.data_dir,
         json: cli.json,
@@ -104,6 +102,7 @@ fn main() -> ExitCode {
         Command::Passwd {
             new_passphrase_file,
         } => commands::passwd(&global, new_passphrase_file.as_deref()),
+        Command::Gui => gui_cmd::gui(&global),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -118,6 +117,8 @@ fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
+    use clap::CommandFactory;
+
     use super::*;
 
     #[test]
