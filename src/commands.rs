@@ -10,7 +10,7 @@ use encrypto_crypto::keystore::{KdfParams, KeystoreContents};
 use encrypto_node::DataDir;
 use serde_json::json;
 
-use crate::{output, passphrase};
+use crate::{client, output, passphrase};
 
 /// Options shared by every command.
 #[derive(Debug)]
@@ -82,14 +82,37 @@ pub(crate) fn init(global: &Global, name: &str, bits: RsaBits) -> Result<()> {
     output::print(&text)
 }
 
-/// `encrypto whoami`: unlock the identity and show who it is.
+/// `encrypto whoami`: ask the daemon if one runs (no passphrase needed, and it knows its
+/// addresses); else unlock the identity and show who it is.
 pub(crate) fn whoami(global: &Global) -> Result<()> {
+    match client::Connection::open(global) {
+        Ok(mut connection) => {
+            let r = connection.call("whoami", json!({}))?;
+            return client::print_result(global.json, &r, |r| {
+                let addrs: Vec<&str> = r["listen_addrs"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+                    .unwrap_or_default();
+                output::fields(&[
+                    ("name", r["name"].as_str().unwrap_or("?").to_owned()),
+                    ("peer id", r["peer_id"].as_str().unwrap_or("?").to_owned()),
+                    (
+                        "fingerprint",
+                        r["fingerprint"].as_str().unwrap_or("?").to_owned(),
+                    ),
+                    ("listening", addrs.join("\n             ")),
+                ])
+            });
+        }
+        Err(e) if e.downcast_ref::<client::NotRunning>().is_some() => {}
+        Err(e) => return Err(e),
+    }
     let dir = DataDir::open_existing(global.data_dir_path()?)?;
     dir.require_identity()?;
     let passphrase = passphrase::current(global.passphrase_file.as_deref()).get()?;
     let contents = dir.unlock(passphrase.as_bytes())?;
     let (peer_id, fingerprint) = public_strings(&contents);
-    // No node runs yet, so there is nothing to listen on; the node issue fills this in.
+    // No daemon runs, so nothing listens.
     let listen_addrs: Vec<String> = Vec::new();
     let text = if global.json {
         output::json(&json!({
@@ -133,6 +156,7 @@ pub(crate) fn passwd(global: &Global, new_passphrase_file: Option<&Path>) -> Res
     )?;
     let text = if global.json {
         output::json(&json!({
+            "ok": true,
             "passphrase_changed": true,
             "keystore": dir.keystore_path(),
         }))

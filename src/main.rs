@@ -1,7 +1,9 @@
 //! The `encrypto` binary: parses the command line, calls `encrypto-node`, prints the result.
 //!
-//! Errors end here: every failure becomes one line `error: <message>` on stderr and exit code
-//! 1; command-line usage errors keep clap's exit code 2.
+//! `daemon` runs the node headless with its control socket; the other network commands are
+//! thin clients of that socket (`client`). Errors end here: every failure becomes one line
+//! `error: <message>` on stderr and exit code 1; usage errors (clap's, a bad multiaddr, bad
+//! parameters) exit with 2.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -10,11 +12,28 @@ use std::process::ExitCode;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Parser, Subcommand};
 use encrypto_crypto::RsaBits;
+use serde_json::json;
 
+mod client;
 mod commands;
+mod daemon;
 mod gui_cmd;
+mod methods;
 mod output;
 mod passphrase;
+mod rpc;
+
+/// A usage error found after parsing (a bad multiaddr): exit code 2, like clap's.
+#[derive(Debug)]
+pub(crate) struct UsageError(pub(crate) String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
 
 /// The command line.
 #[derive(Debug, Parser)]
@@ -22,15 +41,19 @@ mod passphrase;
     name = "encrypto",
     version,
     about = "Serverless end-to-end encrypted messenger.\n\
-        With no command, `encrypto` opens the window (as `encrypto gui`).",
+        `encrypto daemon` runs your node headless; the other commands talk to it. With no \
+        command, `encrypto` opens the window (as `encrypto gui`).",
     long_about = "Serverless end-to-end encrypted messenger.\n\n\
-        With no command, `encrypto` opens the window (as `encrypto gui`): create or unlock your \
-        identity there and chat. The other commands create, unlock and re-seal your identity \
-        from the terminal.",
+        With no command, `encrypto` opens the window (as `encrypto gui`): it creates or unlocks \
+        your identity and runs your node in-process. Or create an identity with `encrypto init`, \
+        run your node with `encrypto daemon` (it keeps running), and use the other commands from \
+        another terminal or a script: they talk to the daemon through its socket in the data \
+        directory. `--json` prints one JSON object per line.",
     after_help = "Environment:\n  \
         ENCRYPTO_DATA_DIR        the data directory (as --data-dir)\n  \
         ENCRYPTO_PASSPHRASE      the passphrase (before --passphrase-file and the prompt)\n  \
-        ENCRYPTO_NEW_PASSPHRASE  the new passphrase for `passwd`"
+        ENCRYPTO_NEW_PASSPHRASE  the new passphrase for `passwd`\n  \
+        ENCRYPTO_LOG             the daemon's log filter (e.g. info, debug; default warn)"
 )]
 struct Cli {
     /// Where the keystore lives [env: ENCRYPTO_DATA_DIR] [default: the platform data
@@ -63,8 +86,94 @@ enum Command {
         #[arg(long, value_name = "BITS", default_value = "3072", value_parser = rsa_bits_parser())]
         rsa_bits: RsaBits,
     },
-    /// Unlock the identity and show its name, peer id and fingerprint
+    /// Show your name, peer id, fingerprint and listen addresses (asks the daemon if one runs,
+    /// else unlocks the identity)
     Whoami,
+    /// Run the node headless and serve the control socket DATA_DIR/encrypto.sock until
+    /// SIGINT or SIGTERM
+    Daemon {
+        /// Listen on this address (repeatable) [default: TCP and QUIC on every interface]
+        #[arg(long, value_name = "MULTIADDR")]
+        listen: Vec<String>,
+        /// Dial this peer at start (repeatable), e.g. /ip4/198.51.100.7/tcp/4001/p2p/12D3...
+        #[arg(long, value_name = "MULTIADDR")]
+        bootstrap: Vec<String>,
+        /// Do not discover peers on the local network
+        #[arg(long)]
+        no_mdns: bool,
+        /// Serve circuit relay for other peers (an always-on node with a public address)
+        #[arg(long)]
+        relay_server: bool,
+        /// An address at which others reach this node (a public address, a port forward)
+        #[arg(long, value_name = "MULTIADDR")]
+        external_addr: Vec<String>,
+    },
+    /// Connected and discovered peers, with how they were found
+    Peers,
+    /// Find people by name among contacts and known peers
+    Search {
+        /// The name (case-insensitive prefix)
+        name: String,
+    },
+    /// Add a contact by /.../p2p/PEER_ID multiaddr (or a peer id the node knows an address
+    /// for): dials it and pins its signed profile
+    Add {
+        /// A multiaddr ending in /p2p/PEER_ID, or a peer id
+        peer: String,
+    },
+    /// Your contacts
+    Contacts,
+    /// Show the safety number with a contact and mark it verified (compare the number with
+    /// your contact first, in person or on a call)
+    Verify {
+        /// The contact: a peer id, or the name of exactly one contact
+        to: String,
+        /// Only show the safety number; do not mark the contact verified
+        #[arg(long)]
+        show: bool,
+    },
+    /// Send a text message (queued durably when this returns)
+    Send {
+        /// The contact: a peer id, or the name of exactly one contact
+        to: String,
+        /// The message
+        text: String,
+        /// Seal this message with this cipher instead of the chat's
+        #[arg(long, value_parser = ["aes", "rsa"])]
+        cipher: Option<String>,
+        /// Wait until the peer has acknowledged the message
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up after SECS seconds (the message stays queued) [default: 60]
+        #[arg(long, value_name = "SECS", requires = "wait", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        timeout: Option<u64>,
+    },
+    /// The chat with a contact, oldest first
+    History {
+        /// The contact: a peer id, or the name of exactly one contact
+        to: String,
+        /// Only the newest N messages
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        limit: Option<u64>,
+    },
+    /// Switch a chat's cipher (the contact is told)
+    Cipher {
+        /// The contact: a peer id, or the name of exactly one contact
+        to: String,
+        /// The cipher
+        #[arg(value_parser = ["aes", "rsa"])]
+        cipher: String,
+    },
+    /// Delete a chat's history here (and with --for-both, ask the contact to delete it too)
+    DeleteChat {
+        /// The contact: a peer id, or the name of exactly one contact
+        to: String,
+        /// Also delete it on the contact's side
+        #[arg(long)]
+        for_both: bool,
+    },
+    /// Print events (messages, deliveries, peers) as they happen, until interrupted
+    Watch,
     /// Change the passphrase that seals the keystore
     Passwd {
         /// Read the new passphrase from the first line of FILE
@@ -87,7 +196,12 @@ fn rsa_bits_parser() -> impl TypedValueParser<Value = RsaBits> {
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        // Prints usage (exit 2) or the requested help/version (exit 0).
+        Err(e) if e.use_stderr() => {
+            // A usage error: clap's message, on one line like every other error.
+            let _ = writeln!(std::io::stderr(), "{}", one_line_usage_error(&e));
+            return ExitCode::from(2);
+        }
+        // The requested help or version (exit 0).
         Err(e) => e.exit(),
     };
     let command = cli.command.unwrap_or(Command::Gui);
@@ -103,6 +217,101 @@ fn main() -> ExitCode {
             new_passphrase_file,
         } => commands::passwd(&global, new_passphrase_file.as_deref()),
         Command::Gui => gui_cmd::gui(&global),
+        Command::Daemon {
+            listen,
+            bootstrap,
+            no_mdns,
+            relay_server,
+            external_addr,
+        } => {
+            init_logging();
+            daemon::run(
+                &global,
+                daemon::Options {
+                    listen,
+                    bootstrap,
+                    no_mdns,
+                    relay_server,
+                    external_addr,
+                },
+            )
+        }
+        Command::Peers => client::run(&global, "peers", json!({}), client::human_peers),
+        Command::Search { name } => client::run(&global, "search", json!({ "name": name }), |r| {
+            client::human_search(&name, r)
+        }),
+        Command::Add { peer } => client::run(&global, "add", json!({ "peer": peer }), |r| {
+            format!(
+                "Added {} ({})\nfingerprint: {}\nCompare safety numbers with `encrypto verify {}` before trusting it.\n",
+                r["name"].as_str().unwrap_or("?"),
+                r["peer_id"].as_str().unwrap_or("?"),
+                r["fingerprint"].as_str().unwrap_or("?"),
+                r["peer_id"].as_str().unwrap_or("?"),
+            )
+        }),
+        Command::Contacts => client::run(&global, "contacts", json!({}), client::human_contacts),
+        Command::Verify { to, show } => {
+            client::run(&global, "verify", json!({ "to": to, "show": show }), |r| {
+                let number = r["safety_number"].as_str().unwrap_or("?");
+                let name = r["name"].as_str().unwrap_or(&to);
+                if show {
+                    format!(
+                        "Safety number with {name}:\n  {number}\nCompare it with {name}'s; if it matches, run `encrypto verify {to}`.\n"
+                    )
+                } else {
+                    format!("Safety number with {name}:\n  {number}\nMarked {name} as verified.\n")
+                }
+            })
+        }
+        Command::Send {
+            to,
+            text,
+            cipher,
+            wait,
+            timeout,
+        } => {
+            let secs = wait.then(|| timeout.unwrap_or(methods::DEFAULT_WAIT_SECS));
+            client::send(
+                &global,
+                json!({ "to": to, "text": text, "cipher": cipher, "wait": wait, "timeout": secs }),
+                secs,
+            )
+        }
+        Command::History { to, limit } => client::run(
+            &global,
+            "history",
+            json!({ "to": to, "limit": limit }),
+            |r| client::human_history(&to, r),
+        ),
+        Command::Cipher { to, cipher } => client::run(
+            &global,
+            "cipher",
+            json!({ "to": to, "cipher": cipher }),
+            |r| {
+                format!(
+                    "The chat with {to} now uses {}; {to} is told.\n",
+                    r["cipher"].as_str().unwrap_or(&cipher)
+                )
+            },
+        ),
+        Command::DeleteChat { to, for_both } => client::run(
+            &global,
+            "delete-chat",
+            json!({ "to": to, "for_both": for_both }),
+            |r| {
+                let n = r["deleted"].as_u64().unwrap_or(0);
+                let also = if for_both {
+                    format!("; {to} was asked to delete it too")
+                } else {
+                    String::new()
+                };
+                format!(
+                    "Deleted {n} message{} with {to}{also}.\n",
+                    if n == 1 { "" } else { "s" }
+                )
+            },
+        ),
+        Command::Watch => client::Connection::open(&global).and_then(|c| c.watch(global.json)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -110,9 +319,47 @@ fn main() -> ExitCode {
             // `{:#}` joins the cause chain with ": "; a stray newline must not split the line.
             let message = format!("{e:#}").replace(['\n', '\r'], " ");
             let _ = writeln!(std::io::stderr(), "error: {message}");
-            ExitCode::FAILURE
+            let usage = e.downcast_ref::<UsageError>().is_some()
+                || e.downcast_ref::<rpc::RpcError>()
+                    .is_some_and(|r| r.code == rpc::code::INVALID_PARAMS);
+            if usage {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
+}
+
+/// Clap's multi-line usage error as one line: its message, the possible values and the usage,
+/// without the blank lines and the "For more information" footer.
+fn one_line_usage_error(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let parts: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
+        .collect();
+    let line = parts.join(" ");
+    let line = if line.starts_with("error:") {
+        line
+    } else {
+        format!("error: {line}")
+    };
+    format!("{line} (see --help)")
+}
+
+/// The daemon logs to stderr, filtered by `ENCRYPTO_LOG` (default: warnings and errors).
+fn init_logging() {
+    use std::io::IsTerminal;
+    // Kademlia warns at every start of a node without bootstrap peers: expected on a LAN.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ENCRYPTO_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,libp2p_kad=error"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
 }
 
 #[cfg(test)]
@@ -154,6 +401,23 @@ mod tests {
             Some(Command::Init { rsa_bits, .. }) => assert_eq!(rsa_bits, RsaBits::B3072),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn usage_errors_fit_on_one_line() {
+        for args in [
+            vec!["encrypto", "cipher", "bob", "des"],
+            vec!["encrypto", "send", "bob"],
+            vec!["encrypto", "--frobnicate"],
+        ] {
+            let e = Cli::try_parse_from(&args).unwrap_err();
+            let line = one_line_usage_error(&e);
+            assert!(!line.contains('\n'), "{line}");
+            assert!(line.starts_with("error: "), "{line}");
+            assert_eq!(e.exit_code(), 2);
+        }
+        let e = Cli::try_parse_from(["encrypto", "cipher", "bob", "des"]).unwrap_err();
+        assert!(one_line_usage_error(&e).contains("aes"));
     }
 
     #[test]

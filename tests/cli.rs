@@ -379,6 +379,12 @@ fn passwd_changes_the_passphrase() {
     assert_eq!(whoami["peer_id"], created["peer_id"]);
     assert_eq!(whoami["fingerprint"], created["fingerprint"]);
 
+    let changed = json(&run(s
+        .with("a brand new passphrase")
+        .env("ENCRYPTO_NEW_PASSPHRASE", "a brand new passphrase")
+        .args(["--json", "passwd"])));
+    assert_eq!(changed["ok"], true);
+
     // And back again, with the new passphrase from a file.
     let file = s.tmp.path().join("new.txt");
     fs::write(&file, format!("{PASS}\n")).unwrap();

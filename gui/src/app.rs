@@ -379,6 +379,21 @@ impl Main {
             Update::Sent(peer) => {
                 self.dirty_history.insert(peer);
             }
+            Update::Added(contact) => {
+                self.status = Some((
+                    format!(
+                        "added {}: compare safety numbers (Verify…) before trusting it",
+                        contact.name
+                    ),
+                    false,
+                ));
+                self.pending_open = Some(contact.peer_id);
+                self.dirty_contacts = true;
+            }
+            Update::Verified(contact) => {
+                self.status = Some((format!("{} is verified", contact.name), false));
+                self.dirty_contacts = true;
+            }
             Update::Error(message) => self.status = Some((message, true)),
             Update::Info(message) => self.status = Some((message, false)),
             Update::Ready(_) | Update::OpenFailed(_) | Update::NotificationsUnavailable => {}

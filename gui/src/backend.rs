@@ -77,6 +77,10 @@ pub(crate) enum Update {
         dht: bool,
     },
     Sent(PeerId),
+    /// A contact was added (pinned) on the user's request.
+    Added(Contact),
+    /// A contact was marked verified.
+    Verified(Contact),
     /// A command failed: one line for the status bar.
     Error(String),
     /// Something the user should know: one line for the status bar.
@@ -277,16 +281,30 @@ impl Backend {
         );
     }
 
-    /// Connects to a peer by address; its signed profile is pinned on connect, which makes it a
-    /// contact.
+    /// Adds a contact by address (`…/p2p/PEER_ID`): dials it and pins its signed profile.
     pub(crate) fn add_peer(&self, addr: Multiaddr) {
         self.call(
             "add contact",
-            {
-                let addr = addr.clone();
-                move |h| async move { h.dial(addr).await }
-            },
-            move |()| Some(Update::Info(format!("connecting to {addr}…"))),
+            move |h| async move { h.add_peer(addr).await },
+            |c| Some(Update::Added(c)),
+        );
+    }
+
+    /// Adds a known peer as a contact, dialling the addresses the node knows for it.
+    pub(crate) fn add_peer_id(&self, peer: PeerId) {
+        self.call(
+            "add contact",
+            move |h| async move { h.add_peer_id(peer).await },
+            |c| Some(Update::Added(c)),
+        );
+    }
+
+    /// Marks a contact verified; for a contact whose keys changed, accepts the new keys.
+    pub(crate) fn verify_contact(&self, peer: PeerId) {
+        self.call(
+            "verify",
+            move |h| async move { h.verify_contact(peer).await },
+            |c| Some(Update::Verified(c)),
         );
     }
 

@@ -410,3 +410,41 @@ fn show_ciphertext_shows_the_bytes_the_peer_received() {
         .collect();
     assert_eq!(shown_hex, hex, "the window shows the bytes Bob received");
 }
+
+#[test]
+fn verify_shows_the_safety_number_and_marks_the_contact_verified() {
+    let Pair { mut h, bob, alice, .. } = pair();
+    h.get_by_label("Bob").click();
+    wait_until(&mut h, "the chat with Bob", |h| has_label(h, "not verified"));
+    h.get_by_label("Verify…").click();
+    wait_until(&mut h, "the verify dialog", |h| has_label(h, "Mark as verified"));
+    // The safety number shown is the one Bob computes for the same pair of keys.
+    let bob_public = bob
+        .rt
+        .block_on(bob.handle.contacts())
+        .unwrap()
+        .into_iter()
+        .find(|c| c.peer_id == alice)
+        .and_then(|c| c.public().ok())
+        .unwrap();
+    let node = h.state().node().unwrap();
+    let alice_public = bob
+        .rt
+        .block_on(node.contacts())
+        .unwrap()
+        .into_iter()
+        .find(|c| c.peer_id == bob.handle.peer_id())
+        .and_then(|c| c.public().ok())
+        .unwrap();
+    let safety = encrypto_crypto::SafetyNumber::between(&bob_public, &alice_public).to_string();
+    assert!(has_label(&h, &safety), "the dialog shows {safety}");
+    h.get_by_label("Mark as verified").click();
+    wait_until(&mut h, "the verified mark", |h| has_label(h, "✔ verified"));
+    let verified = bob
+        .rt
+        .block_on(node.contacts())
+        .unwrap()
+        .into_iter()
+        .any(|c| c.peer_id == bob.handle.peer_id() && c.verified);
+    assert!(verified);
+}

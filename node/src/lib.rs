@@ -10,7 +10,7 @@
 //!
 //! - [`datadir`]: the data directory (mode 0700) and the sealed keystore file in it (mode
 //!   0600): [`DataDir`].
-//! - [`protocol`]: the wire protocols (`/encrypto/msg/1`, `/encrypto/profile/1`), their message
+//! - [`protocol`]: the wire protocols (`/encrypto/msg/2`, `/encrypto/profile/1`), their message
 //!   types, and the length-prefixed CBOR codec with explicit size limits.
 //! - [`store`]: the sled store in `DATA_DIR/store`: contacts, history, outbox, seen message
 //!   ids, crypto sessions, known peers and settings, every value sealed with the storage key
@@ -20,13 +20,15 @@
 //!   on `/encrypto/kad/1.0.0`, the two request-response protocols, connection limits, and the
 //!   libp2p defaults we override on purpose.
 //!
+//! - [`directory`]: the name directory on Kademlia: name and profile keys, and the checks on
+//!   records before they are stored.
+//!
 //! - [`node`]: the `Node` actor with its [`NodeHandle`] and event stream; it owns the swarm
 //!   and the store and runs the messaging flows (profiles pinned on connect, outbox and
 //!   acknowledgements, retries, cipher switch, delete chat, rate limits).
 //!
-//! Still to come: the daemon's JSON-RPC control socket (the daemon/CLI issue).
-
 pub mod datadir;
+pub mod directory;
 pub mod node;
 pub mod protocol;
 pub mod store;

@@ -10,13 +10,19 @@
 //!   accepted.
 //! - **Sending**: [`NodeHandle::send_text`] returns once the message is in the outbox and the
 //!   history, flushed. The actor seals each outbox item when it can reach the peer (on connect,
-//!   at once if connected, and on a retry timer with backoff) and sends it on `/encrypto/msg/1`.
-//!   The response is a delivery ack signed by the recipient; only then is the outbox entry
-//!   removed and [`NodeEvent::Delivered`] emitted.
+//!   at once if connected, and on a retry timer with backoff) and sends it on `/encrypto/msg/2`,
+//!   consecutive texts batched into one request. The response is a delivery ack signed by the
+//!   recipient, naming the messages it stored; only then is an outbox entry removed and
+//!   [`NodeEvent::Delivered`] emitted. Messages left out of an ack are sent again.
 //! - **Receiving**: an envelope from a pinned contact is verified and opened by the crypto
 //!   crate (signature before any RSA work), de-duplicated by message id, stored durably, and
 //!   only then acknowledged. A duplicate (the sender retrying after a lost ack) is acknowledged
 //!   again without a second copy, so history holds every message exactly once.
+//! - **Group commit**: the actor gathers whatever commands and swarm events are ready, writes
+//!   the sends, receipts and acknowledgements among them (one store transaction each, not
+//!   flushed), and flushes on a blocking thread while it goes on serving the swarm. Callers
+//!   are answered, texts sent and requests acknowledged once the flush covering their write is
+//!   done; writes made during a flush wait for the next one.
 //! - **Control payloads** (cipher switch, delete chat) travel through the same outbox and are
 //!   acknowledged the same way.
 
@@ -39,11 +45,15 @@ use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, Swarm, identify, mdns};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
-use crate::protocol::{ChatPayload, MsgRequest, MsgResponse, ProfileRequest, ProfileResponse};
+use crate::protocol::{
+    ChatPayload, EnvelopeBatch, MsgRequest, MsgResponse, ProfileRequest, ProfileResponse,
+};
 use crate::store::{
-    Body, Contact, Direction, KnownPeer, OutboxItem, OutboxKind, Status, Store, StoredMessage,
+    Body, Contact, Direction, KnownPeer, OutboxItem, OutboxKind, Status, Store, StoreError,
+    StoredMessage,
 };
 use crate::swarm::{self, Behaviour, BehaviourEvent, SwarmConfig};
 
@@ -51,6 +61,9 @@ use crate::swarm::{self, Behaviour, BehaviourEvent, SwarmConfig};
 pub const MAX_TEXT_LEN: usize = envelope::MAX_BODY_LEN - 64;
 /// Largest text an `rsa` message may carry.
 pub const MAX_RSA_TEXT_LEN: usize = envelope::MAX_RSA_BODY_LEN - 64;
+/// Most envelopes the node puts in one request (the protocol allows more, but a smaller batch
+/// keeps the receiver's actor from working on one request for long).
+const SEND_BATCH: usize = 64;
 /// Most requests in flight to one peer at a time. Kept well below the request-response
 /// stream limit per connection ([`crate::swarm::MAX_STREAMS_PER_CONNECTION`]), which counts
 /// the peer's requests to us as well: past it, libp2p fails requests at once.
@@ -60,6 +73,8 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// Most commands and swarm events handled before the pending writes are committed (one flush
 /// for the whole group).
 const MAX_BATCH: usize = 512;
+/// How long [`NodeHandle::add_peer`] waits for the peer's verified profile.
+pub const ADD_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// How the node runs.
 #[derive(Debug, Clone)]
@@ -203,6 +218,8 @@ pub enum NodeEvent {
         timestamp_ms: u64,
         /// The cipher it came with.
         cipher: Cipher,
+        /// What it says.
+        body: Body,
     },
     /// A sent message was acknowledged by the recipient.
     Delivered {
@@ -284,12 +301,31 @@ pub enum NodeError {
     /// The node has stopped.
     #[error("the node has stopped")]
     Stopped,
+    /// A peer could not be reached to add it.
+    #[error("cannot reach {peer}: {reason}")]
+    Unreachable {
+        /// The peer.
+        peer: PeerId,
+        /// Why.
+        reason: String,
+    },
+    /// No address is known for a peer added by PeerId alone.
+    #[error("no address is known for {0}: add it by a multiaddr ending in /p2p/{0}")]
+    NoAddress(PeerId),
+    /// No verified profile arrived in time.
+    #[error("{0} did not present a verified profile within {secs} s", secs = ADD_TIMEOUT.as_secs())]
+    Timeout(PeerId),
+    /// One's own PeerId where another peer's was expected.
+    #[error("that is this node's own peer id")]
+    SelfPeer,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, NodeError>>;
 
 enum Command {
-    SendText(PeerId, String, Reply<MessageId>),
+    SendText(PeerId, String, Option<Cipher>, Reply<MessageId>),
+    AddPeer(PeerId, Option<Multiaddr>, Reply<Contact>),
+    VerifyContact(PeerId, Reply<Contact>),
     SetCipher(PeerId, Cipher, Reply<()>),
     DeleteChat(PeerId, bool, Reply<usize>),
     History(PeerId, Option<usize>, Reply<Vec<StoredMessage>>),
@@ -344,7 +380,64 @@ impl NodeHandle {
     /// [`NodeError::UnknownPeer`], [`NodeError::KeyChanged`], [`NodeError::TooLarge`], or a
     /// store failure.
     pub async fn send_text(&self, peer: PeerId, text: String) -> Result<MessageId, NodeError> {
-        self.ask(|r| Command::SendText(peer, text, r)).await
+        self.send_text_with(peer, text, None).await
+    }
+
+    /// As [`send_text`](Self::send_text), with this message's cipher chosen here instead of
+    /// the chat's (`None`: the chat's). The chat's cipher does not change.
+    ///
+    /// # Errors
+    /// As [`send_text`](Self::send_text).
+    pub async fn send_text_with(
+        &self,
+        peer: PeerId,
+        text: String,
+        cipher: Option<Cipher>,
+    ) -> Result<MessageId, NodeError> {
+        self.ask(|r| Command::SendText(peer, text, cipher, r)).await
+    }
+
+    /// Adds a contact by address: dials `addr` (which must end in `/p2p/PEER_ID`), waits for
+    /// the peer's signed profile, verifies it against the PeerId and pins its keys. Returns the
+    /// contact (at once if it is already pinned and connected).
+    ///
+    /// # Errors
+    /// [`NodeError::Dial`] for an address without a PeerId or one that cannot be reached,
+    /// [`NodeError::KeyChanged`] if the peer now presents keys other than the pinned ones,
+    /// [`NodeError::Timeout`] if no verified profile arrives within [`ADD_TIMEOUT`].
+    pub async fn add_peer(&self, addr: Multiaddr) -> Result<Contact, NodeError> {
+        let peer = peer_of_addr(&addr).ok_or_else(|| NodeError::Dial {
+            addr: addr.clone(),
+            reason: "the address does not end in /p2p/PEER_ID".to_owned(),
+        })?;
+        self.add(peer, Some(addr)).await
+    }
+
+    /// Adds a contact by PeerId alone, dialling the addresses the node knows for it.
+    ///
+    /// # Errors
+    /// As [`add_peer`](Self::add_peer); [`NodeError::NoAddress`] when no address is known.
+    pub async fn add_peer_id(&self, peer: PeerId) -> Result<Contact, NodeError> {
+        self.add(peer, None).await
+    }
+
+    async fn add(&self, peer: PeerId, addr: Option<Multiaddr>) -> Result<Contact, NodeError> {
+        if peer == self.peer_id {
+            return Err(NodeError::SelfPeer);
+        }
+        tokio::time::timeout(ADD_TIMEOUT, self.ask(|r| Command::AddPeer(peer, addr, r)))
+            .await
+            .map_err(|_| NodeError::Timeout(peer))?
+    }
+
+    /// Marks a contact verified (the user compared safety numbers). For a contact whose key
+    /// changed, this accepts the new keys it presented: they replace the pinned ones, and the
+    /// chat's session keys start afresh.
+    ///
+    /// # Errors
+    /// [`NodeError::UnknownPeer`] or a store failure.
+    pub async fn verify_contact(&self, peer: PeerId) -> Result<Contact, NodeError> {
+        self.ask(|r| Command::VerifyContact(peer, r)).await
     }
 
     /// Switches the chat's cipher; the peer is told with a signed control message.
@@ -474,20 +567,42 @@ impl<'a> SeenIn<'a> {
 /// An outbound request waiting for its response.
 struct InFlight {
     peer: PeerId,
-    id: MessageId,
-    created_ms: u64,
-    key_id: Option<envelope::KeyId>,
-    /// The sealed envelope sent (text messages), recorded in the history once acknowledged.
-    envelope: Option<Vec<u8>>,
+    /// The messages it carries: (id, created_ms).
+    items: Vec<(MessageId, u64)>,
+    /// The session keys their envelopes used.
+    key_ids: Vec<envelope::KeyId>,
+    /// The envelopes sent for texts, by id: recorded in the history once acknowledged (for
+    /// "show ciphertext").
+    envelopes: Vec<(MessageId, Vec<u8>)>,
 }
 
-/// An inbound message opened and waiting for the group commit; acknowledged after it.
-struct PendingIncoming {
+/// An outbox item sealed for the wire.
+struct Sealed {
+    /// The encoding of its envelope, or of its control payload.
+    bytes: Vec<u8>,
+    /// A control payload (sent alone), not an envelope.
+    control: bool,
+    key_id: Option<envelope::KeyId>,
+}
+
+/// An inbound request to acknowledge once what it carried is durable.
+struct PendingAck {
     peer: PeerId,
-    public: PublicIdentity,
-    message: StoredMessage,
+    pinned: Arc<Pinned>,
+    ids: Vec<MessageId>,
     channel: ResponseChannel<MsgResponse>,
 }
+
+/// What waits for a store flush (see [`Actor::written`]).
+enum Waiter {
+    /// A `send_text` caller; its outbox item is sent once it is durable.
+    Queued(Reply<MessageId>, OutboxItem),
+    /// An inbound request whose messages are written: acknowledged once they are durable.
+    Ack(PendingAck),
+}
+
+/// A store flush run off the actor's thread: the ticket it covers and how it went.
+type Flushed = (u64, Result<(), StoreError>);
 
 /// What to do with an inbound request once it is checked.
 enum Inbound {
@@ -541,13 +656,21 @@ pub fn start(
         in_flight_count: HashMap::new(),
         queues: HashMap::new(),
         pending_sends: Vec::new(),
+        pending_replies: Vec::new(),
         pending_incoming: Vec::new(),
+        pending_requests: Vec::new(),
         pending_acks: Vec::new(),
+        written: 0,
+        durable: 0,
+        flushing: JoinSet::new(),
+        waiting: VecDeque::new(),
+        unflushed: HashSet::new(),
         retry_at: HashMap::new(),
         backoff: HashMap::new(),
         buckets: HashMap::new(),
         last_ts: 0,
         last_prune: Instant::now(),
+        adding: HashMap::new(),
     };
     actor.load_inbound_keys();
     actor.resume();
@@ -581,17 +704,32 @@ struct Actor {
     /// Outbox items loaded from the store and not in flight, per peer, oldest first. A peer
     /// with no entry is (re)loaded from the store on its next delivery.
     queues: HashMap<PeerId, VecDeque<OutboxItem>>,
-    /// `send_text` calls waiting for the group commit.
-    pending_sends: Vec<(StoredMessage, OutboxItem, Reply<MessageId>)>,
-    /// Inbound messages waiting for the group commit.
-    pending_incoming: Vec<PendingIncoming>,
+    /// `send_text` calls waiting for the group commit, and their callers (same order).
+    pending_sends: Vec<(StoredMessage, OutboxItem)>,
+    pending_replies: Vec<Reply<MessageId>>,
+    /// Inbound messages waiting for the group commit, and the requests that carried them.
+    pending_incoming: Vec<StoredMessage>,
+    pending_requests: Vec<PendingAck>,
     /// Acknowledged outgoing messages waiting for the group commit: (peer, id, created_ms).
     pending_acks: Vec<(PeerId, MessageId, u64)>,
+    /// Group commits write without flushing; the flush runs on a blocking thread while the
+    /// actor goes on pumping the swarm. Each write that something waits on takes a ticket;
+    /// `durable` is the last ticket a finished flush covered.
+    written: u64,
+    durable: u64,
+    /// The flush in progress, if any (at most one; writes made meanwhile wait for the next).
+    flushing: JoinSet<Flushed>,
+    /// Replies and acknowledgements waiting for a flush, in ticket order.
+    waiting: VecDeque<(u64, Waiter)>,
+    /// Outgoing messages written but not flushed yet: not sent before they are durable.
+    unflushed: HashSet<MessageId>,
     retry_at: HashMap<PeerId, Instant>,
     backoff: HashMap<PeerId, Duration>,
     buckets: HashMap<PeerId, Bucket>,
     last_ts: u64,
     last_prune: Instant,
+    /// `add_peer` calls waiting for the peer's verified profile.
+    adding: HashMap<PeerId, Vec<Reply<Contact>>>,
 }
 
 fn now_ms() -> u64 {
@@ -614,6 +752,9 @@ impl Actor {
                     Some(command) => self.handle_command(command),
                     None => stop = Some(None),
                 },
+                Some(done) = self.flushing.join_next(), if !self.flushing.is_empty() => {
+                    self.on_flushed(done);
+                }
                 event = self.swarm.select_next_some() => self.handle_swarm_event(event),
                 _ = tick.tick() => self.retry_due(),
             }
@@ -636,11 +777,16 @@ impl Actor {
                     self.handle_swarm_event(event);
                     progressed = true;
                 }
+                if let Some(done) = self.flushing.try_join_next() {
+                    self.on_flushed(done);
+                    progressed = true;
+                }
                 if !progressed {
                     break;
                 }
             }
             self.commit();
+            self.start_flush();
             if let Some(done) = stop {
                 self.shutdown();
                 if let Some(done) = done {
@@ -652,37 +798,73 @@ impl Actor {
     }
 
     /// Writes the group: queued sends, received messages, acknowledged deliveries, each with
-    /// one store transaction and one flush; then answers and acknowledges.
+    /// one store transaction and no flush. Callers are answered and requests acknowledged once
+    /// a flush covers their write ([`Actor::start_flush`], [`Actor::on_flushed`]).
     fn commit(&mut self) {
         self.commit_sends();
         self.commit_incoming();
         self.commit_acks();
     }
 
-    fn commit_sends(&mut self) {
-        if self.pending_sends.is_empty() {
+    /// A write that something will wait on: its ticket.
+    fn note_write(&mut self) -> u64 {
+        self.written += 1;
+        self.written
+    }
+
+    /// Starts a flush of everything written so far on a blocking thread, unless one is running
+    /// (the next one starts when it ends) or nothing waits for one.
+    fn start_flush(&mut self) {
+        if self.written == self.durable || !self.flushing.is_empty() {
             return;
         }
-        let pending = std::mem::take(&mut self.pending_sends);
-        let pairs: Vec<(StoredMessage, OutboxItem)> = pending
-            .iter()
-            .map(|(m, i, _)| (m.clone(), i.clone()))
-            .collect();
-        if let Err(e) = self.store.enqueue_outgoing_many(&pairs) {
-            let text = e.to_string();
-            for (_, _, reply) in pending {
-                let _ = reply.send(Err(NodeError::StoreWrite(text.clone())));
-            }
-            return;
+        let ticket = self.written;
+        let store = self.store.clone();
+        self.flushing
+            .spawn_blocking(move || (ticket, store.flush()));
+    }
+
+    fn on_flushed(&mut self, done: Result<Flushed, tokio::task::JoinError>) {
+        let (ticket, result) = match done {
+            Ok(done) => done,
+            // The flush thread panicked: nothing since the last flush is known to be durable.
+            Err(e) => (
+                self.written,
+                Err(StoreError::Io {
+                    op: "flush",
+                    path: self.store.path().to_owned(),
+                    source: std::io::Error::other(format!("the flush thread failed: {e}")),
+                }),
+            ),
+        };
+        match result {
+            Ok(()) => self.release(ticket),
+            Err(e) => self.fail_waiting(ticket, &e),
         }
+        self.start_flush();
+    }
+
+    /// Everything written up to `ticket` is durable: answer the callers, send their messages,
+    /// acknowledge the requests.
+    fn release(&mut self, ticket: u64) {
+        self.durable = self.durable.max(ticket);
         let mut peers = Vec::new();
-        for (message, item, reply) in pending {
-            let _ = reply.send(Ok(message.id));
-            if let Some(queue) = self.queues.get_mut(&item.peer) {
-                queue.push_back(item.clone());
-            }
-            if !peers.contains(&item.peer) {
-                peers.push(item.peer);
+        while self.waiting.front().is_some_and(|(t, _)| *t <= ticket) {
+            let Some((_, waiter)) = self.waiting.pop_front() else {
+                break;
+            };
+            match waiter {
+                Waiter::Queued(reply, item) => {
+                    let _ = reply.send(Ok(item.id));
+                    self.unflushed.remove(&item.id);
+                    if !peers.contains(&item.peer) {
+                        peers.push(item.peer);
+                    }
+                    if let Some(queue) = self.queues.get_mut(&item.peer) {
+                        queue.push_back(item);
+                    }
+                }
+                Waiter::Ack(p) => self.acknowledge(p.peer, &p.pinned.public, p.ids, p.channel),
             }
         }
         for peer in peers {
@@ -690,34 +872,108 @@ impl Actor {
         }
     }
 
-    fn commit_incoming(&mut self) {
-        if self.pending_incoming.is_empty() {
+    /// The flush covering writes up to `ticket` failed: those callers get the error and those
+    /// requests are rejected (the sender retries them).
+    fn fail_waiting(&mut self, ticket: u64, e: &StoreError) {
+        warn!(error = %e, "cannot flush the store");
+        self.durable = self.durable.max(ticket);
+        while self.waiting.front().is_some_and(|(t, _)| *t <= ticket) {
+            let Some((_, waiter)) = self.waiting.pop_front() else {
+                break;
+            };
+            match waiter {
+                Waiter::Queued(reply, item) => {
+                    self.unflushed.remove(&item.id);
+                    let _ = reply.send(Err(NodeError::StoreWrite(e.to_string())));
+                }
+                Waiter::Ack(p) => self.reject(p.peer, p.channel, format!("store: {e}")),
+            }
+        }
+    }
+
+    /// A synchronous flush just covered every write so far.
+    fn flushed_now(&mut self) {
+        self.release(self.written);
+    }
+
+    /// Acknowledges `ids` once everything written so far is durable (a repeat of a message
+    /// whose first copy is written but not yet flushed must not be acknowledged before it).
+    fn acknowledge_when_durable(&mut self, ack: PendingAck) {
+        if self.written == self.durable {
+            self.acknowledge(ack.peer, &ack.pinned.public, ack.ids, ack.channel);
+        } else {
+            self.waiting.push_back((self.written, Waiter::Ack(ack)));
+        }
+    }
+
+    fn commit_sends(&mut self) {
+        if self.pending_sends.is_empty() {
             return;
         }
-        let pending = std::mem::take(&mut self.pending_incoming);
-        let messages: Vec<StoredMessage> = pending.iter().map(|p| p.message.clone()).collect();
-        match self.store.store_incoming_many(&messages) {
+        let pending = std::mem::take(&mut self.pending_sends);
+        let replies = std::mem::take(&mut self.pending_replies);
+        if let Err(e) = self.store.write_outgoing_many(&pending) {
+            let text = e.to_string();
+            for reply in replies {
+                let _ = reply.send(Err(NodeError::StoreWrite(text.clone())));
+            }
+            return;
+        }
+        let ticket = self.note_write();
+        for ((_, item), reply) in pending.into_iter().zip(replies) {
+            self.unflushed.insert(item.id);
+            self.waiting
+                .push_back((ticket, Waiter::Queued(reply, item)));
+        }
+    }
+
+    fn commit_incoming(&mut self) {
+        if self.pending_requests.is_empty() {
+            return;
+        }
+        let messages = std::mem::take(&mut self.pending_incoming);
+        let requests = std::mem::take(&mut self.pending_requests);
+        match self.store.write_incoming_many(&messages) {
             Ok(fresh) => {
-                for (p, new) in pending.into_iter().zip(fresh) {
-                    if new {
+                for (message, new) in messages.iter().zip(&fresh) {
+                    if *new {
                         self.emit(NodeEvent::MessageReceived {
-                            peer: p.peer,
-                            id: p.message.id,
-                            timestamp_ms: p.message.timestamp_ms,
-                            cipher: p.message.cipher,
+                            peer: message.peer,
+                            id: message.id,
+                            timestamp_ms: message.timestamp_ms,
+                            cipher: message.cipher,
+                            body: message.body.clone(),
                         });
                     }
-                    self.acknowledge(p.peer, &p.public, p.message.id, p.channel);
+                }
+                let ticket = if fresh.contains(&true) {
+                    self.note_write()
+                } else {
+                    self.written
+                };
+                for request in requests {
+                    if ticket == self.durable {
+                        self.acknowledge(
+                            request.peer,
+                            &request.pinned.public,
+                            request.ids,
+                            request.channel,
+                        );
+                    } else {
+                        self.waiting.push_back((ticket, Waiter::Ack(request)));
+                    }
                 }
             }
             Err(e) => {
-                for p in pending {
-                    self.reject(p.peer, p.channel, format!("store: {e}"));
+                for request in requests {
+                    self.reject(request.peer, request.channel, format!("store: {e}"));
                 }
             }
         }
     }
 
+    /// Records acknowledged deliveries. Not waited on: a completion lost in a crash only
+    /// means the message is sent again and acknowledged as a duplicate.
     fn commit_acks(&mut self) {
         if self.pending_acks.is_empty() {
             return;
@@ -727,8 +983,9 @@ impl Actor {
             by_peer.entry(peer).or_default().push((id, created));
         }
         for (peer, acked) in by_peer {
-            match self.store.complete_outgoing_many(&peer, &acked) {
+            match self.store.write_completed_many(&peer, &acked) {
                 Ok(_) => {
+                    self.note_write();
                     for (id, _) in acked {
                         self.emit(NodeEvent::Delivered { peer, id });
                     }
@@ -741,12 +998,12 @@ impl Actor {
         }
     }
 
-    /// Signs a delivery acknowledgement for `id` and sends it as the response.
+    /// Signs one delivery acknowledgement for `ids` and sends it as the response.
     fn acknowledge(
         &mut self,
         peer: PeerId,
         public: &PublicIdentity,
-        id: MessageId,
+        ids: Vec<MessageId>,
         channel: ResponseChannel<MsgResponse>,
     ) {
         let ack = Control::sign(
@@ -754,7 +1011,7 @@ impl Actor {
             public,
             MessageId::random(&mut rand::rng()),
             now_ms(),
-            ControlKind::DeliveryAck { ids: vec![id] },
+            ControlKind::DeliveryAck { ids },
         );
         match ack {
             Ok(ack) => {
@@ -777,8 +1034,12 @@ impl Actor {
                 warn!(%peer, error = %e, "cannot save an outbound session");
             }
         }
-        if let Err(e) = self.store.flush() {
-            warn!(error = %e, "cannot flush the store at shutdown");
+        match self.store.flush() {
+            Ok(()) => self.flushed_now(),
+            Err(e) => {
+                warn!(error = %e, "cannot flush the store at shutdown");
+                self.fail_waiting(self.written, &e);
+            }
         }
         let peers: Vec<PeerId> = self.connected.iter().copied().collect();
         for peer in peers {
@@ -852,12 +1113,21 @@ impl Actor {
 
     fn handle_command(&mut self, command: Command) {
         match command {
-            Command::SendText(peer, text, reply) => match self.prepare_text(peer, text) {
-                Ok((message, item)) => self.pending_sends.push((message, item, reply)),
-                Err(e) => {
-                    let _ = reply.send(Err(e));
+            Command::SendText(peer, text, cipher, reply) => {
+                match self.prepare_text(peer, text, cipher) {
+                    Ok((message, item)) => {
+                        self.pending_sends.push((message, item));
+                        self.pending_replies.push(reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
                 }
-            },
+            }
+            Command::AddPeer(peer, addr, reply) => self.add_peer(peer, addr, reply),
+            Command::VerifyContact(peer, reply) => {
+                let _ = reply.send(self.verify_contact(peer));
+            }
             Command::SetCipher(peer, cipher, reply) => {
                 let _ = reply.send(self.set_cipher(peer, cipher));
             }
@@ -924,9 +1194,11 @@ impl Actor {
         &mut self,
         peer: PeerId,
         text: String,
+        cipher: Option<Cipher>,
     ) -> Result<(StoredMessage, OutboxItem), NodeError> {
         let contact = self.contact_for_sending(&peer)?.contact.clone();
-        let max = match contact.cipher {
+        let cipher = cipher.unwrap_or(contact.cipher);
+        let max = match cipher {
             Cipher::Aes => MAX_TEXT_LEN,
             Cipher::Rsa => MAX_RSA_TEXT_LEN,
         };
@@ -934,7 +1206,7 @@ impl Actor {
             return Err(NodeError::TooLarge {
                 len: text.len(),
                 max,
-                cipher: contact.cipher,
+                cipher,
             });
         }
         let id = MessageId::random(&mut rand::rng());
@@ -944,7 +1216,7 @@ impl Actor {
             peer,
             direction: Direction::Out,
             timestamp_ms: ts,
-            cipher: contact.cipher,
+            cipher,
             body: Body::Text(text.clone()),
             status: Status::Queued,
             envelope: None,
@@ -953,7 +1225,7 @@ impl Actor {
             id,
             peer,
             created_ms: ts,
-            cipher: contact.cipher,
+            cipher,
             kind: OutboxKind::Text(text),
             attempts: 0,
         };
@@ -975,9 +1247,11 @@ impl Actor {
             kind: OutboxKind::Control(control.to_bytes()),
             attempts: 0,
         };
-        // Whatever was sent before the control payload is written first.
+        // Whatever was sent before the control payload is written first, and queued first
+        // once the control payload's flush has made it durable too.
         self.commit_sends();
         self.store.enqueue_control(&item)?;
+        self.flushed_now();
         if let Some(queue) = self.queues.get_mut(&peer) {
             queue.push_back(item);
         }
@@ -1009,12 +1283,93 @@ impl Actor {
             self.queue_control(peer, ControlKind::DeleteChat)?;
         }
         let deleted = self.store.delete_chat(&peer)?;
+        self.flushed_now();
         self.emit(NodeEvent::ChatDeleted {
             peer,
             deleted,
             by: Direction::Out,
         });
         Ok(deleted)
+    }
+
+    /// Dials `peer` (at `addr`, or at the addresses known for it) and answers `reply` once its
+    /// profile is verified and pinned ([`Self::finish_adding`]).
+    fn add_peer(&mut self, peer: PeerId, addr: Option<Multiaddr>, reply: Reply<Contact>) {
+        if self.connected.contains(&peer) {
+            match self.pinned(&peer) {
+                Ok(Some(p)) if p.contact.key_changed => {
+                    let _ = reply.send(Err(NodeError::KeyChanged(peer)));
+                    return;
+                }
+                Ok(Some(p)) => {
+                    let _ = reply.send(Ok(p.contact.clone()));
+                    return;
+                }
+                // Connected, profile not in yet: ask for it again and wait.
+                Ok(None) => self.send_profile(peer),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+            }
+        } else {
+            let mut addrs: Vec<Multiaddr> = addr.into_iter().collect();
+            if addrs.is_empty()
+                && let Ok(Some(known)) = self.store.peer(&peer)
+            {
+                addrs.extend(known.addrs.iter().filter_map(|a| a.parse().ok()));
+            }
+            if addrs.is_empty() {
+                let _ = reply.send(Err(NodeError::NoAddress(peer)));
+                return;
+            }
+            let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+                .addresses(addrs.clone())
+                .build();
+            if let Err(e) = self.swarm.dial(opts) {
+                let _ = reply.send(Err(NodeError::Unreachable {
+                    peer,
+                    reason: e.to_string(),
+                }));
+                return;
+            }
+        }
+        let waiting = self.adding.entry(peer).or_default();
+        waiting.retain(|r| !r.is_closed());
+        waiting.push(reply);
+    }
+
+    /// Answers the `add_peer` calls waiting for `peer`.
+    fn finish_adding(&mut self, peer: PeerId, result: impl Fn() -> Result<Contact, NodeError>) {
+        for reply in self.adding.remove(&peer).unwrap_or_default() {
+            let _ = reply.send(result());
+        }
+    }
+
+    /// Marks a contact verified; accepts the new keys of a contact whose key changed.
+    fn verify_contact(&mut self, peer: PeerId) -> Result<Contact, NodeError> {
+        let mut contact = self
+            .store
+            .contact(&peer)?
+            .ok_or(NodeError::UnknownPeer(peer))?;
+        if contact.key_changed {
+            if let Some(bytes) = contact.pending_profile.take() {
+                let profile = SignedProfile::from_bytes(&bytes)?;
+                let verified = profile.verify(&peer)?;
+                contact.ed25519 = verified.public.ed25519_bytes();
+                contact.rsa_der = verified.public.rsa_der().to_vec();
+                contact.name = verified.name;
+                contact.profile = bytes;
+            }
+            contact.key_changed = false;
+            // Session keys were wrapped for the old RSA key: start afresh.
+            self.sessions.remove(&peer);
+            self.store.remove_outbound_session(&peer)?;
+        }
+        contact.verified = true;
+        self.save_contact(&contact)?;
+        self.deliver(peer);
+        Ok(contact)
     }
 
     fn peers(&self) -> Result<Vec<PeerInfo>, NodeError> {
@@ -1110,11 +1465,41 @@ impl Actor {
             self.retry_at.remove(&peer);
             if self.connected.contains(&peer) {
                 self.deliver(peer);
-            } else if let Err(e) = self.swarm.dial(peer) {
-                debug!(%peer, error = %e, "redial failed");
+                continue;
+            }
+            // Redial only for something to deliver; the dial fails later (not here) when the
+            // peer is down, so the next retry is scheduled either way.
+            let pending = match self.store.outbox_for(&peer) {
+                Ok(items) => !items.is_empty(),
+                Err(e) => {
+                    warn!(%peer, error = %e, "cannot read the outbox");
+                    true
+                }
+            };
+            if pending {
+                if let Err(e) = self.dial_known(peer) {
+                    debug!(%peer, error = %e, "redial failed");
+                }
                 self.schedule_retry(peer);
+            } else {
+                self.backoff.remove(&peer);
             }
         }
+    }
+
+    /// Dials `peer` at the addresses remembered for it in the store as well as those the
+    /// behaviours know: libp2p forgets an address after a failed dial, and a peer that was
+    /// down a moment ago is often back at the same address.
+    fn dial_known(&mut self, peer: PeerId) -> Result<(), libp2p::swarm::DialError> {
+        let addrs: Vec<Multiaddr> = match self.store.peer(&peer) {
+            Ok(Some(known)) => known.addrs.iter().filter_map(|a| a.parse().ok()).collect(),
+            _ => Vec::new(),
+        };
+        let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+            .addresses(addrs)
+            .extend_addresses_through_behaviour()
+            .build();
+        self.swarm.dial(opts)
     }
 
     fn schedule_retry(&mut self, peer: PeerId) {
@@ -1132,7 +1517,7 @@ impl Actor {
     /// schedules a retry.
     fn deliver(&mut self, peer: PeerId) {
         if !self.connected.contains(&peer) {
-            if let Err(e) = self.swarm.dial(peer) {
+            if let Err(e) = self.dial_known(peer) {
                 debug!(%peer, error = %e, "cannot dial yet");
             }
             self.schedule_retry(peer);
@@ -1141,9 +1526,16 @@ impl Actor {
         if !self.queues.contains_key(&peer) {
             match self.store.outbox_for(&peer) {
                 Ok(items) => {
+                    // Acknowledged but not yet recorded: not to be sent again.
+                    let acked: HashSet<MessageId> =
+                        self.pending_acks.iter().map(|(_, id, _)| *id).collect();
                     let queue = items
                         .into_iter()
-                        .filter(|i| !self.in_flight_ids.contains(&i.id))
+                        .filter(|i| {
+                            !self.in_flight_ids.contains(&i.id)
+                                && !self.unflushed.contains(&i.id)
+                                && !acked.contains(&i.id)
+                        })
                         .collect();
                     self.queues.insert(peer, queue);
                 }
@@ -1159,29 +1551,76 @@ impl Actor {
             let Some(item) = self.queues.get_mut(&peer).and_then(VecDeque::pop_front) else {
                 break;
             };
-            match self.seal_item(&item) {
-                Ok((request, key_id)) => {
-                    let envelope = match &request {
-                        MsgRequest::Envelope(bytes) => Some(bytes.to_vec()),
-                        MsgRequest::Control(_) => None,
-                    };
-                    let request_id = self.swarm.behaviour_mut().msg.send_request(&peer, request);
-                    self.in_flight_ids.insert(item.id);
-                    *self.in_flight_count.entry(peer).or_default() += 1;
-                    self.in_flight.insert(
-                        request_id,
-                        InFlight {
-                            peer,
-                            id: item.id,
-                            created_ms: item.created_ms,
-                            key_id,
-                            envelope,
-                        },
-                    );
-                    budget -= 1;
-                }
+            let sealed = match self.seal_item(&item) {
+                Ok(sealed) => sealed,
                 // It stays in the store's outbox and is tried again after a reload.
-                Err(e) => warn!(%peer, id = %item.id, error = %e, "cannot seal an outbox item"),
+                Err(e) => {
+                    warn!(%peer, id = %item.id, error = %e, "cannot seal an outbox item");
+                    continue;
+                }
+            };
+            let mut flight = InFlight {
+                peer,
+                items: vec![(item.id, item.created_ms)],
+                key_ids: sealed.key_id.into_iter().collect(),
+                envelopes: Vec::new(),
+            };
+            let request = if sealed.control {
+                MsgRequest::Control(sealed.bytes.into())
+            } else {
+                let mut batch = EnvelopeBatch::new();
+                flight.envelopes.push((item.id, sealed.bytes.clone()));
+                if batch.try_push(sealed.bytes).is_err() {
+                    warn!(%peer, id = %item.id, "an envelope does not fit in a frame");
+                    continue;
+                }
+                self.fill_batch(peer, &mut batch, &mut flight);
+                MsgRequest::Envelopes(batch)
+            };
+            let request_id = self.swarm.behaviour_mut().msg.send_request(&peer, request);
+            self.in_flight_ids
+                .extend(flight.items.iter().map(|(id, _)| *id));
+            *self.in_flight_count.entry(peer).or_default() += 1;
+            self.in_flight.insert(request_id, flight);
+            budget -= 1;
+        }
+    }
+
+    /// Adds the next queued texts for `peer` to `batch`, up to [`SEND_BATCH`] and the frame
+    /// limit; stops before a control payload, which goes alone and in order.
+    fn fill_batch(&mut self, peer: PeerId, batch: &mut EnvelopeBatch, flight: &mut InFlight) {
+        while batch.len() < SEND_BATCH {
+            let Some(queue) = self.queues.get_mut(&peer) else {
+                return;
+            };
+            let Some(item) = queue.pop_front() else {
+                return;
+            };
+            if matches!(item.kind, OutboxKind::Control(_)) {
+                queue.push_front(item);
+                return;
+            }
+            let sealed = match self.seal_item(&item) {
+                Ok(sealed) => sealed,
+                Err(e) => {
+                    warn!(%peer, id = %item.id, error = %e, "cannot seal an outbox item");
+                    continue;
+                }
+            };
+            let copy = sealed.bytes.clone();
+            if batch.try_push(sealed.bytes).is_err() {
+                // The next request takes it (sealed again: the wasted seal only costs a nonce).
+                if let Some(queue) = self.queues.get_mut(&peer) {
+                    queue.push_front(item);
+                }
+                return;
+            }
+            flight.envelopes.push((item.id, copy));
+            flight.items.push((item.id, item.created_ms));
+            if let Some(key_id) = sealed.key_id
+                && !flight.key_ids.contains(&key_id)
+            {
+                flight.key_ids.push(key_id);
             }
         }
     }
@@ -1189,7 +1628,9 @@ impl Actor {
     /// Forgets a finished request; returns it.
     fn untrack(&mut self, request_id: OutboundRequestId) -> Option<InFlight> {
         let flight = self.in_flight.remove(&request_id)?;
-        self.in_flight_ids.remove(&flight.id);
+        for (id, _) in &flight.items {
+            self.in_flight_ids.remove(id);
+        }
         if let Some(n) = self.in_flight_count.get_mut(&flight.peer) {
             *n = n.saturating_sub(1);
         }
@@ -1203,13 +1644,14 @@ impl Actor {
         self.schedule_retry(peer);
     }
 
-    fn seal_item(
-        &mut self,
-        item: &OutboxItem,
-    ) -> Result<(MsgRequest, Option<envelope::KeyId>), NodeError> {
+    fn seal_item(&mut self, item: &OutboxItem) -> Result<Sealed, NodeError> {
         let pinned = self.contact_for_sending(&item.peer)?;
         match &item.kind {
-            OutboxKind::Control(bytes) => Ok((MsgRequest::Control(bytes.clone().into()), None)),
+            OutboxKind::Control(bytes) => Ok(Sealed {
+                bytes: bytes.clone(),
+                control: true,
+                key_id: None,
+            }),
             OutboxKind::Text(text) => {
                 let public = &pinned.public;
                 let payload = ChatPayload::Text(text.clone()).to_bytes();
@@ -1248,7 +1690,11 @@ impl Actor {
                     }
                 };
                 let env = env.map_err(|e| NodeError::Crypto(e.to_string()))?;
-                Ok((MsgRequest::Envelope(env.to_bytes().into()), key_id))
+                Ok(Sealed {
+                    bytes: env.to_bytes(),
+                    control: false,
+                    key_id,
+                })
             }
         }
     }
@@ -1285,7 +1731,7 @@ impl Actor {
         let bytes = match response {
             MsgResponse::Ack(bytes) => bytes,
             MsgResponse::Rejected => {
-                debug!(%peer, id = %flight.id, "peer rejected a message; will retry");
+                debug!(%peer, messages = flight.items.len(), "peer rejected a request; will retry");
                 self.requeue(peer);
                 return;
             }
@@ -1302,21 +1748,25 @@ impl Actor {
             policy: self.config.open_policy,
             seen: &never,
         };
-        let acked = Control::from_bytes(&bytes).and_then(|c| {
-            c.verify(&ctx).map(|kind| match kind {
-                ControlKind::DeliveryAck { ids } => ids.contains(&flight.id),
-                _ => false,
-            })
-        });
-        if acked != Ok(true) {
-            warn!(%peer, id = %flight.id, "invalid acknowledgement");
+        let acked: HashSet<MessageId> = match Control::from_bytes(&bytes) {
+            Ok(control) => match control.verify(&ctx) {
+                Ok(ControlKind::DeliveryAck { ids }) => ids.iter().copied().collect(),
+                _ => HashSet::new(),
+            },
+            Err(_) => HashSet::new(),
+        };
+        let (done, missed): (Vec<_>, Vec<_>) = flight
+            .items
+            .into_iter()
+            .partition(|(id, _)| acked.contains(id));
+        if done.is_empty() {
+            warn!(%peer, messages = missed.len(), "invalid acknowledgement");
             self.requeue(peer);
             return;
         }
         self.backoff.remove(&peer);
-        if let Some(key_id) = flight.key_id
-            && let Some(session) = self.sessions.get_mut(&peer)
-            && session.key_id() == key_id
+        if let Some(session) = self.sessions.get_mut(&peer)
+            && flight.key_ids.contains(&session.key_id())
             && !session.is_acknowledged()
         {
             session.mark_acknowledged();
@@ -1327,15 +1777,25 @@ impl Actor {
                 warn!(%peer, error = %e, "cannot save the session");
             }
         }
-        // What the peer holds, for "show ciphertext" (written with the group commit's flush).
-        if let Some(bytes) = &flight.envelope
-            && let Err(e) = self
-                .store
-                .set_envelope(&peer, flight.created_ms, &flight.id, bytes)
-        {
-            warn!(%peer, error = %e, "cannot record a sent envelope");
+        // What the peer holds, for "show ciphertext": one write for the batch, flushed with the
+        // deliveries.
+        let sent: Vec<(MessageId, u64, Vec<u8>)> = flight
+            .envelopes
+            .into_iter()
+            .filter_map(|(id, bytes)| {
+                let created = done.iter().find(|(d, _)| *d == id)?.1;
+                Some((id, created, bytes))
+            })
+            .collect();
+        if let Err(e) = self.store.set_envelopes(&peer, &sent) {
+            warn!(%peer, error = %e, "cannot record sent envelopes");
         }
-        self.pending_acks.push((peer, flight.id, flight.created_ms));
+        self.pending_acks
+            .extend(done.into_iter().map(|(id, created)| (peer, id, created)));
+        if !missed.is_empty() {
+            debug!(%peer, messages = missed.len(), "peer rejected part of a batch; will retry");
+            self.requeue(peer);
+        }
     }
 
     fn on_outbound_failure(&mut self, request_id: OutboundRequestId) {
@@ -1346,7 +1806,8 @@ impl Actor {
 
     // ----- receiving ------------------------------------------------------------------------
 
-    fn allow_inbound(&mut self, peer: &PeerId) -> bool {
+    /// Takes `n` tokens from the peer's bucket, if it has them.
+    fn allow_inbound(&mut self, peer: &PeerId, n: usize) -> bool {
         let (rate, burst) = (
             f64::from(self.config.inbound_per_second),
             f64::from(self.config.inbound_burst),
@@ -1359,8 +1820,10 @@ impl Actor {
         bucket.tokens =
             (bucket.tokens + now.duration_since(bucket.last).as_secs_f64() * rate).min(burst);
         bucket.last = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
+        // Batches hold at most a few hundred envelopes: exact as an f64.
+        let n = n as f64;
+        if bucket.tokens >= n {
+            bucket.tokens -= n;
             true
         } else {
             false
@@ -1383,7 +1846,11 @@ impl Actor {
         request: MsgRequest,
         channel: ResponseChannel<MsgResponse>,
     ) {
-        if !self.allow_inbound(&peer) {
+        let frames = match &request {
+            MsgRequest::Envelopes(batch) => batch.len(),
+            MsgRequest::Envelope(_) | MsgRequest::Control(_) => 1,
+        };
+        if !self.allow_inbound(&peer, frames) {
             return self.reject(peer, channel, "rate limited".into());
         }
         let pinned = match self.pinned(&peer) {
@@ -1392,20 +1859,77 @@ impl Actor {
             Ok(None) => return self.reject(peer, channel, "not a contact yet".into()),
             Err(e) => return self.reject(peer, channel, e.to_string()),
         };
-        let (contact, public) = (pinned.contact.clone(), pinned.public.clone());
         let result = match request {
-            MsgRequest::Envelope(bytes) => self.receive_envelope(peer, &public, &bytes),
-            MsgRequest::Control(bytes) => self.receive_control(peer, contact, &public, &bytes),
+            MsgRequest::Envelope(bytes) => self.receive_envelope(peer, &pinned.public, &bytes),
+            MsgRequest::Control(bytes) => {
+                self.receive_control(peer, pinned.contact.clone(), &pinned.public, &bytes)
+            }
+            MsgRequest::Envelopes(batch) => {
+                return self.receive_batch(peer, pinned, &batch, channel);
+            }
         };
         match result {
-            Ok(Inbound::Ack(id)) => self.acknowledge(peer, &public, id, channel),
-            Ok(Inbound::Store(message)) => self.pending_incoming.push(PendingIncoming {
+            Ok(Inbound::Ack(id)) => self.acknowledge_when_durable(PendingAck {
                 peer,
-                public,
-                message,
+                pinned,
+                ids: vec![id],
                 channel,
             }),
+            Ok(Inbound::Store(message)) => {
+                self.pending_requests.push(PendingAck {
+                    peer,
+                    pinned,
+                    ids: vec![message.id],
+                    channel,
+                });
+                self.pending_incoming.push(message);
+            }
             Err(reason) => self.reject(peer, channel, reason),
+        }
+    }
+
+    /// Checks every envelope of a batch; the new ones join the group commit. One ack names
+    /// every envelope accepted (new or repeated); the others are left out, and the sender
+    /// retries them. A batch with nothing acceptable is rejected.
+    fn receive_batch(
+        &mut self,
+        peer: PeerId,
+        pinned: Arc<Pinned>,
+        batch: &EnvelopeBatch,
+        channel: ResponseChannel<MsgResponse>,
+    ) {
+        let mut ids = Vec::with_capacity(batch.len());
+        let mut new = false;
+        for bytes in batch.iter() {
+            match self.receive_envelope(peer, &pinned.public, bytes) {
+                Ok(Inbound::Ack(id)) => ids.push(id),
+                Ok(Inbound::Store(message)) => {
+                    ids.push(message.id);
+                    self.pending_incoming.push(message);
+                    new = true;
+                }
+                Err(reason) => {
+                    debug!(%peer, %reason, "envelope in a batch rejected");
+                    self.emit(NodeEvent::Rejected { peer, reason });
+                }
+            }
+        }
+        let ack = PendingAck {
+            peer,
+            pinned,
+            ids,
+            channel,
+        };
+        if ack.ids.is_empty() {
+            self.reject(
+                peer,
+                ack.channel,
+                "no envelope in the batch accepted".into(),
+            );
+        } else if new {
+            self.pending_requests.push(ack);
+        } else {
+            self.acknowledge_when_durable(ack);
         }
     }
 
@@ -1550,13 +2074,18 @@ impl Actor {
         let contact = match existing {
             Some(mut c) => {
                 if c.ed25519 != ed || c.rsa_der != rsa {
-                    if !c.key_changed {
+                    let offered = profile.to_bytes();
+                    if !c.key_changed || c.pending_profile.as_ref() != Some(&offered) {
+                        // A re-verification accepts the keys of this profile.
                         c.key_changed = true;
+                        c.verified = false;
+                        c.pending_profile = Some(offered);
                         if let Err(e) = self.save_contact(&c) {
                             warn!(%peer, error = %e, "cannot record a key change");
                         }
                     }
                     self.emit(NodeEvent::KeyChanged { peer });
+                    self.finish_adding(peer, || Err(NodeError::KeyChanged(peer)));
                     return;
                 }
                 c.name = verified.name.clone();
@@ -1573,6 +2102,7 @@ impl Actor {
                 verified: false,
                 key_changed: false,
                 added_ms: now_ms(),
+                pending_profile: None,
             },
         };
         if let Err(e) = self.save_contact(&contact) {
@@ -1584,6 +2114,7 @@ impl Actor {
             peer,
             name: verified.name,
         });
+        self.finish_adding(peer, || Ok(contact.clone()));
         self.deliver(peer);
     }
 
@@ -1664,6 +2195,17 @@ impl Actor {
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 debug!(?peer_id, %error, "outgoing connection failed");
+                if let Some(peer) = peer_id
+                    && !self.connected.contains(&peer)
+                {
+                    let reason = error.to_string();
+                    self.finish_adding(peer, || {
+                        Err(NodeError::Unreachable {
+                            peer,
+                            reason: reason.clone(),
+                        })
+                    });
+                }
             }
             SwarmEvent::Behaviour(event) => self.handle_behaviour_event(event),
             _ => {}
@@ -1779,6 +2321,14 @@ impl Actor {
             }
             _ => {}
         }
+    }
+}
+
+/// The PeerId an address ends with (`/p2p/ID`), if any.
+pub fn peer_of_addr(addr: &Multiaddr) -> Option<PeerId> {
+    match addr.iter().last() {
+        Some(libp2p::multiaddr::Protocol::P2p(peer)) => Some(peer),
+        _ => None,
     }
 }
 

@@ -5,9 +5,12 @@
 //!
 //! # Protocols
 //!
-//! - [`MSG_PROTOCOL`] (`/encrypto/msg/1`): a [`MsgRequest`] carries one signed envelope or
+//! - [`MSG_PROTOCOL`] (`/encrypto/msg/2`): a [`MsgRequest`] carries one signed envelope, a
+//!   batch of them ([`EnvelopeBatch`], at most [`MAX_BATCH_ENVELOPES`] in one frame), or one
 //!   control payload; the [`MsgResponse`] is the receiver's signed delivery ack, sent only once
-//!   the message is durable, or a bare [`MsgResponse::Rejected`] that says nothing more.
+//!   the messages are durable and naming each one it accepted, or a bare
+//!   [`MsgResponse::Rejected`] that says nothing more. (`/1` had no batches: one envelope and
+//!   one signed ack per stream.)
 //! - [`PROFILE_PROTOCOL`] (`/encrypto/profile/1`): both sides exchange their signed profiles
 //!   ([`ProfileRequest`] / [`ProfileResponse`]).
 //! - [`KAD_PROTOCOL`] (`/encrypto/kad/1.0.0`): our own Kademlia protocol name, so our DHT does
@@ -46,7 +49,7 @@ use std::io;
 use std::marker::PhantomData;
 
 use encrypto_crypto::codec::{CodecError, decode, encode};
-use encrypto_crypto::control::MAX_CONTROL_LEN;
+use encrypto_crypto::control::{MAX_ACK_IDS, MAX_CONTROL_LEN};
 use encrypto_crypto::envelope::MAX_ENVELOPE_LEN;
 use encrypto_crypto::identity::MAX_PROFILE_LEN;
 use futures::prelude::*;
@@ -54,8 +57,8 @@ use libp2p::StreamProtocol;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-/// Envelopes and control payloads, answered by a delivery ack.
-pub const MSG_PROTOCOL: StreamProtocol = StreamProtocol::new("/encrypto/msg/1");
+/// Envelopes (one or a batch) and control payloads, answered by a delivery ack.
+pub const MSG_PROTOCOL: StreamProtocol = StreamProtocol::new("/encrypto/msg/2");
 /// Signed profile exchange.
 pub const PROFILE_PROTOCOL: StreamProtocol = StreamProtocol::new("/encrypto/profile/1");
 /// Our Kademlia protocol name.
@@ -69,34 +72,143 @@ const fn max(a: usize, b: usize) -> usize {
     if a > b { a } else { b }
 }
 
-/// Largest frame on `/encrypto/msg/1` (an envelope or control payload, plus framing): the
-/// limit on the declared CBOR length, both ways. The 4-byte prefix comes on top.
-pub const MAX_MSG_FRAME: usize = max(MAX_ENVELOPE_LEN, MAX_CONTROL_LEN) + FRAME_OVERHEAD;
+/// Largest frame on `/encrypto/msg/2` (a batch of envelopes, or one envelope or control
+/// payload, plus framing): the limit on the declared CBOR length, both ways. The 4-byte prefix
+/// comes on top. Room for two maximal envelopes, or a full batch of chat-sized ones.
+pub const MAX_MSG_FRAME: usize = 256 * 1024;
+/// Most envelopes one [`MsgRequest::Envelopes`] may carry: no more than one delivery ack can
+/// name ([`MAX_ACK_IDS`]).
+pub const MAX_BATCH_ENVELOPES: usize = 256;
+/// CBOR header of one byte string in a batch (at most 1 + 8 bytes).
+const BATCH_ITEM_OVERHEAD: usize = 9;
 /// Largest frame on `/encrypto/profile/1` (a signed profile plus framing), both ways.
 pub const MAX_PROFILE_FRAME: usize = MAX_PROFILE_LEN + FRAME_OVERHEAD;
 
-const _: () = assert!(MAX_MSG_FRAME >= MAX_ENVELOPE_LEN && MAX_MSG_FRAME >= MAX_CONTROL_LEN);
+const _: () = assert!(
+    MAX_MSG_FRAME >= max(MAX_ENVELOPE_LEN, MAX_CONTROL_LEN) + FRAME_OVERHEAD
+        && MAX_MSG_FRAME >= 2 * (MAX_ENVELOPE_LEN + BATCH_ITEM_OVERHEAD) + FRAME_OVERHEAD
+);
+const _: () = assert!(MAX_BATCH_ENVELOPES <= MAX_ACK_IDS);
 const _: () = assert!(MAX_PROFILE_FRAME >= MAX_PROFILE_LEN);
 const _: () = assert!(MAX_MSG_FRAME <= u32::MAX as usize);
 
 /// Length of the big-endian length prefix of every frame.
 const PREFIX_LEN: usize = 4;
 
-/// A request on `/encrypto/msg/1`.
+/// A request on `/encrypto/msg/2`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MsgRequest {
     /// The CBOR of a signed [`Envelope`](encrypto_crypto::envelope::Envelope).
     Envelope(serde_bytes::ByteBuf),
     /// The CBOR of a signed [`Control`](encrypto_crypto::control::Control) payload.
     Control(serde_bytes::ByteBuf),
+    /// Several envelopes to one recipient, answered by one ack naming those accepted.
+    Envelopes(EnvelopeBatch),
 }
 
-/// The answer on `/encrypto/msg/1`.
+/// One to [`MAX_BATCH_ENVELOPES`] envelope encodings that fit in one [`MAX_MSG_FRAME`] frame
+/// together. Decoding stops at the first envelope past the count limit (the frame's byte limit
+/// is checked before decoding), so a hostile batch costs no more than its frame.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EnvelopeBatch {
+    items: Vec<serde_bytes::ByteBuf>,
+    /// Encoded size of `items` (each with its byte-string header).
+    bytes: usize,
+}
+
+impl EnvelopeBatch {
+    /// An empty batch (an empty batch is not a valid request: push at least one).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds an envelope encoding if the batch stays within [`MAX_BATCH_ENVELOPES`] and, framed
+    /// as a request, within [`MAX_MSG_FRAME`]; otherwise hands it back.
+    ///
+    /// # Errors
+    /// The envelope, unchanged, when it does not fit (send it in the next batch).
+    pub fn try_push(&mut self, envelope: Vec<u8>) -> Result<(), Vec<u8>> {
+        let size = envelope.len() + BATCH_ITEM_OVERHEAD;
+        if self.items.len() >= MAX_BATCH_ENVELOPES
+            || self.bytes + size + FRAME_OVERHEAD > MAX_MSG_FRAME
+        {
+            return Err(envelope);
+        }
+        self.bytes += size;
+        self.items.push(envelope.into());
+        Ok(())
+    }
+
+    /// How many envelopes it carries.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether it carries none.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// The envelope encodings, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        self.items.iter().map(|b| b.as_slice())
+    }
+}
+
+impl Serialize for EnvelopeBatch {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if self.items.is_empty() || self.items.len() > MAX_BATCH_ENVELOPES {
+            return Err(serde::ser::Error::custom(format!(
+                "a batch carries 1 to {MAX_BATCH_ENVELOPES} envelopes, not {}",
+                self.items.len()
+            )));
+        }
+        self.items.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for EnvelopeBatch {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = EnvelopeBatch;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "1 to {MAX_BATCH_ENVELOPES} envelopes")
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<EnvelopeBatch, A::Error> {
+                let mut batch = EnvelopeBatch::new();
+                while let Some(item) = seq.next_element::<serde_bytes::ByteBuf>()? {
+                    if batch.items.len() == MAX_BATCH_ENVELOPES {
+                        return Err(serde::de::Error::invalid_length(
+                            MAX_BATCH_ENVELOPES + 1,
+                            &self,
+                        ));
+                    }
+                    batch.bytes += item.len() + BATCH_ITEM_OVERHEAD;
+                    batch.items.push(item);
+                }
+                if batch.items.is_empty() {
+                    return Err(serde::de::Error::invalid_length(0, &self));
+                }
+                Ok(batch)
+            }
+        }
+        deserializer.deserialize_seq(Visitor)
+    }
+}
+
+/// The answer on `/encrypto/msg/2`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MsgResponse {
     /// The CBOR of a signed [`Control`](encrypto_crypto::control::Control) with
     /// [`ControlKind::DeliveryAck`](encrypto_crypto::control::ControlKind::DeliveryAck), sent
-    /// once the message is durable.
+    /// once the messages are durable. For a batch it names the envelopes accepted (stored now
+    /// or before); the others were rejected.
     Ack(serde_bytes::ByteBuf),
     /// Not accepted; deliberately says no more than that.
     Rejected,
@@ -242,7 +354,7 @@ impl<Req, Resp> fmt::Debug for CborCodec<Req, Resp> {
     }
 }
 
-/// The `/encrypto/msg/1` codec with its limits, so `request_response::Behaviour::new` works.
+/// The `/encrypto/msg/2` codec with its limits, so `request_response::Behaviour::new` works.
 impl Default for CborCodec<MsgRequest, MsgResponse> {
     fn default() -> Self {
         Self::new(MAX_MSG_FRAME, MAX_MSG_FRAME)
@@ -256,12 +368,12 @@ impl Default for CborCodec<ProfileRequest, ProfileResponse> {
     }
 }
 
-/// The codec of `/encrypto/msg/1`.
+/// The codec of `/encrypto/msg/2`.
 pub type MsgCodec = CborCodec<MsgRequest, MsgResponse>;
 /// The codec of `/encrypto/profile/1`.
 pub type ProfileCodec = CborCodec<ProfileRequest, ProfileResponse>;
 
-/// The `/encrypto/msg/1` codec: [`MAX_MSG_FRAME`] both ways.
+/// The `/encrypto/msg/2` codec: [`MAX_MSG_FRAME`] both ways.
 pub fn msg_codec() -> MsgCodec {
     CborCodec::new(MAX_MSG_FRAME, MAX_MSG_FRAME)
 }
@@ -499,7 +611,7 @@ mod tests {
 
     #[test]
     fn protocol_names() {
-        assert_eq!(MSG_PROTOCOL.as_ref(), "/encrypto/msg/1");
+        assert_eq!(MSG_PROTOCOL.as_ref(), "/encrypto/msg/2");
         assert_eq!(PROFILE_PROTOCOL.as_ref(), "/encrypto/profile/1");
         assert_eq!(KAD_PROTOCOL.as_ref(), "/encrypto/kad/1.0.0");
     }
@@ -538,6 +650,8 @@ mod tests {
             MsgRequest::Envelope(buf(300, 0xe1)),
             MsgRequest::Control(buf(1, 0xc0)),
             MsgRequest::Control(buf(5000, 0x17)),
+            MsgRequest::Envelopes(batch_of(1, 300)),
+            MsgRequest::Envelopes(batch_of(3, 10)),
         ] {
             round_trip_request(&mut msg, req);
         }
@@ -800,6 +914,113 @@ mod tests {
         body.push(0);
         let err = read_msg_request(&prefixed(body.len() as u32, &body)).unwrap_err();
         assert!(matches!(frame_error(&err), Some(FrameError::Malformed(_))));
+    }
+
+    /// [`MsgRequest`] with a batch that is a plain list, to put any count on the wire.
+    #[derive(Serialize)]
+    enum RawMsgRequest {
+        #[allow(dead_code)]
+        Envelope(ByteBuf),
+        #[allow(dead_code)]
+        Control(ByteBuf),
+        Envelopes(Vec<ByteBuf>),
+    }
+
+    fn raw_batch(count: usize, len: usize) -> Vec<u8> {
+        let body = encode(&RawMsgRequest::Envelopes(vec![buf(len, 0xb0); count])).unwrap();
+        prefixed(body.len() as u32, &body)
+    }
+
+    fn batch_of(count: usize, len: usize) -> EnvelopeBatch {
+        let mut batch = EnvelopeBatch::new();
+        for _ in 0..count {
+            batch.try_push(vec![0xb1; len]).unwrap();
+        }
+        batch
+    }
+
+    #[test]
+    fn batches_round_trip_in_order() {
+        let mut batch = EnvelopeBatch::new();
+        for i in 0..5u8 {
+            batch.try_push(vec![i; 100 + usize::from(i)]).unwrap();
+        }
+        assert_eq!(batch.len(), 5);
+        let req = MsgRequest::Envelopes(batch.clone());
+        round_trip_request(&mut msg_codec(), req.clone());
+        let frame = written_request(&mut msg_codec(), req);
+        let MsgRequest::Envelopes(back) = read_msg_request(&frame).unwrap() else {
+            panic!("wrong variant")
+        };
+        let items: Vec<&[u8]> = back.iter().collect();
+        assert_eq!(items.len(), 5);
+        for (i, item) in items.iter().enumerate() {
+            assert_eq!(item.len(), 100 + i);
+            assert!(item.iter().all(|b| usize::from(*b) == i));
+        }
+    }
+
+    #[test]
+    fn a_batch_stops_at_its_count_and_byte_limits() {
+        // Count: small envelopes stop at MAX_BATCH_ENVELOPES, and a full batch is a valid frame.
+        let mut batch = batch_of(MAX_BATCH_ENVELOPES, 400);
+        assert_eq!(batch.try_push(vec![1; 400]), Err(vec![1; 400]));
+        let n = round_trip_request(&mut msg_codec(), MsgRequest::Envelopes(batch));
+        assert!(n <= PREFIX_LEN + MAX_MSG_FRAME);
+
+        // Bytes: maximal envelopes stop at what one frame holds, which is at least two.
+        let mut batch = EnvelopeBatch::new();
+        while batch.try_push(vec![2; MAX_ENVELOPE_LEN]).is_ok() {}
+        assert!(batch.len() >= 2, "{}", batch.len());
+        let n = round_trip_request(&mut msg_codec(), MsgRequest::Envelopes(batch.clone()));
+        assert!(n <= PREFIX_LEN + MAX_MSG_FRAME);
+        // What is left of the frame still takes a small envelope, up to the limit exactly.
+        while batch.try_push(vec![3; 1000]).is_ok() {}
+        let n = round_trip_request(&mut msg_codec(), MsgRequest::Envelopes(batch));
+        assert!(n <= PREFIX_LEN + MAX_MSG_FRAME);
+    }
+
+    #[test]
+    fn a_batch_over_the_count_limit_is_refused_while_decoding() {
+        // The largest count decodes; one more is refused with a clear reason.
+        assert!(read_msg_request(&raw_batch(MAX_BATCH_ENVELOPES, 1)).is_ok());
+        let err = read_msg_request(&raw_batch(MAX_BATCH_ENVELOPES + 1, 1)).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        let Some(FrameError::Malformed(reason)) = frame_error(&err) else {
+            panic!("expected Malformed, got {err}")
+        };
+        assert!(
+            reason.contains(&format!("1 to {MAX_BATCH_ENVELOPES} envelopes")),
+            "{reason}"
+        );
+        // As many empty byte strings as the frame holds: refused the same way.
+        let err = read_msg_request(&raw_batch(200_000, 0)).unwrap_err();
+        assert!(matches!(frame_error(&err), Some(FrameError::Malformed(_))));
+        // An empty batch is not a request either.
+        let err = read_msg_request(&raw_batch(0, 0)).unwrap_err();
+        assert!(matches!(frame_error(&err), Some(FrameError::Malformed(_))));
+    }
+
+    #[test]
+    fn a_batch_over_the_byte_limit_is_refused_before_the_body() {
+        let frame = raw_batch(3, MAX_ENVELOPE_LEN);
+        let err = read_msg_request(&frame).unwrap_err();
+        assert!(
+            matches!(frame_error(&err), Some(FrameError::TooLarge { limit, .. }) if *limit == MAX_MSG_FRAME),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_empty_batch_is_not_sent() {
+        let mut out = Cursor::new(Vec::new());
+        let req = MsgRequest::Envelopes(EnvelopeBatch::new());
+        let err = block_on(msg_codec().write_request(&MSG_PROTOCOL, &mut out, req)).unwrap_err();
+        assert!(
+            matches!(frame_error(&err), Some(FrameError::Encode(_))),
+            "{err}"
+        );
+        assert!(out.get_ref().is_empty());
     }
 
     #[test]

@@ -422,37 +422,46 @@ impl Store {
             .map_err(|e| inner.tx_error(e))
     }
 
-    /// Records the sealed envelope of one outgoing history entry as the peer acknowledged it
-    /// (for "show ciphertext"; sealed with the storage key like the rest of the entry).
-    /// Returns `false` if there is no such entry. Not flushed.
+    /// Records the sealed envelopes of outgoing history entries `(id, timestamp_ms, bytes)` as
+    /// the peer acknowledged them (for "show ciphertext"; sealed with the storage key like the
+    /// rest of each entry), in one transaction. Entries that are gone are skipped. Returns how
+    /// many were updated. Not flushed.
     ///
     /// # Errors
-    /// [`StoreError::Record`] or [`StoreError::BadRecord`] if the entry does not open; write
+    /// [`StoreError::Record`] or [`StoreError::BadRecord`] if an entry does not open; write
     /// failures.
-    pub fn set_envelope(
+    pub fn set_envelopes(
         &self,
         peer: &PeerId,
-        timestamp_ms: u64,
-        id: &MessageId,
-        envelope: &[u8],
-    ) -> Result<bool> {
-        let key = self.inner.message_key(peer, timestamp_ms, id);
+        sent: &[(MessageId, u64, Vec<u8>)],
+    ) -> Result<usize> {
+        if sent.is_empty() {
+            return Ok(0);
+        }
+        let keys: Vec<_> = sent
+            .iter()
+            .map(|(id, ts, _)| self.inner.message_key(peer, *ts, id))
+            .collect();
         let inner = &self.inner;
         inner
             .tree(TreeId::Messages)
             .transaction(|m| {
-                let Some(sealed) = m.get(key)? else {
-                    return Ok(false);
-                };
-                let mut record: MessageRecord = inner
-                    .open_value(TreeId::Messages, &key, &sealed)
-                    .map_err(abort)?;
-                record.envelope = Some(serde_bytes::ByteBuf::from(envelope.to_vec()));
-                let sealed = inner
-                    .seal_value(TreeId::Messages, &key, &record)
-                    .map_err(abort)?;
-                m.insert(&key[..], sealed)?;
-                Ok(true)
+                let mut updated = 0;
+                for (key, (_, _, bytes)) in keys.iter().zip(sent) {
+                    let Some(sealed) = m.get(key)? else {
+                        continue;
+                    };
+                    let mut record: MessageRecord = inner
+                        .open_value(TreeId::Messages, key, &sealed)
+                        .map_err(abort)?;
+                    record.envelope = Some(serde_bytes::ByteBuf::from(bytes.clone()));
+                    let sealed = inner
+                        .seal_value(TreeId::Messages, key, &record)
+                        .map_err(abort)?;
+                    m.insert(&key[..], sealed)?;
+                    updated += 1;
+                }
+                Ok(updated)
             })
             .map_err(|e| inner.tx_error(e))
     }
@@ -516,6 +525,17 @@ impl Store {
     /// # Errors
     /// As [`Store::enqueue_outgoing`]; nothing is written if any pair is invalid.
     pub fn enqueue_outgoing_many(&self, pairs: &[(StoredMessage, OutboxItem)]) -> Result<()> {
+        self.write_outgoing_many(pairs)?;
+        self.inner.flush()
+    }
+
+    /// [`Store::enqueue_outgoing_many`] without the flush: the pairs are written atomically
+    /// but are durable only after the next [`Store::flush`] (or another flushing call). For a
+    /// caller that flushes off its own thread and answers once the flush is done.
+    ///
+    /// # Errors
+    /// As [`Store::enqueue_outgoing`], less flush failures.
+    pub fn write_outgoing_many(&self, pairs: &[(StoredMessage, OutboxItem)]) -> Result<()> {
         let inner = &self.inner;
         let mut prepared = Vec::with_capacity(pairs.len());
         for (message, item) in pairs {
@@ -543,8 +563,7 @@ impl Store {
                 }
                 Ok(())
             })
-            .map_err(|e| inner.tx_error(e))?;
-        inner.flush()
+            .map_err(|e| inner.tx_error(e))
     }
 
     /// Files an outbox item that has no history entry (a control payload), then flushes.
@@ -634,6 +653,18 @@ impl Store {
         peer: &PeerId,
         acked: &[(MessageId, u64)],
     ) -> Result<usize> {
+        let changed = self.write_completed_many(peer, acked)?;
+        self.inner.flush()?;
+        Ok(changed)
+    }
+
+    /// [`Store::complete_outgoing_many`] without the flush (see
+    /// [`Store::write_outgoing_many`]). A completion lost in a crash only means the message is
+    /// sent again, and the peer acknowledges the duplicate without storing it twice.
+    ///
+    /// # Errors
+    /// Write failures.
+    pub fn write_completed_many(&self, peer: &PeerId, acked: &[(MessageId, u64)]) -> Result<usize> {
         let inner = &self.inner;
         let tag = inner.tag(peer);
         let keys: Vec<_> = acked
@@ -641,7 +672,7 @@ impl Store {
             .map(|(id, created_ms)| keys::message_key(&tag, *created_ms, id))
             .collect();
         let (messages, outbox) = (inner.tree(TreeId::Messages), inner.tree(TreeId::Outbox));
-        let changed = (messages, outbox)
+        (messages, outbox)
             .transaction(|(m, o)| {
                 let mut changed = 0;
                 for key in &keys {
@@ -653,9 +684,7 @@ impl Store {
                 }
                 Ok(changed)
             })
-            .map_err(|e| inner.tx_error(e))?;
-        inner.flush()?;
-        Ok(changed)
+            .map_err(|e| inner.tx_error(e))
     }
 
     // ---- incoming and seen ids ------------------------------------------------------------
@@ -688,6 +717,20 @@ impl Store {
     /// # Errors
     /// As [`Store::store_incoming`]; nothing is written on error.
     pub fn store_incoming_many(&self, messages: &[StoredMessage]) -> Result<Vec<bool>> {
+        let stored = self.write_incoming_many(messages)?;
+        if stored.contains(&true) {
+            self.inner.flush()?;
+        }
+        Ok(stored)
+    }
+
+    /// [`Store::store_incoming_many`] without the flush (see [`Store::write_outgoing_many`]):
+    /// the messages may be acknowledged only after the next [`Store::flush`]. A repeat is
+    /// detected as soon as this returns, flushed or not.
+    ///
+    /// # Errors
+    /// As [`Store::store_incoming`], less flush failures.
+    pub fn write_incoming_many(&self, messages: &[StoredMessage]) -> Result<Vec<bool>> {
         let inner = &self.inner;
         let mut prepared = Vec::with_capacity(messages.len());
         for message in messages {
@@ -701,7 +744,7 @@ impl Store {
             prepared.push((key, sealed, seen_key, sealed_seen));
         }
         let (history, seen) = (inner.tree(TreeId::Messages), inner.tree(TreeId::Seen));
-        let stored = (history, seen)
+        (history, seen)
             .transaction(|(m, s)| {
                 let mut stored = Vec::with_capacity(prepared.len());
                 for (key, sealed, seen_key, sealed_seen) in &prepared {
@@ -715,11 +758,7 @@ impl Store {
                 }
                 Ok(stored)
             })
-            .map_err(|e| inner.tx_error(e))?;
-        if stored.contains(&true) {
-            inner.flush()?;
-        }
-        Ok(stored)
+            .map_err(|e| inner.tx_error(e))
     }
 
     /// Marks `id` from `sender` seen without storing a message (for control payloads, once

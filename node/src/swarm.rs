@@ -117,7 +117,8 @@ mod behaviour {
         pub mdns: Toggle<mdns::tokio::Behaviour>,
         /// The Kademlia DHT on `/encrypto/kad/1.0.0`.
         pub kad: kad::Behaviour<MemoryStore>,
-        /// `/encrypto/msg/1`: envelopes and control payloads; the response is the ack.
+        /// `/encrypto/msg/2`: envelopes (one or a batch) and control payloads; the response is
+        /// the ack.
         pub msg: request_response::Behaviour<MsgCodec>,
         /// `/encrypto/profile/1`: signed profiles exchanged on connect.
         pub profile: request_response::Behaviour<ProfileCodec>,
@@ -231,6 +232,7 @@ pub fn build(keypair: Keypair, config: &SwarmConfig) -> Result<Swarm<Behaviour>,
         return Err(SwarmError::Mdns(e));
     }
     for addr in &config.listen {
+        check_tcp_port_free(addr)?;
         swarm
             .listen_on(addr.clone())
             .map_err(|e| SwarmError::Listen {
@@ -239,4 +241,34 @@ pub fn build(keypair: Keypair, config: &SwarmConfig) -> Result<Swarm<Behaviour>,
             })?;
     }
     Ok(swarm)
+}
+
+/// libp2p binds TCP listeners with `SO_REUSEPORT` (so that dials can reuse the port), and two
+/// such sockets may share a port: a second node on a taken port would then start "fine" and
+/// receive half of the first one's connections. A plain bind of the same address (no
+/// `SO_REUSEPORT`) fails when the port is taken, so it is tried first. Port 0 is always free.
+fn check_tcp_port_free(addr: &Multiaddr) -> Result<(), SwarmError> {
+    use libp2p::multiaddr::Protocol;
+    let mut parts = addr.iter();
+    let ip: std::net::IpAddr = match parts.next() {
+        Some(Protocol::Ip4(ip)) => ip.into(),
+        Some(Protocol::Ip6(ip)) => ip.into(),
+        _ => return Ok(()),
+    };
+    let Some(Protocol::Tcp(port)) = parts.next() else {
+        return Ok(());
+    };
+    if port == 0 {
+        return Ok(());
+    }
+    match std::net::TcpListener::bind((ip, port)) {
+        Ok(probe) => {
+            drop(probe);
+            Ok(())
+        }
+        Err(e) => Err(SwarmError::Listen {
+            addr: addr.clone(),
+            reason: e.to_string(),
+        }),
+    }
 }

@@ -8,12 +8,13 @@ mod support;
 
 use std::time::Duration;
 
+use encrypto_crypto::control::{Control, ControlKind};
 use encrypto_crypto::envelope::{self, OutboundSession};
 use encrypto_crypto::{Identity, MessageId, PublicIdentity, RsaBits, SignedProfile, StorageKey};
 use encrypto_node::node::{self, NodeConfig, NodeEvent, NodeHandle};
 use encrypto_node::protocol::{
-    CborCodec, ChatPayload, MSG_PROTOCOL, MsgRequest, MsgResponse, PROFILE_PROTOCOL,
-    ProfileRequest, ProfileResponse,
+    CborCodec, ChatPayload, EnvelopeBatch, MAX_BATCH_ENVELOPES, MSG_PROTOCOL, MsgRequest,
+    MsgResponse, PROFILE_PROTOCOL, ProfileRequest, ProfileResponse,
 };
 use encrypto_node::store::Direction;
 use futures::StreamExt;
@@ -31,7 +32,17 @@ const NOW_SLACK: u64 = 0;
 #[derive(NetworkBehaviour)]
 struct Hostile {
     msg: request_response::Behaviour<CborCodec<MsgRequest, MsgResponse>>,
+    /// The same protocol, outbound only, with batches of any size.
+    raw: request_response::Behaviour<CborCodec<RawMsgRequest, MsgResponse>>,
     profile: request_response::Behaviour<CborCodec<ProfileRequest, ProfileResponse>>,
+}
+
+/// [`MsgRequest`] as it looks on the wire, without the batch's count limit.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+enum RawMsgRequest {
+    Envelope(serde_bytes::ByteBuf),
+    Control(serde_bytes::ByteBuf),
+    Envelopes(Vec<serde_bytes::ByteBuf>),
 }
 
 fn identity(seed: u64) -> Identity {
@@ -86,6 +97,11 @@ fn hostile_swarm(me: &Identity) -> Swarm<Hostile> {
             msg: request_response::Behaviour::with_codec(
                 CborCodec::new(big, big),
                 [(MSG_PROTOCOL, ProtocolSupport::Full)],
+                request_response::Config::default(),
+            ),
+            raw: request_response::Behaviour::with_codec(
+                CborCodec::new(big, big),
+                [(MSG_PROTOCOL, ProtocolSupport::Outbound)],
                 request_response::Config::default(),
             ),
             profile: request_response::Behaviour::with_codec(
@@ -254,6 +270,46 @@ async fn hostile_frames_are_rejected_and_honest_peers_still_served() {
     assert_eq!(history.len(), 1);
     assert_eq!(history[0].direction, Direction::In);
 
+    // A batch mixing good and bad envelopes: one signed ack naming only the good ones (a
+    // repeat counts as good), and only the new good one is stored.
+    let fresh = seal(&mut rng, &mallory, &victim_public, "batched");
+    let mut batch = EnvelopeBatch::new();
+    for bytes in [
+        forged.to_bytes(),
+        fresh.to_bytes(),
+        vec![0x5a; 200],
+        valid.to_bytes(),
+        misaddressed.to_bytes(),
+    ] {
+        batch.try_push(bytes).unwrap();
+    }
+    let r = ask(&mut h, victim_peer, MsgRequest::Envelopes(batch)).await;
+    let Ok(MsgResponse::Ack(ack)) = r else {
+        panic!("a batch with good envelopes got {r:?}")
+    };
+    let ack = Control::from_bytes(&ack).unwrap();
+    let ControlKind::DeliveryAck { ids } = ack.kind else {
+        panic!("not a delivery ack: {:?}", ack.kind)
+    };
+    assert_eq!(ids, vec![fresh.id, valid.id]);
+    let history = victim.history(mallory.peer_id(), None).await.unwrap();
+    assert_eq!(history.len(), 2);
+    // Nothing good in it: rejected as a whole.
+    let mut batch = EnvelopeBatch::new();
+    batch.try_push(forged.to_bytes()).unwrap();
+    batch.try_push(vec![0xa5; 300]).unwrap();
+    let r = ask(&mut h, victim_peer, MsgRequest::Envelopes(batch)).await;
+    assert_eq!(r, Ok(MsgResponse::Rejected));
+    // Over the count limit, or empty (sent with a codec that does not check): refused by the
+    // victim's codec, no response at all.
+    let too_many = vec![fresh.to_bytes().into(); MAX_BATCH_ENVELOPES + 1];
+    let r = ask_raw(&mut h, victim_peer, RawMsgRequest::Envelopes(too_many)).await;
+    assert!(r.is_err(), "an over-count batch got a response: {r:?}");
+    let r = ask_raw(&mut h, victim_peer, RawMsgRequest::Envelopes(Vec::new())).await;
+    assert!(r.is_err(), "an empty batch got a response: {r:?}");
+    let history = victim.history(mallory.peer_id(), None).await.unwrap();
+    assert_eq!(history.len(), 2);
+
     // The victim still serves an honest peer.
     honest.dial(victim_addr).await.unwrap();
     wait_for(&mut honest_events, |e| {
@@ -272,6 +328,37 @@ async fn hostile_frames_are_rejected_and_honest_peers_still_served() {
     assert_eq!(history.len(), 1);
     victim.shutdown().await;
     honest.shutdown().await;
+}
+
+/// Sends a raw message request (any batch size) and waits for its outcome.
+async fn ask_raw(
+    swarm: &mut Swarm<Hostile>,
+    peer: PeerId,
+    request: RawMsgRequest,
+) -> Result<MsgResponse, String> {
+    let id = swarm.behaviour_mut().raw.send_request(&peer, request);
+    tokio::time::timeout(STEP, async {
+        loop {
+            match swarm.select_next_some().await {
+                SwarmEvent::Behaviour(HostileEvent::Raw(request_response::Event::Message {
+                    message:
+                        Message::Response {
+                            request_id,
+                            response,
+                        },
+                    ..
+                })) if request_id == id => return Ok(response),
+                SwarmEvent::Behaviour(HostileEvent::Raw(
+                    request_response::Event::OutboundFailure {
+                        request_id, error, ..
+                    },
+                )) if request_id == id => return Err(error.to_string()),
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("no outcome within the step timeout")
 }
 
 /// Presents `profile` to `victim` on the profile protocol and waits for the answer.
@@ -353,5 +440,17 @@ async fn a_changed_key_is_flagged_not_accepted() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("changed"), "{err}");
+
+    // Re-verifying (after comparing safety numbers) accepts exactly the keys that were offered.
+    let accepted = victim.verify_contact(mallory.peer_id()).await.unwrap();
+    assert!(accepted.verified && !accepted.key_changed);
+    assert_eq!(accepted.rsa_der, swapped.public().rsa_der());
+    assert_eq!(accepted.pending_profile, None);
+    let stored = victim.contacts().await.unwrap().remove(0);
+    assert_eq!(stored, accepted);
+    victim
+        .send_text(mallory.peer_id(), "to the new key".into())
+        .await
+        .unwrap();
     victim.shutdown().await;
 }

@@ -8,9 +8,11 @@ mod support;
 use std::path::PathBuf;
 
 use encrypto_crypto::{Cipher, Identity, MessageId, PeerId, RsaBits, StorageKey};
+use encrypto_node::NodeError;
 use encrypto_node::node::{self, NodeConfig, NodeEvent, NodeHandle};
 use encrypto_node::store::{Body, Direction, Status};
 use libp2p::Multiaddr;
+use libp2p::multiaddr::Protocol;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use support::{STEP, wait_for};
@@ -380,4 +382,60 @@ async fn the_stores_hold_no_message_text_and_no_private_key_bytes() {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn add_peer_by_address_pins_the_profile_and_reports_failures() {
+    let tmp = TempDir::new().unwrap();
+    let (mut sa, mut sb) = (
+        Spec::new(&tmp, "alice", 41, "/ip4/127.0.0.1/tcp/0"),
+        Spec::new(&tmp, "bob", 42, "/ip4/127.0.0.1/tcp/0"),
+    );
+    let (mut a, b) = (sa.start().await, sb.start().await);
+    let pb = b.handle.peer_id();
+
+    // An address without /p2p/ and a PeerId with no known address are refused at once.
+    let err = a.handle.add_peer(b.addr.clone()).await.unwrap_err();
+    assert!(err.to_string().contains("/p2p/"), "{err}");
+    let err = a.handle.add_peer_id(pb).await.unwrap_err();
+    assert!(matches!(err, NodeError::NoAddress(p) if p == pb), "{err}");
+
+    let full = b.addr.clone().with(Protocol::P2p(pb));
+    let contact = a.handle.add_peer(full.clone()).await.unwrap();
+    assert_eq!((contact.peer_id, contact.name.as_str()), (pb, "bob"));
+    assert!(!contact.verified);
+    assert_eq!(
+        a.handle.contacts().await.unwrap(),
+        std::slice::from_ref(&contact)
+    );
+    // Adding again while connected answers at once with the same contact.
+    assert_eq!(a.handle.add_peer(full).await.unwrap(), contact);
+
+    // One message with RSA in an AES chat: the chat keeps AES.
+    let id = a
+        .handle
+        .send_text_with(pb, "sealed with rsa".into(), Some(Cipher::Rsa))
+        .await
+        .unwrap();
+    delivered(&mut a, &[id]).await;
+    let history = a.handle.history(pb, None).await.unwrap();
+    assert_eq!(history[0].cipher, Cipher::Rsa);
+    assert_eq!(a.handle.contacts().await.unwrap()[0].cipher, Cipher::Aes);
+
+    // A peer that is gone: the dial fails and says so, well before the add timeout.
+    b.stop().await;
+    let gone = Identity::generate(&mut StdRng::seed_from_u64(43), RsaBits::B2048)
+        .unwrap()
+        .peer_id();
+    let nobody: Multiaddr = "/ip4/127.0.0.1/tcp/1".parse().unwrap();
+    let err = a
+        .handle
+        .add_peer(nobody.with(Protocol::P2p(gone)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, NodeError::Unreachable { peer, .. } if peer == gone),
+        "{err}"
+    );
+    a.stop().await;
 }

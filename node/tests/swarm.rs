@@ -162,6 +162,33 @@ async fn an_address_in_use_is_reported() {
     assert!(closed, "listening on a taken port succeeded");
 }
 
+/// A port held by another swarm (whose listener has `SO_REUSEPORT`) is refused too, rather
+/// than shared with it.
+#[tokio::test]
+async fn a_port_taken_by_another_node_is_refused() {
+    let mut first = swarm::build(
+        identity(4).to_libp2p_keypair(),
+        &loopback("/ip4/127.0.0.1/tcp/0"),
+    )
+    .unwrap();
+    let addr = tokio::time::timeout(STEP, async {
+        loop {
+            if let SwarmEvent::NewListenAddr { address, .. } = first.select_next_some().await {
+                return address;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let err = swarm::build(
+        identity(5).to_libp2p_keypair(),
+        &loopback(&addr.to_string()),
+    )
+    .err()
+    .expect("a second swarm listened on a taken port");
+    assert!(err.to_string().contains(&addr.to_string()), "{err}");
+}
+
 #[derive(libp2p::swarm::NetworkBehaviour)]
 struct RelayClient {
     relay: libp2p::relay::client::Behaviour,

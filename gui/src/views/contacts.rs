@@ -28,7 +28,6 @@ struct Found {
     short: String,
     place: String,
     contact: bool,
-    addrs: Vec<Multiaddr>,
 }
 
 impl Main {
@@ -66,7 +65,7 @@ impl Main {
             if ui.button("Add").clicked() {
                 match self.add_addr.trim().parse::<Multiaddr>() {
                     Ok(addr) => {
-                        self.pending_open = peer_of(&addr);
+                        self.status = Some((format!("adding {addr}…"), false));
                         backend.add_peer(addr);
                         self.add_addr.clear();
                     }
@@ -143,7 +142,6 @@ impl Main {
                     .map_or_else(|| short_peer(&r.contact.peer_id), |f| f.short()),
                 place: "contact".to_owned(),
                 contact: true,
-                addrs: Vec::new(),
             })
             .collect();
         for p in &self.search_results {
@@ -194,16 +192,8 @@ impl Main {
             self.open_chat(peer, backend);
         } else {
             self.pending_open = Some(peer);
-            self.selected = None;
-            if f.addrs.is_empty() {
-                self.status = Some((
-                    format!("no address known for {}: ask them for theirs", f.name),
-                    true,
-                ));
-            }
-            for addr in f.addrs {
-                backend.add_peer(addr);
-            }
+            self.status = Some((format!("adding {}…", f.name), false));
+            backend.add_peer_id(peer);
         }
     }
 }
@@ -215,13 +205,5 @@ fn found_peer(p: &PeerInfo) -> Found {
         short: short_peer(&p.peer_id),
         place: via_label(p.via).to_owned(),
         contact: false,
-        addrs: p.addrs.clone(),
     }
-}
-
-/// The PeerId at the end of an address (`…/p2p/ID`), if it names one.
-fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
-    let text = addr.to_string();
-    let (_, id) = text.rsplit_once("/p2p/")?;
-    id.parse().ok()
 }

@@ -66,6 +66,7 @@ fn contact(peer: PeerId, name: &str) -> Contact {
         verified: true,
         key_changed: false,
         added_ms: 1_700_000_000_000,
+        pending_profile: Some(vec![7, 7]),
     }
 }
 
@@ -779,6 +780,38 @@ fn settings_sessions_and_peers_can_be_removed() {
         ),
         "{err}"
     );
+}
+
+#[test]
+fn unflushed_writes_act_at_once_and_persist_after_a_flush() {
+    let tmp = TempDir::new().unwrap();
+    let (a, b) = (peer(1), peer(2));
+    {
+        let store = open(tmp.path());
+        store
+            .write_outgoing_many(&[outgoing(a, 10, 1, "one"), outgoing(a, 11, 2, "two")])
+            .unwrap();
+        assert_eq!(store.outbox_for(&a).unwrap().len(), 2);
+        let m = msg(b, 20, 3, Direction::In, "in");
+        assert_eq!(
+            store.write_incoming_many(std::slice::from_ref(&m)).unwrap(),
+            vec![true]
+        );
+        // A repeat is caught before any flush.
+        assert_eq!(store.write_incoming_many(&[m]).unwrap(), vec![false]);
+        assert!(store.is_seen(&b, &id(3)).unwrap());
+        assert_eq!(store.write_completed_many(&a, &[(id(1), 10)]).unwrap(), 1);
+        store.flush().unwrap();
+    }
+    let store = open(tmp.path());
+    let outbox = store.outbox_for(&a).unwrap();
+    assert_eq!(outbox.len(), 1);
+    assert_eq!(outbox[0].id, id(2));
+    let history = store.history(&a, None).unwrap();
+    assert_eq!(texts(&history), ["one", "two"]);
+    assert_eq!(history[0].status, Status::Delivered);
+    assert_eq!(texts(&store.history(&b, None).unwrap()), ["in"]);
+    assert!(store.is_seen(&b, &id(3)).unwrap());
 }
 
 #[test]

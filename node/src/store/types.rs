@@ -8,7 +8,8 @@
 
 use std::fmt;
 
-use encrypto_crypto::{Cipher, MessageId, PeerId};
+use encrypto_crypto::fingerprint::Fingerprint;
+use encrypto_crypto::{Cipher, MessageId, PeerId, PublicIdentity};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
@@ -33,6 +34,25 @@ pub struct Contact {
     pub key_changed: bool,
     /// When the contact was added, Unix milliseconds.
     pub added_ms: u64,
+    /// The signed profile (CBOR) the peer presented with keys other than the pinned ones,
+    /// kept so the user can accept the new keys after comparing safety numbers; `None`
+    /// unless `key_changed`.
+    pub pending_profile: Option<Vec<u8>>,
+}
+
+impl Contact {
+    /// The pinned public keys.
+    ///
+    /// # Errors
+    /// If the stored keys do not parse (a damaged record).
+    pub fn public(&self) -> Result<PublicIdentity, encrypto_crypto::identity::IdentityError> {
+        PublicIdentity::from_bytes(&self.ed25519, &self.rsa_der)
+    }
+
+    /// The fingerprint of the pinned keys, or `None` if they do not parse.
+    pub fn fingerprint(&self) -> Option<Fingerprint> {
+        self.public().ok().map(|p| p.fingerprint())
+    }
 }
 
 /// Which way a message went.
@@ -195,6 +215,8 @@ pub(super) struct ContactRecord {
     verified: bool,
     key_changed: bool,
     added_ms: u64,
+    #[serde(default)]
+    pending_profile: Option<ByteBuf>,
 }
 
 impl From<&Contact> for ContactRecord {
@@ -209,6 +231,7 @@ impl From<&Contact> for ContactRecord {
             verified: c.verified,
             key_changed: c.key_changed,
             added_ms: c.added_ms,
+            pending_profile: c.pending_profile.clone().map(ByteBuf::from),
         }
     }
 }
@@ -227,6 +250,7 @@ impl TryFrom<ContactRecord> for Contact {
             verified: r.verified,
             key_changed: r.key_changed,
             added_ms: r.added_ms,
+            pending_profile: r.pending_profile.map(ByteBuf::into_vec),
         })
     }
 }
