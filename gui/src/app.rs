@@ -1,7 +1,7 @@
 //! The window's state, and what each update from the node does to it.
 //!
 //! [`App`] is a plain struct: one of three screens (onboarding, "in use by another process",
-//! the main view) plus the [`Backend`] that runs the node. [`App::ui`] first applies the
+//! the main view) plus the backend that runs the node. [`App::ui`] first applies the
 //! updates waiting on the channel (never waiting for more), then draws.
 
 use std::collections::{HashMap, HashSet};
@@ -271,13 +271,12 @@ impl App {
                 }
             }
             other => {
-                if let Screen::Main(main) = &mut self.screen {
-                    if let Some((summary, body)) = main.apply(other)
-                        && self.notifications
-                        && !main.notifications_unavailable
-                    {
-                        self.backend.notify(summary, body);
-                    }
+                if let Screen::Main(main) = &mut self.screen
+                    && let Some((summary, body)) = main.apply(other)
+                    && self.notifications
+                    && !main.notifications_unavailable
+                {
+                    self.backend.notify(summary, body);
                 }
             }
         }

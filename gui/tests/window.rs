@@ -1,6 +1,9 @@
 //! The window, driven headless by egui_kittest against real nodes on loopback: the window's
 //! own in-process node and a peer node started here. Widgets are found by label and role.
 
+// `allow-unwrap-in-tests` covers `#[test]` functions only, not the helpers they share.
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -413,11 +416,17 @@ fn show_ciphertext_shows_the_bytes_the_peer_received() {
 
 #[test]
 fn verify_shows_the_safety_number_and_marks_the_contact_verified() {
-    let Pair { mut h, bob, alice, .. } = pair();
+    let Pair {
+        mut h, bob, alice, ..
+    } = pair();
     h.get_by_label("Bob").click();
-    wait_until(&mut h, "the chat with Bob", |h| has_label(h, "not verified"));
+    wait_until(&mut h, "the chat with Bob", |h| {
+        has_label(h, "not verified")
+    });
     h.get_by_label("Verify…").click();
-    wait_until(&mut h, "the verify dialog", |h| has_label(h, "Mark as verified"));
+    wait_until(&mut h, "the verify dialog", |h| {
+        has_label(h, "Mark as verified")
+    });
     // The safety number shown is the one Bob computes for the same pair of keys.
     let bob_public = bob
         .rt

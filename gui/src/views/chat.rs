@@ -13,6 +13,8 @@ use crate::theme;
 
 /// The composer's id: Enter is taken from it before it sees the key (Shift+Enter is not).
 const INPUT_ID: &str = "message_input";
+/// Width of the line under a message (time, cipher badge, ticks, the ciphertext toggle).
+const META_WIDTH: f32 = 190.0;
 
 impl Main {
     pub(crate) fn chat_ui(&mut self, ui: &mut egui::Ui, backend: &Backend) {
@@ -135,8 +137,25 @@ impl Main {
         } else {
             Layout::left_to_right(Align::TOP)
         };
+        let shown = self.show_ciphertext.contains(&message.id);
         ui.with_layout(layout, |ui| {
             let max = (ui.available_width() * 0.78).max(200.0);
+            // A bubble hugs its text (a right-aligned one cannot shrink by itself): measure the
+            // text, and leave room for the line of time, badge and toggles under it.
+            let text = match &message.body {
+                Body::Text(text) => text.clone(),
+                Body::File { name, .. } => name.clone(),
+            };
+            let text_width = ui
+                .painter()
+                .layout(text, egui::FontId::proportional(15.0), theme::MUTED, max)
+                .size()
+                .x;
+            let width = if shown {
+                max
+            } else {
+                (text_width + 4.0).max(META_WIDTH).min(max)
+            };
             egui::Frame::new()
                 .fill(if out {
                     theme::BUBBLE_OUT
@@ -146,7 +165,7 @@ impl Main {
                 .corner_radius(egui::CornerRadius::same(12))
                 .inner_margin(egui::Margin::symmetric(10, 6))
                 .show(ui, |ui| {
-                    ui.set_max_width(max);
+                    ui.set_max_width(width);
                     ui.with_layout(Layout::top_down(Align::Min), |ui| {
                         match &message.body {
                             Body::Text(text) => {
@@ -156,7 +175,7 @@ impl Main {
                                 ui.label(format!("File: {name} ({size} bytes)"));
                             }
                         }
-                        let mut shown = self.show_ciphertext.contains(&message.id);
+                        let mut shown = shown;
                         ui.horizontal(|ui| {
                             ui.label(
                                 RichText::new(time_of_day(message.timestamp_ms))
