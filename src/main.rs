@@ -10,13 +10,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use encrypto_crypto::RsaBits;
 use serde_json::json;
 
 mod client;
 mod commands;
 mod daemon;
+mod gui_cmd;
 mod methods;
 mod output;
 mod passphrase;
@@ -40,13 +41,14 @@ impl std::error::Error for UsageError {}
     name = "encrypto",
     version,
     about = "Serverless end-to-end encrypted messenger.\n\
-        `encrypto daemon` runs your node; the other commands talk to it. With no command, \
-        `encrypto` will open the window; until the window lands it prints this help.",
+        `encrypto daemon` runs your node headless; the other commands talk to it. With no \
+        command, `encrypto` opens the window (as `encrypto gui`).",
     long_about = "Serverless end-to-end encrypted messenger.\n\n\
-        Create an identity with `encrypto init`, run your node with `encrypto daemon` (it keeps \
-        running), and use the other commands from another terminal or a script: they talk to \
-        the daemon through its socket in the data directory. `--json` prints one JSON object \
-        per line.",
+        With no command, `encrypto` opens the window (as `encrypto gui`): it creates or unlocks \
+        your identity and runs your node in-process. Or create an identity with `encrypto init`, \
+        run your node with `encrypto daemon` (it keeps running), and use the other commands from \
+        another terminal or a script: they talk to the daemon through its socket in the data \
+        directory. `--json` prints one JSON object per line.",
     after_help = "Environment:\n  \
         ENCRYPTO_DATA_DIR        the data directory (as --data-dir)\n  \
         ENCRYPTO_PASSPHRASE      the passphrase (before --passphrase-file and the prompt)\n  \
@@ -185,6 +187,8 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         new_passphrase_file: Option<PathBuf>,
     },
+    /// Open the window (the default with no command)
+    Gui,
 }
 
 fn rsa_bits_parser() -> impl TypedValueParser<Value = RsaBits> {
@@ -207,11 +211,7 @@ fn main() -> ExitCode {
         // The requested help or version (exit 0).
         Err(e) => e.exit(),
     };
-    let Some(command) = cli.command else {
-        let help = Cli::command().render_help();
-        let _ = write!(std::io::stderr(), "{help}");
-        return ExitCode::from(2);
-    };
+    let command = cli.command.unwrap_or(Command::Gui);
     let global = commands::Global {
         data_dir: cli.data_dir,
         json: cli.json,
@@ -223,6 +223,7 @@ fn main() -> ExitCode {
         Command::Passwd {
             new_passphrase_file,
         } => commands::passwd(&global, new_passphrase_file.as_deref()),
+        Command::Gui => gui_cmd::gui(&global),
         Command::Daemon {
             listen,
             bootstrap,
@@ -382,6 +383,8 @@ fn init_logging() {
 
 #[cfg(test)]
 mod tests {
+    use clap::CommandFactory;
+
     use super::*;
 
     #[test]

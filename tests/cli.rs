@@ -500,13 +500,3 @@ fn empty_passphrase_is_refused_at_init() {
     assert!(line.contains("empty"), "{line}");
     assert!(!s.keystore().exists());
 }
-
-#[test]
-fn no_command_prints_help_and_exits_2() {
-    let s = Scratch::new();
-    let out = run(&mut s.bare());
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("Usage: encrypto"), "{stderr}");
-    assert!(stderr.contains("window"), "{stderr}");
-}

@@ -617,6 +617,9 @@ struct InFlight {
     items: Vec<(MessageId, u64)>,
     /// The session keys their envelopes used.
     key_ids: Vec<envelope::KeyId>,
+    /// The envelopes sent for texts, by id: recorded in the history once acknowledged (for
+    /// "show ciphertext").
+    envelopes: Vec<(MessageId, Vec<u8>)>,
 }
 
 /// An outbox item sealed for the wire.
@@ -1678,11 +1681,13 @@ impl Actor {
                 peer,
                 items: vec![(item.id, item.created_ms)],
                 key_ids: sealed.key_id.into_iter().collect(),
+                envelopes: Vec::new(),
             };
             let request = if sealed.control {
                 MsgRequest::Control(sealed.bytes.into())
             } else {
                 let mut batch = EnvelopeBatch::new();
+                flight.envelopes.push((item.id, sealed.bytes.clone()));
                 if batch.try_push(sealed.bytes).is_err() {
                     warn!(%peer, id = %item.id, "an envelope does not fit in a frame");
                     continue;
@@ -1720,6 +1725,7 @@ impl Actor {
                     continue;
                 }
             };
+            let copy = sealed.bytes.clone();
             if batch.try_push(sealed.bytes).is_err() {
                 // The next request takes it (sealed again: the wasted seal only costs a nonce).
                 if let Some(queue) = self.queues.get_mut(&peer) {
@@ -1727,6 +1733,7 @@ impl Actor {
                 }
                 return;
             }
+            flight.envelopes.push((item.id, copy));
             flight.items.push((item.id, item.created_ms));
             if let Some(key_id) = sealed.key_id
                 && !flight.key_ids.contains(&key_id)
@@ -1887,6 +1894,19 @@ impl Actor {
             {
                 warn!(%peer, error = %e, "cannot save the session");
             }
+        }
+        // What the peer holds, for "show ciphertext": one write for the batch, flushed with the
+        // deliveries.
+        let sent: Vec<(MessageId, u64, Vec<u8>)> = flight
+            .envelopes
+            .into_iter()
+            .filter_map(|(id, bytes)| {
+                let created = done.iter().find(|(d, _)| *d == id)?.1;
+                Some((id, created, bytes))
+            })
+            .collect();
+        if let Err(e) = self.store.set_envelopes(&peer, &sent) {
+            warn!(%peer, error = %e, "cannot record sent envelopes");
         }
         self.pending_acks
             .extend(done.into_iter().map(|(id, created)| (peer, id, created)));

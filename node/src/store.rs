@@ -422,6 +422,50 @@ impl Store {
             .map_err(|e| inner.tx_error(e))
     }
 
+    /// Records the sealed envelopes of outgoing history entries `(id, timestamp_ms, bytes)` as
+    /// the peer acknowledged them (for "show ciphertext"; sealed with the storage key like the
+    /// rest of each entry), in one transaction. Entries that are gone are skipped. Returns how
+    /// many were updated. Not flushed.
+    ///
+    /// # Errors
+    /// [`StoreError::Record`] or [`StoreError::BadRecord`] if an entry does not open; write
+    /// failures.
+    pub fn set_envelopes(
+        &self,
+        peer: &PeerId,
+        sent: &[(MessageId, u64, Vec<u8>)],
+    ) -> Result<usize> {
+        if sent.is_empty() {
+            return Ok(0);
+        }
+        let keys: Vec<_> = sent
+            .iter()
+            .map(|(id, ts, _)| self.inner.message_key(peer, *ts, id))
+            .collect();
+        let inner = &self.inner;
+        inner
+            .tree(TreeId::Messages)
+            .transaction(|m| {
+                let mut updated = 0;
+                for (key, (_, _, bytes)) in keys.iter().zip(sent) {
+                    let Some(sealed) = m.get(key)? else {
+                        continue;
+                    };
+                    let mut record: MessageRecord = inner
+                        .open_value(TreeId::Messages, key, &sealed)
+                        .map_err(abort)?;
+                    record.envelope = Some(serde_bytes::ByteBuf::from(bytes.clone()));
+                    let sealed = inner
+                        .seal_value(TreeId::Messages, key, &record)
+                        .map_err(abort)?;
+                    m.insert(&key[..], sealed)?;
+                    updated += 1;
+                }
+                Ok(updated)
+            })
+            .map_err(|e| inner.tx_error(e))
+    }
+
     /// Deletes the whole history with `peer` in one atomic batch and returns how many
     /// messages it held. Flushed before returning. The contact, the outbox (messages still
     /// to be delivered) and the seen ids (which keep replays out) stay.

@@ -152,6 +152,16 @@ async fn both_ways(listen: &str) {
             .all(|m| m.status == Status::Delivered)
     );
     assert!(hb.iter().all(|m| m.cipher == Cipher::Aes));
+    // "Show ciphertext": the sender records the envelope the peer acknowledged; it is the one
+    // the peer keeps.
+    let envelope = |h: &[encrypto_node::store::StoredMessage], d| {
+        h.iter()
+            .find(|m| m.direction == d)
+            .and_then(|m| m.envelope.clone())
+    };
+    let sent = envelope(&ha, Direction::Out);
+    assert!(sent.is_some(), "the sent envelope is recorded");
+    assert_eq!(sent, envelope(&hb, Direction::In));
     a.stop().await;
     b.stop().await;
 }

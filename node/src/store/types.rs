@@ -277,7 +277,7 @@ pub(super) struct MessageRecord {
     cipher: Cipher,
     body: Body,
     pub(super) status: Status,
-    envelope: Option<ByteBuf>,
+    pub(super) envelope: Option<ByteBuf>,
 }
 
 impl From<&StoredMessage> for MessageRecord {

@@ -1,0 +1,459 @@
+//! The window, driven headless by egui_kittest against real nodes on loopback: the window's
+//! own in-process node and a peer node started here. Widgets are found by label and role.
+
+// `allow-unwrap-in-tests` covers `#[test]` functions only, not the helpers they share.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use egui::Key;
+use egui_kittest::Harness;
+use egui_kittest::kittest::{NodeT, Queryable};
+use encrypto_crypto::keystore::KdfParams;
+use encrypto_crypto::{Cipher, PeerId, RsaBits};
+use encrypto_gui::{App, Options};
+use encrypto_node::store::{Body, Direction};
+use encrypto_node::{DataDir, NodeConfig, NodeHandle};
+use tempfile::TempDir;
+
+/// How long any one wait may take.
+const WAIT: Duration = Duration::from_secs(40);
+
+fn loopback(dir: &Path) -> NodeConfig {
+    let mut config = NodeConfig::new(dir.to_owned());
+    config.swarm.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+    config.swarm.mdns = false;
+    config.retry_initial = Duration::from_millis(100);
+    config.retry_max = Duration::from_secs(1);
+    config
+}
+
+/// A node run by the test itself, on its own runtime.
+struct Peer {
+    rt: tokio::runtime::Runtime,
+    handle: NodeHandle,
+    _dir: TempDir,
+}
+
+impl Peer {
+    fn start(name: &str) -> Peer {
+        let dir = TempDir::new().unwrap();
+        let data = DataDir::open(dir.path().join("data")).unwrap();
+        let contents = data
+            .create_identity(
+                name,
+                b"peer passphrase",
+                RsaBits::B2048,
+                KdfParams::INSECURE_FAST,
+                1_700_000_000_000,
+                &mut rand::rng(),
+            )
+            .unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let handle = {
+            let _guard = rt.enter();
+            encrypto_node::node::start(
+                contents.identity,
+                &contents.name,
+                contents.created_ms,
+                contents.storage_key,
+                loopback(data.path()),
+            )
+            .unwrap()
+            .0
+        };
+        Peer {
+            rt,
+            handle,
+            _dir: dir,
+        }
+    }
+
+    fn texts_with(&self, peer: PeerId) -> Vec<(Direction, String)> {
+        self.rt
+            .block_on(self.handle.history(peer, None))
+            .unwrap()
+            .into_iter()
+            .filter_map(|m| match m.body {
+                Body::Text(t) => Some((m.direction, t)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn cipher_of(&self, peer: PeerId) -> Option<Cipher> {
+        self.rt
+            .block_on(self.handle.contacts())
+            .unwrap()
+            .into_iter()
+            .find(|c| c.peer_id == peer)
+            .map(|c| c.cipher)
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let handle = self.handle.clone();
+        self.rt.block_on(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(5), handle.shutdown()).await;
+        });
+    }
+}
+
+fn options(dir: &Path) -> Options {
+    let mut options = Options::new(dir.to_owned());
+    options.kdf = KdfParams::INSECURE_FAST;
+    options.rsa_bits = RsaBits::B2048;
+    options.node = loopback(dir);
+    options.notifications = false;
+    options
+}
+
+fn harness(app: App) -> Harness<'static, App> {
+    Harness::builder()
+        .with_size([1000.0, 700.0])
+        .build_ui_state(|ui, app: &mut App| app.ui(ui), app)
+}
+
+/// Steps the window until `done` holds, with a bounded number of steps and time.
+fn wait_until(
+    h: &mut Harness<'static, App>,
+    what: &str,
+    mut done: impl FnMut(&mut Harness<'static, App>) -> bool,
+) {
+    let deadline = Instant::now() + WAIT;
+    for _ in 0..10_000 {
+        h.step();
+        if done(h) {
+            return;
+        }
+        if Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn type_into(h: &mut Harness<'static, App>, label: &str, text: &str) {
+    let field = h.get_by_label(label);
+    field.focus();
+    field.type_text(text);
+    h.step();
+    h.step();
+}
+
+fn has_label(h: &Harness<'static, App>, label: &str) -> bool {
+    h.query_by_label(label).is_some()
+}
+
+/// Creates an identity through the onboarding screen and waits for the main view.
+fn onboard(h: &mut Harness<'static, App>, name: &str, passphrase: &str) {
+    h.step();
+    type_into(h, "Name", name);
+    type_into(h, "Passphrase", passphrase);
+    type_into(h, "Repeat passphrase", passphrase);
+    h.get_by_label("Create identity").click();
+    wait_until(h, "the main view", |h| has_label(h, "Network"));
+}
+
+/// A window with a fresh identity "Alice", and a peer "Bob" connected to it (both sides have
+/// pinned each other's profile).
+struct Pair {
+    h: Harness<'static, App>,
+    bob: Peer,
+    alice: PeerId,
+    _dir: TempDir,
+}
+
+fn pair() -> Pair {
+    let dir = TempDir::new().unwrap();
+    let mut h = harness(App::new(options(&dir.path().join("alice"))).unwrap());
+    onboard(&mut h, "Alice", "alice passphrase");
+    let node = h.state().node().expect("the node runs after onboarding");
+    let bob = Peer::start("Bob");
+    let addrs = bob.rt.block_on(async {
+        for _ in 0..200 {
+            let addrs = node.listen_addrs().await.unwrap();
+            if !addrs.is_empty() {
+                return addrs;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the window's node does not listen");
+    });
+    bob.rt.block_on(bob.handle.dial(addrs[0].clone())).unwrap();
+    wait_until(&mut h, "Bob as a contact", |h| has_label(h, "Bob"));
+    let alice = node.peer_id();
+    let bob_sees_alice = Instant::now() + WAIT;
+    while bob.cipher_of(alice).is_none() {
+        assert!(Instant::now() < bob_sees_alice, "Bob never pinned Alice");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Pair {
+        h,
+        bob,
+        alice,
+        _dir: dir,
+    }
+}
+
+#[test]
+fn onboarding_creates_an_identity_and_a_wrong_passphrase_says_so() {
+    let dir = TempDir::new().unwrap();
+    let data = dir.path().join("data");
+    {
+        let mut h = harness(App::new(options(&data)).unwrap());
+        h.step();
+        assert!(has_label(&h, "Create your identity"));
+        onboard(&mut h, "Alice", "correct horse battery");
+        assert!(has_label(&h, "Alice"));
+        assert!(data.join("keystore").exists());
+    }
+    // Closed and opened again: the identity is there, so the window asks to unlock it.
+    let mut h = harness(App::new(options(&data)).unwrap());
+    h.step();
+    assert!(has_label(&h, "Unlock your identity"));
+    type_into(&mut h, "Passphrase", "not the passphrase");
+    h.get_by_label("Unlock").click();
+    wait_until(&mut h, "the wrong-passphrase message", |h| {
+        has_label(h, "Wrong passphrase: the keystore did not open.")
+    });
+    assert!(h.state().node().is_none());
+    type_into(&mut h, "Passphrase", "correct horse battery");
+    h.key_press(Key::Enter);
+    wait_until(&mut h, "the main view after unlocking", |h| {
+        has_label(h, "Network")
+    });
+    assert!(has_label(&h, "Alice"));
+}
+
+#[test]
+fn a_running_daemon_is_reported_with_an_offer_to_quit() {
+    let dir = TempDir::new().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let _daemon = std::os::unix::net::UnixListener::bind(data.join("encrypto.sock")).unwrap();
+    let mut h = harness(App::new(options(&data)).unwrap());
+    h.step();
+    assert!(has_label(&h, "Already running"));
+    assert!(has_label(&h, "Quit"));
+    assert!(!has_label(&h, "Create your identity"));
+}
+
+#[test]
+fn a_message_typed_and_entered_reaches_the_peer() {
+    let Pair {
+        mut h, bob, alice, ..
+    } = pair();
+    h.get_by_label("Bob").click();
+    wait_until(&mut h, "the chat with Bob", |h| {
+        has_label(h, "Delete chat…")
+    });
+    // Every input of the main view has an accessible name.
+    h.check_accessibility();
+    type_into(&mut h, "Message", "hello Bob");
+    // Shift+Enter adds a line; Enter sends.
+    h.key_press_modifiers(egui::Modifiers::SHIFT, Key::Enter);
+    h.step();
+    h.get_by_label("Message").type_text("second line");
+    h.step();
+    assert_eq!(
+        h.get_by_label("Message").value().as_deref(),
+        Some("hello Bob\nsecond line")
+    );
+    h.key_press(Key::Enter);
+    wait_until(&mut h, "the message in Bob's history", |_| {
+        bob.texts_with(alice) == [(Direction::In, "hello Bob\nsecond line".to_owned())]
+    });
+    wait_until(&mut h, "the delivered ticks", |h| has_label(h, "✔✔"));
+    assert_eq!(h.get_by_label("Message").value().as_deref(), Some(""));
+}
+
+#[test]
+fn an_incoming_message_shows_with_an_unread_badge() {
+    let Pair {
+        mut h, bob, alice, ..
+    } = pair();
+    bob.rt
+        .block_on(bob.handle.send_text(alice, "hi Alice".into()))
+        .unwrap();
+    wait_until(&mut h, "the unread badge", |h| has_label(h, "1 unread"));
+    assert_eq!(h.state().title(), "Encrypto (1)");
+    h.get_by_label("Bob").click();
+    wait_until(&mut h, "the message in the chat", |h| {
+        has_label(h, "hi Alice")
+    });
+    assert!(!has_label(&h, "1 unread"));
+    assert_eq!(h.state().title(), "Encrypto");
+}
+
+#[test]
+fn the_cipher_switch_reaches_the_peer() {
+    let Pair {
+        mut h, bob, alice, ..
+    } = pair();
+    assert_eq!(bob.cipher_of(alice), Some(Cipher::Aes));
+    h.get_by_label("Bob").click();
+    wait_until(&mut h, "the chat with Bob", |h| has_label(h, "RSA"));
+    h.get_by_label("RSA").click();
+    wait_until(&mut h, "Bob's side switched to RSA", |_| {
+        bob.cipher_of(alice) == Some(Cipher::Rsa)
+    });
+    // A message sent now carries the RSA badge.
+    type_into(&mut h, "Message", "sealed with RSA");
+    h.key_press(Key::Enter);
+    wait_until(&mut h, "the message at Bob", |_| {
+        !bob.texts_with(alice).is_empty()
+    });
+    wait_until(&mut h, "the RSA badge on the message", |h| {
+        h.query_all_by_label("RSA").count() >= 2
+    });
+}
+
+#[test]
+fn delete_for_both_empties_both_histories() {
+    let Pair {
+        mut h, bob, alice, ..
+    } = pair();
+    bob.rt
+        .block_on(bob.handle.send_text(alice, "delete me".into()))
+        .unwrap();
+    h.get_by_label("Bob").click();
+    wait_until(&mut h, "the message", |h| has_label(h, "delete me"));
+    h.get_by_label("Delete chat…").click();
+    wait_until(&mut h, "the confirmation", |h| {
+        has_label(h, "Delete for both")
+    });
+    h.get_by_label("Delete for both").click();
+    wait_until(&mut h, "the chat emptied here", |h| {
+        !has_label(h, "delete me") && has_label(h, "No messages yet.")
+    });
+    wait_until(&mut h, "the chat emptied at Bob", |_| {
+        bob.texts_with(alice).is_empty()
+    });
+}
+
+#[test]
+fn search_finds_the_peer_and_one_click_opens_the_chat() {
+    let Pair { mut h, .. } = pair();
+    type_into(&mut h, "Search", "zed");
+    wait_until(&mut h, "no results", |h| {
+        has_label(h, "Nobody by that name here yet.")
+    });
+    h.get_by_label("Search").focus();
+    for _ in 0..3 {
+        h.key_press(Key::Backspace);
+        h.step();
+    }
+    assert_eq!(h.get_by_label("Search").value().as_deref(), Some(""));
+    type_into(&mut h, "Search", "bo");
+    wait_until(&mut h, "Bob among the results", |h| {
+        h.query_by_label_contains("Bob  ·").is_some()
+    });
+    let result = h.get_by_label_contains("Bob  ·");
+    assert!(
+        result
+            .accesskit_node()
+            .label()
+            .unwrap_or_default()
+            .ends_with("contact")
+    );
+    result.click();
+    wait_until(&mut h, "the chat with Bob", |h| {
+        has_label(h, "Delete chat…")
+    });
+}
+
+#[test]
+fn show_ciphertext_shows_the_bytes_the_peer_received() {
+    let Pair {
+        mut h, bob, alice, ..
+    } = pair();
+    h.get_by_label("Bob").click();
+    wait_until(&mut h, "the chat with Bob", |h| {
+        has_label(h, "Delete chat…")
+    });
+    type_into(&mut h, "Message", "what does this look like sealed?");
+    h.key_press(Key::Enter);
+    wait_until(&mut h, "delivery", |h| has_label(h, "✔✔"));
+    let received = bob
+        .rt
+        .block_on(bob.handle.history(alice, None))
+        .unwrap()
+        .pop()
+        .and_then(|m| m.envelope)
+        .expect("Bob keeps the envelope he received");
+    h.get_by_label("ciphertext").click();
+    let start: String = received[..4].iter().map(|b| format!("{b:02x}")).collect();
+    wait_until(&mut h, "the ciphertext", |h| {
+        h.query_by_label_contains(&start).is_some()
+    });
+    let node = h.get_by_label_contains(&start);
+    // A label's text is its accessible value or its name, depending on the widget.
+    let shown = node
+        .value()
+        .filter(|v| !v.is_empty())
+        .or_else(|| node.accesskit_node().label())
+        .unwrap_or_default();
+    let hex: String = received
+        .iter()
+        .take(64)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let shown_hex: String = shown
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .take(128)
+        .collect();
+    assert_eq!(shown_hex, hex, "the window shows the bytes Bob received");
+}
+
+#[test]
+fn verify_shows_the_safety_number_and_marks_the_contact_verified() {
+    let Pair {
+        mut h, bob, alice, ..
+    } = pair();
+    h.get_by_label("Bob").click();
+    wait_until(&mut h, "the chat with Bob", |h| {
+        has_label(h, "not verified")
+    });
+    h.get_by_label("Verify…").click();
+    wait_until(&mut h, "the verify dialog", |h| {
+        has_label(h, "Mark as verified")
+    });
+    // The safety number shown is the one Bob computes for the same pair of keys.
+    let bob_public = bob
+        .rt
+        .block_on(bob.handle.contacts())
+        .unwrap()
+        .into_iter()
+        .find(|c| c.peer_id == alice)
+        .and_then(|c| c.public().ok())
+        .unwrap();
+    let node = h.state().node().unwrap();
+    let alice_public = bob
+        .rt
+        .block_on(node.contacts())
+        .unwrap()
+        .into_iter()
+        .find(|c| c.peer_id == bob.handle.peer_id())
+        .and_then(|c| c.public().ok())
+        .unwrap();
+    let safety = encrypto_crypto::SafetyNumber::between(&bob_public, &alice_public).to_string();
+    assert!(has_label(&h, &safety), "the dialog shows {safety}");
+    h.get_by_label("Mark as verified").click();
+    wait_until(&mut h, "the verified mark", |h| has_label(h, "✔ verified"));
+    let verified = bob
+        .rt
+        .block_on(node.contacts())
+        .unwrap()
+        .into_iter()
+        .any(|c| c.peer_id == bob.handle.peer_id() && c.verified);
+    assert!(verified);
+}
