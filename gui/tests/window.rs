@@ -187,7 +187,24 @@ fn pair() -> Pair {
         }
         panic!("the window's node does not listen");
     });
-    bob.rt.block_on(bob.handle.dial(addrs[0].clone())).unwrap();
+    // Each adds the other (a peer that only connects is pinned but not listed).
+    let bob_addrs = bob.rt.block_on(async {
+        for _ in 0..200 {
+            let addrs = bob.handle.listen_addrs().await.unwrap();
+            if !addrs.is_empty() {
+                return addrs;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("Bob's node does not listen");
+    });
+    let p2p = encrypto_node::node::addr_with_peer;
+    bob.rt
+        .block_on(node.add_peer(p2p(&bob_addrs[0], bob.handle.peer_id())))
+        .unwrap();
+    bob.rt
+        .block_on(bob.handle.add_peer(p2p(&addrs[0], node.peer_id())))
+        .unwrap();
     wait_until(&mut h, "Bob as a contact", |h| has_label(h, "Bob"));
     let alice = node.peer_id();
     let bob_sees_alice = Instant::now() + WAIT;

@@ -2460,6 +2460,16 @@ impl Actor {
     }
 }
 
+/// `addr` ending in `/p2p/PEER` (what [`NodeHandle::add_peer`] takes), unless it already
+/// names a peer.
+pub fn addr_with_peer(addr: &Multiaddr, peer: PeerId) -> Multiaddr {
+    if peer_of_addr(addr).is_some() {
+        addr.clone()
+    } else {
+        addr.clone().with(libp2p::multiaddr::Protocol::P2p(peer))
+    }
+}
+
 /// The PeerId an address ends with (`/p2p/ID`), if any.
 pub fn peer_of_addr(addr: &Multiaddr) -> Option<PeerId> {
     match addr.iter().last() {
