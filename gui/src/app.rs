@@ -367,7 +367,7 @@ impl Main {
                     if dht {
                         self.status = Some((
                             format!(
-                                "{} found nearby and among contacts; searching the DHT comes with the name directory",
+                                "{} found among contacts, nearby and in the DHT",
                                 self.search_results.len()
                             ),
                             false,

@@ -12,7 +12,7 @@ use encrypto_crypto::{Cipher, PeerId, PublicIdentity, RsaBits};
 use encrypto_node::store::{Contact, StoredMessage};
 use encrypto_node::{
     DataDir, DataDirError, Multiaddr, NodeConfig, NodeError, NodeEvent, NodeHandle, PeerInfo,
-    StoreError,
+    StoreError, Via,
 };
 use tokio::sync::{broadcast, mpsc};
 use zeroize::Zeroizing;
@@ -73,7 +73,7 @@ pub(crate) enum Update {
     SearchResults {
         query: String,
         found: Vec<PeerInfo>,
-        /// The user pressed Enter (the DHT hook).
+        /// The user pressed Enter (search the DHT too).
         dht: bool,
     },
     Sent(PeerId),
@@ -268,14 +268,30 @@ impl Backend {
         );
     }
 
-    /// Searches contacts and known peers by name. `dht` marks an Enter: the DHT name directory
-    /// is the hook for that (it comes with its own issue), so today it searches locally too.
+    /// Searches contacts and known peers by name; with `dht` (an Enter), the DHT name
+    /// directory too: its verified profiles not known locally are added, found "via DHT".
     pub(crate) fn search(&self, query: String, dht: bool) {
         self.call(
             "search",
             {
                 let query = query.clone();
-                move |h| async move { h.search_local(&query).await }
+                move |h| async move {
+                    let mut found = h.search_local(&query).await?;
+                    if dht {
+                        for entry in h.search_dht(&query).await? {
+                            if !found.iter().any(|p| p.peer_id == entry.peer_id) {
+                                found.push(PeerInfo {
+                                    peer_id: entry.peer_id,
+                                    name: Some(entry.name),
+                                    addrs: Vec::new(),
+                                    connected: false,
+                                    via: Via::Kad,
+                                });
+                            }
+                        }
+                    }
+                    Ok(found)
+                }
             },
             move |found| Some(Update::SearchResults { query, found, dht }),
         );
