@@ -15,7 +15,8 @@ use crate::directory;
 /// A search answers with what it has after this long.
 pub const SEARCH_TIMEOUT: Duration = Duration::from_secs(15);
 /// When the name and profile are announced again after the first time: soon after joining
-/// (the routing table fills as peers are learnt), then hourly. Kademlia also republishes.
+/// (the routing table fills as peers are learnt), then hourly; and whenever the routing table
+/// has doubled since the last time. Kademlia also republishes.
 const ANNOUNCE_AGAIN: [Duration; 3] = [
     Duration::from_secs(30),
     Duration::from_secs(300),
@@ -59,6 +60,9 @@ pub(super) struct Directory {
     finding: HashMap<kad::QueryId, PeerId>,
     /// Announcements made so far; the next one is due at `next_announce`.
     announced: usize,
+    /// Peers in the routing table at the last announcement: when it has doubled, the peers
+    /// closest to our keys have likely changed, so we announce again.
+    announced_with: usize,
     next_announce: Option<Instant>,
 }
 
@@ -91,19 +95,22 @@ impl Actor {
     /// Announces our name (provider record) and publishes our profile (record), when due and
     /// the routing table has someone to tell.
     pub(super) fn announce_if_due(&mut self) {
-        let due = self
-            .directory
-            .next_announce
-            .is_none_or(|at| Instant::now() >= at);
-        let has_peers = self
+        let known: usize = self
             .swarm
             .behaviour_mut()
             .kad
             .kbuckets()
-            .any(|b| b.num_entries() > 0);
-        if !due || !has_peers {
+            .map(|b| b.num_entries())
+            .sum();
+        let due = self
+            .directory
+            .next_announce
+            .is_none_or(|at| Instant::now() >= at)
+            || known >= 2 * self.directory.announced_with.max(1);
+        if !due || known == 0 {
             return;
         }
+        self.directory.announced_with = known;
         let me = self.identity.peer_id();
         let kad = &mut self.swarm.behaviour_mut().kad;
         if let Err(e) = kad.start_providing(directory::name_key(&self.profile.name)) {
