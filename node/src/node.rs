@@ -1587,8 +1587,8 @@ impl Actor {
             }
             // Redial only for something to deliver; the dial fails later (not here) when the
             // peer is down, so the next retry is scheduled either way.
-            let pending = match self.store.outbox_for(&peer) {
-                Ok(items) => !items.is_empty(),
+            let pending = match self.store.has_outbox_for(&peer) {
+                Ok(pending) => pending,
                 Err(e) => {
                     warn!(%peer, error = %e, "cannot read the outbox");
                     true

@@ -615,6 +615,25 @@ impl Store {
         Ok(items)
     }
 
+    /// Whether anything is queued for `peer` (keys only: nothing is opened).
+    ///
+    /// # Errors
+    /// Read failures.
+    pub fn has_outbox_for(&self, peer: &PeerId) -> Result<bool> {
+        let tag = self.inner.tag(peer);
+        match self
+            .inner
+            .tree(TreeId::Outbox)
+            .scan_prefix(tag)
+            .keys()
+            .next()
+        {
+            None => Ok(false),
+            Some(Ok(_)) => Ok(true),
+            Some(Err(e)) => Err(engine_error(self.inner.path.clone(), "read", e)),
+        }
+    }
+
     /// The outbox items for `peer`, oldest first.
     ///
     /// # Errors
