@@ -36,6 +36,7 @@ use encrypto_crypto::envelope::{
     self, Envelope, InboundSessions, OpenContext, OpenPolicy, OutboundSession, RejectReason,
     ReplayGuard, RotationPolicy,
 };
+use encrypto_crypto::file::FileId;
 use encrypto_crypto::{
     Cipher, Identity, MessageId, PeerId, PublicIdentity, SignedProfile, StorageKey,
 };
@@ -53,13 +54,15 @@ use crate::protocol::{
 };
 use crate::store::{
     Body, Contact, Direction, KnownPeer, OutboxItem, OutboxKind, Status, Store, StoreError,
-    StoredMessage,
+    StoredMessage, TransferRole,
 };
 use crate::swarm::{self, Behaviour, BehaviourEvent, SwarmConfig};
 
 mod dht;
+mod files;
 mod nat;
 pub use dht::{DirectoryEntry, SEARCH_TIMEOUT};
+pub use files::FileTransfer;
 
 /// Largest text a message may carry (the `aes` body limit, less the payload's framing).
 pub const MAX_TEXT_LEN: usize = envelope::MAX_BODY_LEN - 64;
@@ -110,6 +113,11 @@ pub struct NodeConfig {
     pub retry_initial: Duration,
     /// Longest retry delay.
     pub retry_max: Duration,
+    /// Incoming files up to this size download at once; larger ones wait for
+    /// [`NodeHandle::fetch_file`].
+    pub auto_download_max: u64,
+    /// Largest file [`NodeHandle::send_file`] accepts.
+    pub max_file_size: u64,
 }
 
 impl NodeConfig {
@@ -126,6 +134,8 @@ impl NodeConfig {
             inbound_burst: 4_000,
             retry_initial: Duration::from_millis(500),
             retry_max: Duration::from_secs(60),
+            auto_download_max: 1 << 30,
+            max_file_size: encrypto_crypto::file::MAX_FILE_SIZE,
         }
     }
 }
@@ -263,6 +273,55 @@ pub enum NodeEvent {
         /// Whether a direct connection now exists.
         direct: bool,
     },
+    /// A contact offered us a file.
+    FileOffered {
+        /// From.
+        peer: PeerId,
+        /// The file.
+        file_id: FileId,
+        /// Its name.
+        name: String,
+        /// Its size in bytes.
+        size: u64,
+    },
+    /// A transfer moved on (at most a few times a second per transfer).
+    FileProgress {
+        /// The other side.
+        peer: PeerId,
+        /// The file.
+        file_id: FileId,
+        /// Our part.
+        role: TransferRole,
+        /// Plaintext bytes moved so far.
+        bytes_done: u64,
+        /// The file's size.
+        size: u64,
+    },
+    /// A transfer finished: received and in place (receive), held (relay), or the recipient
+    /// said it has it (send).
+    FileComplete {
+        /// The other side.
+        peer: PeerId,
+        /// The file.
+        file_id: FileId,
+        /// Our part.
+        role: TransferRole,
+        /// Where the file is.
+        path: Option<PathBuf>,
+        /// Its SHA-256 (not known to a relay).
+        sha256: Option<[u8; 32]>,
+    },
+    /// A transfer failed; `fetch_file` starts it again from what is held.
+    FileFailed {
+        /// The other side.
+        peer: PeerId,
+        /// The file.
+        file_id: FileId,
+        /// Our part.
+        role: TransferRole,
+        /// Why.
+        reason: String,
+    },
     /// An inbound frame was rejected (for logs and tests; never sent to the peer).
     Rejected {
         /// From.
@@ -335,6 +394,9 @@ pub enum NodeError {
     /// One's own PeerId where another peer's was expected.
     #[error("that is this node's own peer id")]
     SelfPeer,
+    /// A file cannot be sent, fetched or forwarded.
+    #[error("{0}")]
+    File(String),
 }
 
 type Reply<T> = oneshot::Sender<Result<T, NodeError>>;
@@ -353,6 +415,10 @@ enum Command {
     SearchDht(String, Reply<Vec<DirectoryEntry>>),
     Dial(Multiaddr, Reply<()>),
     ListenAddrs(Reply<Vec<Multiaddr>>),
+    SendFile(PeerId, PathBuf, Vec<PeerId>, Reply<FileTransfer>),
+    FetchFile(FileId, Option<PathBuf>, Reply<FileTransfer>),
+    ForwardFile(FileId, PeerId, Reply<FileTransfer>),
+    Files(Reply<Vec<FileTransfer>>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -556,6 +622,58 @@ impl NodeHandle {
         self.ask(Command::ListenAddrs).await
     }
 
+    /// Sends a file: it is read once to seal it and build its signed manifest (never held
+    /// whole in memory), then offered in the chat like a text; the recipient pulls the sealed
+    /// chunks, which are sealed again from the file on request. Returns once the offer is
+    /// durable in the outbox. `via` names relays (third contacts) asked to hold the sealed
+    /// chunks for the recipient; they never get the key.
+    ///
+    /// # Errors
+    /// [`NodeError::File`] for a path that is missing, unreadable, a directory or too large;
+    /// [`NodeError::UnknownPeer`] / [`NodeError::KeyChanged`] as for texts.
+    pub async fn send_file(
+        &self,
+        peer: PeerId,
+        path: PathBuf,
+        via: Vec<PeerId>,
+    ) -> Result<FileTransfer, NodeError> {
+        self.ask(|r| Command::SendFile(peer, path, via, r)).await
+    }
+
+    /// Starts (or restarts, after a failure) downloading a file offered to us, into `out`
+    /// (a file name, or a directory) or the downloads directory.
+    ///
+    /// # Errors
+    /// [`NodeError::File`] if no such file was offered or `out` exists.
+    pub async fn fetch_file(
+        &self,
+        file_id: FileId,
+        out: Option<PathBuf>,
+    ) -> Result<FileTransfer, NodeError> {
+        self.ask(|r| Command::FetchFile(file_id, out, r)).await
+    }
+
+    /// Sends a file we hold (received, or sent) to another contact without sealing its
+    /// chunks again.
+    ///
+    /// # Errors
+    /// [`NodeError::File`] if no complete copy is here; as [`NodeHandle::send_file`].
+    pub async fn forward_file(
+        &self,
+        file_id: FileId,
+        to: PeerId,
+    ) -> Result<FileTransfer, NodeError> {
+        self.ask(|r| Command::ForwardFile(file_id, to, r)).await
+    }
+
+    /// Every file transfer, newest first.
+    ///
+    /// # Errors
+    /// [`NodeError::Store`] on read failures.
+    pub async fn files(&self) -> Result<Vec<FileTransfer>, NodeError> {
+        self.ask(Command::Files).await
+    }
+
     /// Stops the node: flushes the store, closes connections, ends the actor task.
     pub async fn shutdown(&self) {
         let (tx, rx) = oneshot::channel();
@@ -719,6 +837,7 @@ pub fn start(
         adding: HashMap::new(),
         directory: dht::Directory::default(),
         reach: nat::Reachability::default(),
+        files: files::Files::default(),
     };
     actor.load_inbound_keys();
     actor.resume();
@@ -782,6 +901,8 @@ struct Actor {
     directory: dht::Directory,
     /// Relay reservation, AutoNAT status and how each connection runs.
     reach: nat::Reachability,
+    /// File transfers: downloads, serving, and their blocking jobs.
+    files: files::Files,
 }
 
 fn now_ms() -> u64 {
@@ -807,6 +928,9 @@ impl Actor {
                 Some(done) = self.flushing.join_next(), if !self.flushing.is_empty() => {
                     self.on_flushed(done);
                 }
+                Some(done) = self.files.jobs.join_next(), if !self.files.jobs.is_empty() => {
+                    self.on_file_job(done);
+                }
                 event = self.swarm.select_next_some() => self.handle_swarm_event(event),
                 _ = tick.tick() => self.retry_due(),
             }
@@ -831,6 +955,10 @@ impl Actor {
                 }
                 if let Some(done) = self.flushing.try_join_next() {
                     self.on_flushed(done);
+                    progressed = true;
+                }
+                if let Some(done) = self.files.jobs.try_join_next() {
+                    self.on_file_job(done);
                     progressed = true;
                 }
                 if !progressed {
@@ -1094,6 +1222,7 @@ impl Actor {
     }
 
     fn shutdown(&mut self) {
+        self.write_marks(true);
         for (peer, session) in &self.sessions {
             if let Err(e) = self
                 .store
@@ -1181,6 +1310,7 @@ impl Actor {
             }
             Err(e) => warn!(error = %e, "cannot read the outbox"),
         }
+        self.resume_files();
     }
 
     // ----- commands -------------------------------------------------------------------------
@@ -1237,6 +1367,14 @@ impl Actor {
             }
             Command::ListenAddrs(reply) => {
                 let _ = reply.send(Ok(self.swarm.listeners().cloned().collect()));
+            }
+            Command::SendFile(peer, path, via, reply) => self.send_file(peer, path, via, reply),
+            Command::FetchFile(file_id, out, reply) => {
+                let _ = reply.send(self.fetch_file(file_id, out));
+            }
+            Command::ForwardFile(file_id, to, reply) => self.forward_file(file_id, to, reply),
+            Command::Files(reply) => {
+                let _ = reply.send(self.files_list());
             }
             Command::Shutdown(_) => unreachable!("handled in run"),
         }
@@ -1566,6 +1704,7 @@ impl Actor {
     }
 
     fn retry_due(&mut self) {
+        self.pump_all();
         self.expire_searches();
         self.announce_if_due();
         let now = Instant::now();
@@ -1770,9 +1909,13 @@ impl Actor {
                 control: true,
                 key_id: None,
             }),
-            OutboxKind::Text(text) => {
+            OutboxKind::Text(_) | OutboxKind::Payload(_) => {
                 let public = &pinned.public;
-                let payload = ChatPayload::Text(text.clone()).to_bytes();
+                let payload = match &item.kind {
+                    OutboxKind::Payload(bytes) => bytes.clone(),
+                    OutboxKind::Text(text) => ChatPayload::Text(text.clone()).to_bytes(),
+                    OutboxKind::Control(_) => unreachable!("matched above"),
+                };
                 let mut rng = rand::rng();
                 let (env, key_id) = match item.cipher {
                     Cipher::Rsa => (
@@ -2083,14 +2226,17 @@ impl Actor {
         }
         let payload =
             ChatPayload::from_bytes(&opened.plaintext).map_err(|e| format!("payload: {e}"))?;
-        let ChatPayload::Text(text) = payload;
+        let body = match payload {
+            ChatPayload::Text(text) => Body::Text(text),
+            ChatPayload::File(offer) => self.receive_offer(peer, opened.id, &offer)?,
+        };
         let message = StoredMessage {
             id: opened.id,
             peer,
             direction: Direction::In,
             timestamp_ms: opened.timestamp,
             cipher: opened.cipher,
-            body: Body::Text(text),
+            body,
             status: Status::Received,
             envelope: Some(bytes.to_vec()),
         };
@@ -2378,6 +2524,7 @@ impl Actor {
             }
             BehaviourEvent::Profile(event) => self.handle_profile_event(event),
             BehaviourEvent::Msg(event) => self.handle_msg_event(event),
+            BehaviourEvent::File(event) => self.handle_file_event(event),
             BehaviourEvent::Kad(event) => self.handle_kad_event(event),
             BehaviourEvent::RelayClient(event) => self.handle_relay_client_event(event),
             BehaviourEvent::Dcutr(event) => self.handle_dcutr_event(event),

@@ -51,6 +51,7 @@ use std::marker::PhantomData;
 use encrypto_crypto::codec::{CodecError, decode, encode};
 use encrypto_crypto::control::{MAX_ACK_IDS, MAX_CONTROL_LEN};
 use encrypto_crypto::envelope::MAX_ENVELOPE_LEN;
+use encrypto_crypto::file::{FileId, MAX_CHUNK_SIZE, MAX_MANIFEST_LEN, SEALED_CHUNK_OVERHEAD};
 use encrypto_crypto::identity::MAX_PROFILE_LEN;
 use futures::prelude::*;
 use libp2p::StreamProtocol;
@@ -61,6 +62,8 @@ use serde::{Deserialize, Serialize};
 pub const MSG_PROTOCOL: StreamProtocol = StreamProtocol::new("/encrypto/msg/2");
 /// Signed profile exchange.
 pub const PROFILE_PROTOCOL: StreamProtocol = StreamProtocol::new("/encrypto/profile/1");
+/// File manifests and sealed chunks, pulled by recipients and relays.
+pub const FILE_PROTOCOL: StreamProtocol = StreamProtocol::new("/encrypto/file/1");
 /// Our Kademlia protocol name.
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/encrypto/kad/1.0.0");
 
@@ -89,6 +92,17 @@ const _: () = assert!(
         && MAX_MSG_FRAME >= 2 * (MAX_ENVELOPE_LEN + BATCH_ITEM_OVERHEAD) + FRAME_OVERHEAD
 );
 const _: () = assert!(MAX_BATCH_ENVELOPES <= MAX_ACK_IDS);
+
+/// Largest request on `/encrypto/file/1`: a [`FileRequest::Hold`] carrying a manifest of the
+/// largest size, plus framing.
+pub const MAX_FILE_REQUEST: usize = MAX_MANIFEST_LEN + FRAME_OVERHEAD;
+/// Largest response on `/encrypto/file/1`: a manifest or the largest sealed chunk, plus
+/// framing.
+pub const MAX_FILE_RESPONSE: usize = max(
+    MAX_MANIFEST_LEN,
+    MAX_CHUNK_SIZE as usize + SEALED_CHUNK_OVERHEAD,
+) + FRAME_OVERHEAD;
+const _: () = assert!(MAX_FILE_RESPONSE <= u32::MAX as usize);
 const _: () = assert!(MAX_PROFILE_FRAME >= MAX_PROFILE_LEN);
 const _: () = assert!(MAX_MSG_FRAME <= u32::MAX as usize);
 
@@ -228,12 +242,91 @@ pub struct ProfileResponse {
     pub profile: serde_bytes::ByteBuf,
 }
 
+/// A request on `/encrypto/file/1`. Who may ask what is the node's business (see
+/// `node::files`): a sender serves its file to the recipient and to the relays it chose; a
+/// relay serves what it holds to the file's recipient.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileRequest {
+    /// The signed manifest of a file (answered with [`FileResponse::Manifest`]).
+    Manifest {
+        /// The file.
+        file_id: FileId,
+    },
+    /// One sealed chunk (answered with [`FileResponse::Chunk`]).
+    Chunk {
+        /// The file.
+        file_id: FileId,
+        /// The chunk's index.
+        index: u64,
+    },
+    /// The sender asks a relay to hold a file for its recipient: the relay checks the
+    /// manifest against the sender's pinned key, then pulls every chunk from the sender and
+    /// checks each against the manifest. Answered with [`FileResponse::Ok`] or
+    /// [`FileResponse::Rejected`].
+    Hold {
+        /// The manifest's CBOR.
+        manifest: serde_bytes::ByteBuf,
+    },
+    /// The recipient has the whole file: the sender marks the transfer complete and a relay
+    /// may drop its copy. Answered with [`FileResponse::Ok`].
+    Complete {
+        /// The file.
+        file_id: FileId,
+    },
+}
+
+/// The answer on `/encrypto/file/1`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileResponse {
+    /// A manifest's CBOR.
+    Manifest(serde_bytes::ByteBuf),
+    /// A sealed chunk.
+    Chunk(serde_bytes::ByteBuf),
+    /// Done.
+    Ok,
+    /// Not here (yet): ask another source, or again later.
+    Unavailable,
+    /// Refused; deliberately says no more.
+    Rejected,
+}
+
+/// One peer that can serve a file's chunks, with addresses to reach it at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileSource {
+    /// The peer's PeerId bytes.
+    pub peer: serde_bytes::ByteBuf,
+    /// Multiaddrs it was reachable at, as strings (hints; the node also uses what it knows).
+    pub addrs: Vec<String>,
+}
+
+/// A file offered in a chat: what [`ChatPayload::File`] carries, sealed in the envelope like
+/// a text. The name travels here (confidential, like a text) so the chat can show it at
+/// once; the manifest's sealed metadata must agree with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileOffer {
+    /// The file.
+    pub file_id: FileId,
+    /// Its name.
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// BLAKE3 of the manifest's CBOR, which the recipient fetches when it is not inline.
+    #[serde(with = "serde_bytes")]
+    pub manifest_hash: [u8; 32],
+    /// The manifest's CBOR, when it fits in the envelope.
+    pub manifest: Option<serde_bytes::ByteBuf>,
+    /// Relays that hold (or are fetching) the sealed chunks, besides the sender.
+    pub sources: Vec<FileSource>,
+}
+
 /// The plaintext inside a chat envelope (what [`MsgRequest::Envelope`] carries, sealed).
-/// Versioned by its variants: new kinds (file offers) are appended, never reordered.
+/// Versioned by its variants: new kinds are appended, never reordered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ChatPayload {
     /// A text message.
     Text(String),
+    /// A file offer.
+    File(FileOffer),
 }
 
 impl ChatPayload {
@@ -366,6 +459,14 @@ impl Default for CborCodec<ProfileRequest, ProfileResponse> {
     fn default() -> Self {
         Self::new(MAX_PROFILE_FRAME, MAX_PROFILE_FRAME)
     }
+}
+
+/// The codec of `/encrypto/file/1`.
+pub type FileCodec = CborCodec<FileRequest, FileResponse>;
+
+/// The `/encrypto/file/1` codec: [`MAX_FILE_REQUEST`] and [`MAX_FILE_RESPONSE`].
+pub fn file_codec() -> FileCodec {
+    CborCodec::new(MAX_FILE_REQUEST, MAX_FILE_RESPONSE)
 }
 
 /// The codec of `/encrypto/msg/2`.

@@ -25,6 +25,9 @@
 //! | `inbound_keys` | chat tag ‖ keyed hash (16) of the key id | key id ‖ key |
 //! | `peers` | chat tag | [`KnownPeer`] |
 //! | `settings` | keyed hash (16) of the name | the value |
+//! | `transfers` | file id (16) ‖ role (1) ‖ chat tag (16) | [`Transfer`] |
+//! | `manifests` | same as `transfers` | the file's signed manifest (CBOR) |
+//! | `chunks` | transfer key ‖ chunk index (`u64` BE) | nothing: the key says the chunk is held |
 //!
 //! Values are packed CBOR ([`encrypto_crypto::codec`]) inside the sealed record, decoded with
 //! a size limit ([`MAX_RECORD_LEN`]).
@@ -56,6 +59,7 @@
 //! silently drops those after it.
 
 mod error;
+mod files;
 mod keys;
 #[cfg(test)]
 mod tests;
@@ -79,6 +83,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use zeroize::Zeroizing;
 
 pub use error::StoreError;
+pub use files::{Transfer, TransferRole, TransferState};
 pub use types::{
     Body, Contact, Direction, KnownPeer, OutboxItem, OutboxKind, Status, StoredMessage,
 };
@@ -1170,11 +1175,11 @@ impl Inner {
     }
 
     fn seal_bytes(&self, tree: TreeId, key: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
-        if plaintext.len() > MAX_RECORD_LEN {
+        if plaintext.len() > tree.max_record() {
             return Err(StoreError::TooLarge {
                 what: tree.record(),
                 size: plaintext.len(),
-                limit: MAX_RECORD_LEN,
+                limit: tree.max_record(),
             });
         }
         Ok(storage::seal_record(
@@ -1195,7 +1200,7 @@ impl Inner {
     }
 
     fn open_bytes(&self, tree: TreeId, key: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
-        if sealed.len() > MAX_RECORD_LEN + RECORD_OVERHEAD {
+        if sealed.len() > tree.max_record() + RECORD_OVERHEAD {
             return Err(self.bad_record(tree, "larger than any record the store writes".into()));
         }
         storage::open_record(&self.key, &keys::context(tree, key), sealed).map_err(|source| {
@@ -1214,7 +1219,7 @@ impl Inner {
         sealed: &[u8],
     ) -> Result<T> {
         let plain = self.open_bytes(tree, key, sealed)?;
-        codec::decode(&plain, MAX_RECORD_LEN).map_err(|e| self.bad_record(tree, e.to_string()))
+        codec::decode(&plain, tree.max_record()).map_err(|e| self.bad_record(tree, e.to_string()))
     }
 
     /// Opens a record and converts it to its public type.

@@ -34,7 +34,10 @@ use libp2p::{
     Multiaddr, Swarm, SwarmBuilder, autonat, dcutr, identify, mdns, noise, ping, relay, tcp, yamux,
 };
 
-use crate::protocol::{self, KAD_PROTOCOL, MSG_PROTOCOL, MsgCodec, PROFILE_PROTOCOL, ProfileCodec};
+use crate::protocol::{
+    self, FILE_PROTOCOL, FileCodec, KAD_PROTOCOL, MSG_PROTOCOL, MsgCodec, PROFILE_PROTOCOL,
+    ProfileCodec,
+};
 
 /// Request-response streams open at once on one connection, both directions together
 /// (libp2p's default of 100 is below what a pipelining sender and its peer use).
@@ -143,6 +146,8 @@ mod behaviour {
         pub msg: request_response::Behaviour<MsgCodec>,
         /// `/encrypto/profile/1`: signed profiles exchanged on connect.
         pub profile: request_response::Behaviour<ProfileCodec>,
+        /// `/encrypto/file/1`: manifests and sealed chunks.
+        pub file: request_response::Behaviour<FileCodec>,
         /// Circuit relay v2 server, when enabled.
         pub relay: Toggle<relay::Behaviour>,
         /// Circuit relay v2 client: reservations on relays, relayed connections.
@@ -265,6 +270,11 @@ pub fn build(keypair: Keypair, config: &SwarmConfig) -> Result<Swarm<Behaviour>,
                 profile: request_response::Behaviour::with_codec(
                     protocol::profile_codec(),
                     [(PROFILE_PROTOCOL, ProtocolSupport::Full)],
+                    rr_config.clone(),
+                ),
+                file: request_response::Behaviour::with_codec(
+                    protocol::file_codec(),
+                    [(FILE_PROTOCOL, ProtocolSupport::Full)],
                     rr_config,
                 ),
                 relay: Toggle::from(relay),

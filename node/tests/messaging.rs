@@ -7,101 +7,16 @@ mod support;
 
 use std::path::PathBuf;
 
-use encrypto_crypto::{Cipher, Identity, MessageId, PeerId, RsaBits, StorageKey};
+use encrypto_crypto::{Cipher, Identity, MessageId, PeerId, RsaBits};
 use encrypto_node::NodeError;
-use encrypto_node::node::{self, NodeConfig, NodeEvent, NodeHandle};
+use encrypto_node::node::NodeEvent;
 use encrypto_node::store::{Body, Direction, Status};
 use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use support::{STEP, wait_for};
+use support::{Running, Spec, connect, wait_for};
 use tempfile::TempDir;
-use tokio::sync::broadcast;
-
-/// What it takes to start (and restart) one node.
-struct Spec {
-    name: &'static str,
-    seed: u64,
-    dir: PathBuf,
-    storage: [u8; 32],
-    listen: String,
-}
-
-struct Running {
-    handle: NodeHandle,
-    events: broadcast::Receiver<NodeEvent>,
-    addr: Multiaddr,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Spec {
-    fn new(tmp: &TempDir, name: &'static str, seed: u64, listen: &str) -> Spec {
-        Spec {
-            name,
-            seed,
-            dir: tmp.path().join(name),
-            storage: [seed as u8; 32],
-            listen: listen.to_owned(),
-        }
-    }
-
-    fn identity(&self) -> Identity {
-        Identity::generate(&mut StdRng::seed_from_u64(self.seed), RsaBits::B2048).unwrap()
-    }
-
-    async fn start(&mut self) -> Running {
-        let mut config = NodeConfig::new(self.dir.clone());
-        config.swarm.listen = vec![self.listen.parse().unwrap()];
-        config.swarm.mdns = false;
-        let (handle, task) = node::start(
-            self.identity(),
-            self.name,
-            1,
-            StorageKey::from_bytes(self.storage),
-            config,
-        )
-        .unwrap();
-        let mut events = handle.subscribe();
-        let addr = wait_for(&mut events, |e| match e {
-            NodeEvent::Listening { addr } => Some(addr.clone()),
-            _ => None,
-        })
-        .await;
-        // Restarts listen on the same address, so peers that knew it can redial.
-        self.listen = addr.to_string();
-        Running {
-            handle,
-            events,
-            addr,
-            task,
-        }
-    }
-}
-
-impl Running {
-    async fn stop(self) {
-        self.handle.shutdown().await;
-        tokio::time::timeout(STEP, self.task)
-            .await
-            .unwrap()
-            .unwrap();
-    }
-}
-
-/// Connects `a` to `b` and waits until each has pinned the other's profile.
-async fn connect(a: &mut Running, b: &mut Running) {
-    let (pa, pb) = (a.handle.peer_id(), b.handle.peer_id());
-    a.handle.dial(b.addr.clone()).await.unwrap();
-    wait_for(&mut a.events, |e| {
-        matches!(e, NodeEvent::ProfileVerified { peer, .. } if *peer == pb).then_some(())
-    })
-    .await;
-    wait_for(&mut b.events, |e| {
-        matches!(e, NodeEvent::ProfileVerified { peer, .. } if *peer == pa).then_some(())
-    })
-    .await;
-}
 
 async fn delivered(r: &mut Running, want: &[MessageId]) {
     let mut left: std::collections::HashSet<MessageId> = want.iter().copied().collect();

@@ -27,10 +27,13 @@ pub(super) enum TreeId {
     InboundKeys,
     Peers,
     Settings,
+    Transfers,
+    Manifests,
+    Chunks,
 }
 
 impl TreeId {
-    pub(super) const ALL: [TreeId; 9] = [
+    pub(super) const ALL: [TreeId; 12] = [
         TreeId::Meta,
         TreeId::Contacts,
         TreeId::Messages,
@@ -40,6 +43,9 @@ impl TreeId {
         TreeId::InboundKeys,
         TreeId::Peers,
         TreeId::Settings,
+        TreeId::Transfers,
+        TreeId::Manifests,
+        TreeId::Chunks,
     ];
 
     /// The sled tree name, also the first part of every sealing context.
@@ -54,6 +60,9 @@ impl TreeId {
             TreeId::InboundKeys => "inbound_keys",
             TreeId::Peers => "peers",
             TreeId::Settings => "settings",
+            TreeId::Transfers => "transfers",
+            TreeId::Manifests => "manifests",
+            TreeId::Chunks => "chunks",
         }
     }
 
@@ -69,6 +78,17 @@ impl TreeId {
             TreeId::InboundKeys => "inbound session key",
             TreeId::Peers => "known peer",
             TreeId::Settings => "setting",
+            TreeId::Transfers => "file transfer",
+            TreeId::Manifests => "file manifest",
+            TreeId::Chunks => "chunk mark",
+        }
+    }
+
+    /// Largest plaintext of one record of this tree.
+    pub(super) fn max_record(self) -> usize {
+        match self {
+            TreeId::Manifests => encrypto_crypto::file::MAX_MANIFEST_LEN,
+            _ => super::MAX_RECORD_LEN,
         }
     }
 }
@@ -102,6 +122,30 @@ pub(super) fn message_key_floor(tag: &ChatTag, timestamp_ms: u64) -> [u8; TAG_LE
     let mut k = [0u8; TAG_LEN + 8];
     k[..TAG_LEN].copy_from_slice(tag);
     k[TAG_LEN..].copy_from_slice(&timestamp_ms.to_be_bytes());
+    k
+}
+
+/// Length of a transfer key: file id, role, chat tag.
+pub(super) const TRANSFER_KEY_LEN: usize = 16 + 1 + TAG_LEN;
+
+/// `file id || role || tag`: one transfer of one file, with one peer, in one role. A file
+/// forwarded to several contacts has one transfer per contact.
+pub(super) fn transfer_key(file_id: &[u8; 16], role: u8, tag: &ChatTag) -> [u8; TRANSFER_KEY_LEN] {
+    let mut k = [0u8; TRANSFER_KEY_LEN];
+    k[..16].copy_from_slice(file_id);
+    k[16] = role;
+    k[17..].copy_from_slice(tag);
+    k
+}
+
+/// `transfer key || index (big-endian)`: one chunk held for a transfer.
+pub(super) fn chunk_key(
+    transfer: &[u8; TRANSFER_KEY_LEN],
+    index: u64,
+) -> [u8; TRANSFER_KEY_LEN + 8] {
+    let mut k = [0u8; TRANSFER_KEY_LEN + 8];
+    k[..TRANSFER_KEY_LEN].copy_from_slice(transfer);
+    k[TRANSFER_KEY_LEN..].copy_from_slice(&index.to_be_bytes());
     k
 }
 

@@ -159,6 +159,8 @@ pub enum OutboxKind {
     /// A control payload (cipher switch, delete chat), encoded: the node decides whether it
     /// resends these bytes or re-signs the event.
     Control(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Any other chat payload (a file offer), encoded: sealed in an envelope like a text.
+    Payload(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 impl fmt::Debug for OutboxKind {
@@ -166,6 +168,7 @@ impl fmt::Debug for OutboxKind {
         match self {
             OutboxKind::Text(text) => write!(f, "Text({} bytes)", text.len()),
             OutboxKind::Control(bytes) => write!(f, "Control({} bytes)", bytes.len()),
+            OutboxKind::Payload(bytes) => write!(f, "Payload({} bytes)", bytes.len()),
         }
     }
 }

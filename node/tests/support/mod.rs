@@ -1,9 +1,16 @@
 //! What the node integration tests share: the step timeout and waiting for an event.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
+use std::path::PathBuf;
 use std::time::Duration;
 
+use encrypto_crypto::{Identity, RsaBits, StorageKey};
 use encrypto_node::NodeEvent;
+use encrypto_node::node::{self, NodeConfig, NodeHandle};
+use libp2p::Multiaddr;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use tempfile::TempDir;
 use tokio::sync::broadcast;
 
 /// The longest any single step may take before the test fails.
@@ -29,4 +36,98 @@ pub async fn wait_for<T>(
     })
     .await
     .expect("event not seen within the step timeout")
+}
+
+/// What it takes to start (and restart) one node.
+pub struct Spec {
+    pub name: &'static str,
+    pub seed: u64,
+    pub dir: PathBuf,
+    pub storage: [u8; 32],
+    pub listen: String,
+    /// Changes to the default test configuration.
+    pub tweak: fn(&mut NodeConfig),
+}
+
+pub struct Running {
+    pub handle: NodeHandle,
+    pub events: broadcast::Receiver<NodeEvent>,
+    pub addr: Multiaddr,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+impl Spec {
+    pub fn new(tmp: &TempDir, name: &'static str, seed: u64, listen: &str) -> Spec {
+        Spec {
+            name,
+            seed,
+            dir: tmp.path().join(name),
+            storage: [seed as u8; 32],
+            listen: listen.to_owned(),
+            tweak: |_| {},
+        }
+    }
+
+    pub fn identity(&self) -> Identity {
+        Identity::generate(&mut StdRng::seed_from_u64(self.seed), RsaBits::B2048).unwrap()
+    }
+
+    pub async fn start(&mut self) -> Running {
+        let mut config = NodeConfig::new(self.dir.clone());
+        config.swarm.listen = vec![self.listen.parse().unwrap()];
+        config.swarm.mdns = false;
+        (self.tweak)(&mut config);
+        let (handle, task) = node::start(
+            self.identity(),
+            self.name,
+            1,
+            StorageKey::from_bytes(self.storage),
+            config,
+        )
+        .unwrap();
+        let mut events = handle.subscribe();
+        // On a multi-threaded runtime the node may be listening before the subscription.
+        let addr = match handle.listen_addrs().await.unwrap().into_iter().next() {
+            Some(addr) => addr,
+            None => {
+                wait_for(&mut events, |e| match e {
+                    NodeEvent::Listening { addr } => Some(addr.clone()),
+                    _ => None,
+                })
+                .await
+            }
+        };
+        // Restarts listen on the same address, so peers that knew it can redial.
+        self.listen = addr.to_string();
+        Running {
+            handle,
+            events,
+            addr,
+            task,
+        }
+    }
+}
+
+impl Running {
+    pub async fn stop(self) {
+        self.handle.shutdown().await;
+        tokio::time::timeout(STEP, self.task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
+/// Connects `a` to `b` and waits until each has pinned the other's profile.
+pub async fn connect(a: &mut Running, b: &mut Running) {
+    let (pa, pb) = (a.handle.peer_id(), b.handle.peer_id());
+    a.handle.dial(b.addr.clone()).await.unwrap();
+    wait_for(&mut a.events, |e| {
+        matches!(e, NodeEvent::ProfileVerified { peer, .. } if *peer == pb).then_some(())
+    })
+    .await;
+    wait_for(&mut b.events, |e| {
+        matches!(e, NodeEvent::ProfileVerified { peer, .. } if *peer == pa).then_some(())
+    })
+    .await;
 }
