@@ -17,10 +17,16 @@
 //! counts: each `rsa` message costs an RSA-OAEP encryption and decryption). A few unpipelined
 //! warm-up messages per cipher are not counted (the first `aes` message sets up the session).
 //!
-//! This first version measures messaging only. The other figures of the benchmark report are
-//! printed as "not measured yet (issue N)": file transfer MB/s (issue 5), DHT name lookup over
-//! 30 nodes (issue 6), idle daemon RSS (issue 4), history open with 1,000,000 messages
-//! (issue 8).
+//! Then files (`--file-mib`, 256 by default): a plain TCP copy and a raw libp2p copy (the
+//! nodes' transport, TCP + noise + yamux, with nothing on top) of that many bytes, and a file
+//! of that size from node A to node B, B running in a child process of its own (this program
+//! with `--file-receiver`) so that its peak RSS is measured alone. The transfer rate counts
+//! from B's offer to the file in place, hash checked; the end-to-end rate also counts the
+//! sender's sealing pass.
+//!
+//! The other figures of the benchmark report are printed as "not measured yet (issue N)": DHT
+//! name lookup over 30 nodes (issue 6), idle daemon RSS (issue 4), history open with 1,000,000
+//! messages (issue 8).
 //!
 //! The receiver's inbound rate limit (2,000 envelopes/s per peer, burst 4,000, by default) is
 //! raised for the run, so the figures show what the pipeline carries rather than the
@@ -70,7 +76,10 @@ usage: cargo run --release --example bench -- [FLAGS]
                             callers (default 64; 1 runs only the sequential caller)
   --deadline-secs S         give up after S seconds in all (default 600)
   --dir PATH                where the temporary data directories go (default: the temp dir)
-  --default-rate-limit      keep the receiver's default inbound rate limit";
+  --default-rate-limit      keep the receiver's default inbound rate limit
+  --file-mib N              file benchmark size in MiB (default 256)
+  --files-only              only the file figures
+  --no-files                no file figures";
 
 struct Args {
     messages: usize,
@@ -81,6 +90,11 @@ struct Args {
     deadline: Duration,
     dir: PathBuf,
     default_rate_limit: bool,
+    file_mib: u64,
+    files: bool,
+    messages_too: bool,
+    /// Internal: run as the file benchmark's receiving node, with its data here.
+    file_receiver: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -106,6 +120,10 @@ fn parse_args() -> Result<Args> {
         deadline: Duration::from_secs(600),
         dir: std::env::temp_dir(),
         default_rate_limit: false,
+        file_mib: 256,
+        files: true,
+        messages_too: true,
+        file_receiver: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -118,6 +136,13 @@ fn parse_args() -> Result<Args> {
             "--deadline-secs" => args.deadline = Duration::from_secs(number(&flag, it.next())?),
             "--dir" => args.dir = it.next().context("--dir needs a path")?.into(),
             "--default-rate-limit" => args.default_rate_limit = true,
+            "--file-mib" => args.file_mib = count(&flag, it.next())? as u64,
+            "--files-only" => args.messages_too = false,
+            "--no-files" => args.files = false,
+            "--file-receiver" => {
+                args.file_receiver =
+                    Some(it.next().context("--file-receiver needs a path")?.into());
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -719,6 +744,15 @@ async fn measure(
 }
 
 async fn run(args: &Args, report: &mut Report) {
+    if args.messages_too {
+        run_messages(args, report).await;
+    }
+    if args.files && !report.failed {
+        measure_files(args, report).await;
+    }
+}
+
+async fn run_messages(args: &Args, report: &mut Report) {
     eprintln!("starting two nodes (RSA key generation takes a few seconds)");
     let mut bench = match Bench::start(args).await {
         Ok(bench) => bench,
@@ -776,10 +810,18 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(dir) = args.file_receiver.clone() {
+        return match file_receiver(dir).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bench receiver: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let mut report = Report::default();
     run(&args, &mut report).await;
     for (figure, issue) in [
-        ("file transfer MB/s (vs raw stream, TCP copy)", 5),
         ("DHT name lookup p50 / p99, 30 nodes", 6),
         ("idle daemon RSS", 4),
         ("history open, 1,000,000 messages", 8),
@@ -793,4 +835,396 @@ async fn main() -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+// ----- files ----------------------------------------------------------------------------------
+
+/// How a file benchmark went: MB/s of the transfer (offer received → file in place), MB/s
+/// end to end (`send_file` called → file in place, so including the sender's sealing pass),
+/// and the receiver's peak RSS.
+struct FileFigures {
+    transfer_mbs: f64,
+    end_to_end_mbs: f64,
+    receiver_peak_rss_mib: f64,
+}
+
+fn mbs(bytes: u64, elapsed: Duration) -> f64 {
+    bytes as f64 / 1e6 / elapsed.as_secs_f64().max(1e-9)
+}
+
+/// The file's content: pseudo-random (so nothing compresses or dedups), written in 1 MiB
+/// pieces, never held whole.
+fn write_random_file(path: &Path, bytes: u64) -> Result<()> {
+    use rand::Rng;
+    use std::io::Write;
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut piece = vec![0u8; 1 << 20];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(piece.len() as u64) as usize;
+        rand::rng().fill_bytes(&mut piece[..n]);
+        file.write_all(&piece[..n])?;
+        left -= n as u64;
+    }
+    file.flush()?;
+    Ok(())
+}
+
+/// A plain TCP copy of `bytes` over 127.0.0.1, 1 MiB writes, on two threads: MB/s.
+fn tcp_copy(bytes: u64) -> Result<f64> {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let reader = std::thread::spawn(move || -> Result<u64> {
+        let (mut socket, _) = listener.accept()?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut got = 0u64;
+        loop {
+            let n = socket.read(&mut buf)?;
+            if n == 0 {
+                return Ok(got);
+            }
+            got += n as u64;
+        }
+    });
+    let started = Instant::now();
+    let mut socket = std::net::TcpStream::connect(addr)?;
+    let piece = vec![7u8; 1 << 20];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(piece.len() as u64) as usize;
+        socket.write_all(&piece[..n])?;
+        left -= n as u64;
+    }
+    drop(socket);
+    let got = reader
+        .join()
+        .map_err(|_| anyhow!("the TCP reader panicked"))??;
+    if got != bytes {
+        bail!("the TCP copy moved {got} of {bytes} bytes");
+    }
+    Ok(mbs(bytes, started.elapsed()))
+}
+
+/// The libp2p baseline: the same transport as the nodes (TCP, noise, yamux) with nothing on
+/// top but a 4-byte length prefix: 4 MiB frames, 4 in flight, the receiver discards them.
+mod raw {
+    use futures::prelude::*;
+    use libp2p::StreamProtocol;
+    use libp2p::request_response;
+
+    pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/encrypto-bench/raw/1");
+
+    #[derive(Clone, Default)]
+    pub struct Codec;
+
+    impl request_response::Codec for Codec {
+        type Protocol = StreamProtocol;
+        type Request = Vec<u8>;
+        type Response = ();
+
+        async fn read_request<T>(
+            &mut self,
+            _: &StreamProtocol,
+            io: &mut T,
+        ) -> std::io::Result<Vec<u8>>
+        where
+            T: AsyncRead + Unpin + Send,
+        {
+            let mut len = [0u8; 4];
+            io.read_exact(&mut len).await?;
+            let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+            io.read_exact(&mut body).await?;
+            Ok(body)
+        }
+
+        async fn read_response<T>(&mut self, _: &StreamProtocol, _: &mut T) -> std::io::Result<()>
+        where
+            T: AsyncRead + Unpin + Send,
+        {
+            Ok(())
+        }
+
+        async fn write_request<T>(
+            &mut self,
+            _: &StreamProtocol,
+            io: &mut T,
+            req: Vec<u8>,
+        ) -> std::io::Result<()>
+        where
+            T: AsyncWrite + Unpin + Send,
+        {
+            io.write_all(&(req.len() as u32).to_be_bytes()).await?;
+            io.write_all(&req).await?;
+            io.flush().await
+        }
+
+        async fn write_response<T>(
+            &mut self,
+            _: &StreamProtocol,
+            _: &mut T,
+            (): (),
+        ) -> std::io::Result<()>
+        where
+            T: AsyncWrite + Unpin + Send,
+        {
+            Ok(())
+        }
+    }
+}
+
+type RawSwarm = libp2p::Swarm<libp2p::request_response::Behaviour<raw::Codec>>;
+
+fn raw_swarm() -> Result<RawSwarm> {
+    use libp2p::request_response::{self, ProtocolSupport};
+    Ok(libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default().nodelay(true),
+            libp2p::noise::Config::new,
+            libp2p::yamux::Config::default,
+        )?
+        .with_behaviour(|_| {
+            request_response::Behaviour::with_codec(
+                raw::Codec,
+                [(raw::PROTOCOL, ProtocolSupport::Full)],
+                request_response::Config::default().with_request_timeout(Duration::from_secs(120)),
+            )
+        })?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build())
+}
+
+/// Copies `bytes` between two libp2p swarms in this process (each polled on its own task):
+/// MB/s.
+async fn libp2p_copy(bytes: u64, until: tokio::time::Instant) -> Result<f64> {
+    use futures::StreamExt;
+    use libp2p::request_response::{Event, Message};
+    use libp2p::swarm::SwarmEvent;
+    const FRAME: u64 = 4 << 20;
+    const IN_FLIGHT: usize = 4;
+    let mut receiver = raw_swarm()?;
+    receiver.listen_on("/ip4/127.0.0.1/tcp/0".parse()?)?;
+    let addr = loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = receiver.select_next_some().await {
+            break address;
+        }
+    };
+    let receiver_id = *receiver.local_peer_id();
+    let serving = tokio::spawn(async move {
+        loop {
+            if let SwarmEvent::Behaviour(Event::Message {
+                message: Message::Request { channel, .. },
+                ..
+            }) = receiver.select_next_some().await
+            {
+                let _ = receiver.behaviour_mut().send_response(channel, ());
+            }
+        }
+    });
+    let mut sender = raw_swarm()?;
+    sender.dial(addr)?;
+    let frame = vec![7u8; FRAME as usize];
+    let result = timeout_at(until, async {
+        let mut started = None;
+        let (mut sent, mut done, mut in_flight) = (0u64, 0u64, 0usize);
+        loop {
+            // The first request waits for the connection; timing starts once it is up.
+            while sent < bytes && in_flight < IN_FLIGHT && (started.is_some() || in_flight == 0) {
+                let n = (bytes - sent).min(FRAME) as usize;
+                sender
+                    .behaviour_mut()
+                    .send_request(&receiver_id, frame[..n].to_vec());
+                sent += n as u64;
+                in_flight += 1;
+            }
+            match sender.select_next_some().await {
+                SwarmEvent::ConnectionEstablished { .. } => {
+                    started.get_or_insert_with(Instant::now);
+                }
+                SwarmEvent::Behaviour(Event::Message {
+                    message: Message::Response { .. },
+                    ..
+                }) => {
+                    in_flight -= 1;
+                    done += FRAME.min(bytes - done);
+                    if done == bytes {
+                        let started = started.unwrap_or_else(Instant::now);
+                        return Ok(mbs(bytes, started.elapsed()));
+                    }
+                }
+                SwarmEvent::Behaviour(Event::OutboundFailure { error, .. }) => {
+                    return Err(anyhow!("raw libp2p copy failed: {error}"));
+                }
+                _ => {}
+            }
+        }
+    })
+    .await
+    .map_err(|_| anyhow!("the raw libp2p copy timed out"))?;
+    serving.abort();
+    result
+}
+
+/// `VmHWM` (peak resident set) of this process, in MiB.
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// The receiving node, in a child process of its own (`bench --file-receiver DIR`), so its
+/// peak RSS is its own: prints `ready ADDR PEER_ID`, then once a file is complete
+/// `done SECS_SINCE_OFFER PEAK_RSS_MIB SHA256_HEX`.
+async fn file_receiver(dir: PathBuf) -> Result<()> {
+    let until = tokio::time::Instant::now() + Duration::from_secs(3600);
+    let (node, mut events) = start_node(dir, "receiver", false, until).await?;
+    let addr = node
+        .handle
+        .listen_addrs()
+        .await?
+        .into_iter()
+        .next()
+        .context("the receiver listens nowhere")?;
+    println!("ready {addr} {}", node.handle.peer_id());
+    let offered = wait_event(&mut events, until, "a file offer", |e| {
+        matches!(e, NodeEvent::FileOffered { .. }).then(Instant::now)
+    })
+    .await?;
+    let sha = wait_event(&mut events, until, "the file", |e| match e {
+        NodeEvent::FileComplete { sha256, .. } => Some(Ok(*sha256)),
+        NodeEvent::FileFailed { reason, .. } => Some(Err(anyhow!("{reason}"))),
+        _ => None,
+    })
+    .await??;
+    println!(
+        "done {} {} {}",
+        offered.elapsed().as_secs_f64(),
+        peak_rss_mib(),
+        hex::encode(sha.unwrap_or_default())
+    );
+    node.handle.shutdown().await;
+    Ok(())
+}
+
+/// A file of `bytes` from node A (this process) to node B (a child process): transfer and
+/// end-to-end MB/s and B's peak RSS; the received file's SHA-256 must be the sender's.
+async fn file_transfer(
+    args: &Args,
+    bytes: u64,
+    until: tokio::time::Instant,
+) -> Result<FileFigures> {
+    use std::io::BufRead;
+    let tmp = tempfile::Builder::new()
+        .prefix("encrypto-bench-files-")
+        .tempdir_in(&args.dir)?;
+    let source = tmp.path().join("payload.bin");
+    write_random_file(&source, bytes)?;
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .arg("--file-receiver")
+        .arg(tmp.path().join("b"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .context("starting the receiving node")?;
+    let stdout = child.stdout.take().context("no stdout from the receiver")?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut next_line = async || -> Result<String> {
+        timeout_at(until, rx.recv())
+            .await
+            .map_err(|_| anyhow!("the receiver said nothing in time"))?
+            .context("the receiver exited")
+    };
+    let ready = next_line().await?;
+    let mut parts = ready.split_whitespace().skip(1);
+    let addr: encrypto_node::Multiaddr = parts.next().context("no address")?.parse()?;
+    let peer: PeerId = parts.next().context("no peer id")?.parse()?;
+
+    let (a, _ea) = start_node(tmp.path().join("a"), "sender", false, until).await?;
+    let full = node::addr_with_peer(&addr, peer);
+    timeout_at(until, a.handle.add_peer(full))
+        .await
+        .map_err(|_| anyhow!("adding the receiver timed out"))??;
+    let started = Instant::now();
+    let sent = a.handle.send_file(peer, source, Vec::new()).await?;
+    let done = next_line().await?;
+    let end_to_end = started.elapsed();
+    let mut parts = done.split_whitespace().skip(1);
+    let secs: f64 = parts.next().context("no time")?.parse()?;
+    let rss: f64 = parts.next().context("no rss")?.parse()?;
+    let sha = parts.next().context("no sha256")?;
+    if Some(sha.to_owned()) != sent.sha256.map(hex::encode) {
+        bail!("the received file's SHA-256 differs from the sender's");
+    }
+    let _ = child.wait();
+    a.handle.shutdown().await;
+    Ok(FileFigures {
+        transfer_mbs: bytes as f64 / 1e6 / secs.max(1e-9),
+        end_to_end_mbs: mbs(bytes, end_to_end),
+        receiver_peak_rss_mib: rss,
+    })
+}
+
+async fn measure_files(args: &Args, report: &mut Report) {
+    let bytes = args.file_mib << 20;
+    let until = tokio::time::Instant::now() + args.deadline;
+    eprintln!("files: plain TCP copy of {} MiB", args.file_mib);
+    let tcp = match tcp_copy(bytes) {
+        Ok(v) => v,
+        Err(e) => return report.fail("plain TCP copy", &e),
+    };
+    eprintln!("files: raw libp2p copy of {} MiB", args.file_mib);
+    let raw = match libp2p_copy(bytes, until).await {
+        Ok(v) => v,
+        Err(e) => return report.fail("raw libp2p copy", &e),
+    };
+    eprintln!("files: a {} MiB file between two nodes", args.file_mib);
+    let file = match file_transfer(args, bytes, until).await {
+        Ok(v) => v,
+        Err(e) => return report.fail("file transfer", &e),
+    };
+    let mib = args.file_mib;
+    report.row(
+        format!("plain TCP copy, {mib} MiB"),
+        format!("{tcp:.0} MB/s"),
+        "",
+    );
+    report.row(
+        format!("raw libp2p stream copy (noise+yamux), {mib} MiB"),
+        format!("{raw:.0} MB/s"),
+        "",
+    );
+    report.row(
+        format!("file transfer, {mib} MiB (offer -> file in place)"),
+        format!(
+            "{:.0} MB/s ({:.0}% of raw libp2p)",
+            file.transfer_mbs,
+            file.transfer_mbs / raw * 100.0
+        ),
+        ">= 75% of raw libp2p",
+    );
+    report.row(
+        format!("file end to end, {mib} MiB (incl. sealing pass)"),
+        format!("{:.0} MB/s", file.end_to_end_mbs),
+        "",
+    );
+    report.row(
+        "file receiver peak RSS",
+        format!("{:.0} MiB", file.receiver_peak_rss_mib),
+        "< 100 MB",
+    );
 }

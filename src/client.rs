@@ -214,6 +214,139 @@ pub(crate) fn send(global: &Global, params: Value, wait_secs: Option<u64>) -> Re
     }
 }
 
+/// How often a waiting `send-file` or `fetch` asks the daemon how the transfer goes.
+const POLL_EVERY: Duration = Duration::from_millis(200);
+
+/// `send-file`: the path is made absolute here (the daemon's working directory is not ours);
+/// with `wait`, follows the transfer until the contact has the whole file.
+pub(crate) fn send_file(
+    global: &Global,
+    to: &str,
+    path: &Path,
+    via: &[String],
+    wait: bool,
+    timeout: Option<u64>,
+) -> Result<()> {
+    let path =
+        std::path::absolute(path).with_context(|| format!("cannot resolve {}", path.display()))?;
+    let mut connection = Connection::open(global)?;
+    let offer = connection.call(
+        "send-file",
+        json!({ "to": to, "path": path.display().to_string(), "via": via }),
+    )?;
+    let file_id = s(&offer["file_id"]).to_owned();
+    if wait {
+        follow(&mut connection, &file_id, "out", timeout, global.json)?;
+    }
+    print_result(global.json, &offer, |r| {
+        let done = if wait {
+            "sent"
+        } else {
+            "offered; it moves in the background (`encrypto files` shows how far)"
+        };
+        format!(
+            "{} ({}) {done} to {to}\nfile id {}\nsha256 {}\n",
+            s(&r["name"]),
+            human_size(r["size"].as_u64().unwrap_or(0)),
+            s(&r["file_id"]),
+            s(&r["sha256"]),
+        )
+    })
+}
+
+/// `fetch`: starts the download and follows it until the file is in place.
+pub(crate) fn fetch(
+    global: &Global,
+    file_id: &str,
+    out: Option<&Path>,
+    timeout: Option<u64>,
+) -> Result<()> {
+    let out = out
+        .map(std::path::absolute)
+        .transpose()
+        .context("cannot resolve --out")?;
+    let mut connection = Connection::open(global)?;
+    let started = connection.call(
+        "fetch",
+        json!({ "file_id": file_id, "out": out.map(|p| p.display().to_string()) }),
+    )?;
+    let file_id = s(&started["file_id"]).to_owned();
+    let done = follow(&mut connection, &file_id, "in", timeout, global.json)?;
+    print_result(global.json, &done, |r| {
+        format!(
+            "Saved {} ({}) to {}\nsha256 {}\n",
+            s(&r["name"]),
+            human_size(r["size"].as_u64().unwrap_or(0)),
+            s(&r["path"]),
+            s(&r["sha256"]),
+        )
+    })
+}
+
+/// Polls `files` for one transfer until it is complete (returned), failed (an error with its
+/// reason) or the timeout passes; shows a progress bar with rate and ETA on a terminal.
+fn follow(
+    connection: &mut Connection,
+    file_id: &str,
+    direction: &str,
+    timeout: Option<u64>,
+    json: bool,
+) -> Result<Value> {
+    let deadline = timeout.map(|secs| std::time::Instant::now() + Duration::from_secs(secs));
+    let bar = indicatif::ProgressBar::with_draw_target(
+        None,
+        if json {
+            indicatif::ProgressDrawTarget::hidden()
+        } else {
+            indicatif::ProgressDrawTarget::stderr()
+        },
+    );
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    loop {
+        let list = connection.call("files", json!({ "file_id": file_id }))?;
+        let entry = list
+            .as_array()
+            .and_then(|l| l.iter().find(|f| s(&f["direction"]) == direction))
+            .cloned()
+            .with_context(|| format!("the daemon no longer lists file {file_id}"))?;
+        if bar.length().is_none() {
+            bar.set_length(entry["size"].as_u64().unwrap_or(0));
+            bar.set_message(s(&entry["name"]).to_owned());
+        }
+        bar.set_position(entry["bytes_done"].as_u64().unwrap_or(0));
+        match s(&entry["state"]) {
+            "complete" => {
+                bar.finish_and_clear();
+                return Ok(entry);
+            }
+            "failed" => {
+                bar.abandon();
+                bail!(
+                    "the transfer of {} failed: {}",
+                    s(&entry["name"]),
+                    entry["error"].as_str().unwrap_or("no reason given")
+                );
+            }
+            _ => {}
+        }
+        if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            bar.abandon();
+            bail!(
+                "{} is not complete within {} s; it goes on in the background (`encrypto files`)",
+                s(&entry["name"]),
+                timeout.unwrap_or(0)
+            );
+        }
+        std::thread::sleep(POLL_EVERY);
+    }
+}
+
 // ----- human-readable output -------------------------------------------------------------
 
 fn s(v: &Value) -> &str {
@@ -348,7 +481,12 @@ pub(crate) fn human_history(to: &str, result: &Value) -> String {
         };
         let body = match m["text"].as_str() {
             Some(t) => t.to_owned(),
-            None => format!("[file {}]", s(&m["file_id"])),
+            None => format!(
+                "[file {} ({}), id {}]",
+                s(&m["name"]),
+                human_size(m["size"].as_u64().unwrap_or(0)),
+                s(&m["file_id"])
+            ),
         };
         let status = if s(&m["direction"]) == "out" {
             format!(", {}", s(&m["status"]))
@@ -361,6 +499,55 @@ pub(crate) fn human_history(to: &str, result: &Value) -> String {
         ));
     }
     text
+}
+
+/// `1.5 MiB` for a byte count.
+pub(crate) fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+pub(crate) fn human_files(result: &Value) -> String {
+    let items = result.as_array().cloned().unwrap_or_default();
+    if items.is_empty() {
+        return "No file transfers.\n".to_owned();
+    }
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|f| {
+            let size = f["size"].as_u64().unwrap_or(0);
+            let done = f["bytes_done"].as_u64().unwrap_or(0);
+            let percent = if size == 0 { 100 } else { done * 100 / size };
+            let state = match s(&f["state"]) {
+                "transferring" => format!("transferring {percent}%"),
+                "failed" => format!("failed: {}", s(&f["error"])),
+                other => other.to_owned(),
+            };
+            let name = if s(&f["name"]).is_empty() {
+                "(sealed, held for the recipient)".to_owned()
+            } else {
+                s(&f["name"]).to_owned()
+            };
+            vec![
+                s(&f["file_id"]).to_owned(),
+                s(&f["direction"]).to_owned(),
+                name,
+                human_size(size),
+                state,
+                f["path"].as_str().unwrap_or("").to_owned(),
+            ]
+        })
+        .collect();
+    table(&["FILE ID", "DIR", "NAME", "SIZE", "STATE", "PATH"], &rows)
 }
 
 /// One line for a person watching events.
@@ -388,6 +575,28 @@ pub(crate) fn describe_event(e: &Value) -> String {
             "WARNING: the keys of {} changed; compare safety numbers, then `encrypto verify`",
             s(&e["peer_id"])
         ),
+        "file_offered" => format!(
+            "{} offers {} ({}); file id {}",
+            s(&e["from"]),
+            s(&e["name"]),
+            human_size(e["size"].as_u64().unwrap_or(0)),
+            s(&e["file_id"])
+        ),
+        "file_progress" => format!(
+            "file {}: {} of {}",
+            s(&e["file_id"]),
+            human_size(e["bytes_done"].as_u64().unwrap_or(0)),
+            human_size(e["size"].as_u64().unwrap_or(0))
+        ),
+        "file_complete" => format!(
+            "file {} complete{}",
+            s(&e["file_id"]),
+            e["path"]
+                .as_str()
+                .map(|p| format!(": {p}"))
+                .unwrap_or_default()
+        ),
+        "file_failed" => format!("file {} failed: {}", s(&e["file_id"]), s(&e["reason"])),
         other => format!("{other}: {e}"),
     };
     format!("[{time}] {what}")

@@ -82,6 +82,9 @@ pub(crate) fn run(global: &Global, options: Options) -> Result<()> {
     if let Some(n) = file.relay_max_circuits {
         config.swarm.relay_max_circuits = n;
     }
+    if let Some(limit) = file.download_limit {
+        config.auto_download_max = limit;
+    }
     config.bootstrap = bootstrap;
     config.external_addrs = external;
 
@@ -102,8 +105,12 @@ const MAX_CONFIG_LEN: u64 = 1024 * 1024;
 /// ```json
 /// {"bootstrap": ["/ip4/198.51.100.7/tcp/4001/p2p/12D3Koo..."],
 ///  "relay": {"max_circuit_secs": 3600, "max_circuit_bytes": 1073741824,
-///            "max_reservations": 128, "max_circuits": 64}}
+///            "max_reservations": 128, "max_circuits": 64},
+///  "download_limit": 1073741824}
 /// ```
+///
+/// `download_limit`: incoming files up to this many bytes download at once; larger ones wait
+/// for `encrypto fetch` (0: every file waits).
 #[derive(Debug, Default)]
 struct ConfigFile {
     bootstrap: Vec<Multiaddr>,
@@ -111,6 +118,7 @@ struct ConfigFile {
     relay_max_circuit_bytes: Option<u64>,
     relay_max_reservations: Option<usize>,
     relay_max_circuits: Option<usize>,
+    download_limit: Option<u64>,
 }
 
 impl ConfigFile {
@@ -169,6 +177,14 @@ impl ConfigFile {
             out.relay_max_circuit_bytes = number("max_circuit_bytes")?;
             out.relay_max_reservations = number("max_reservations")?.map(|n| n as usize);
             out.relay_max_circuits = number("max_circuits")?.map(|n| n as usize);
+        }
+        if let Some(v) = config.get("download_limit") {
+            out.download_limit = Some(v.as_u64().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{}: download_limit must be a whole number of bytes",
+                    path.display()
+                )
+            })?);
         }
         Ok(out)
     }

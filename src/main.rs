@@ -179,7 +179,45 @@ enum Command {
         #[arg(long)]
         for_both: bool,
     },
-    /// Print events (messages, deliveries, peers) as they happen, until interrupted
+    /// Send a file (sealed chunk by chunk; the contact pulls it, or fetches it from relays)
+    SendFile {
+        /// The contact: a peer id, or the name of exactly one contact
+        to: String,
+        /// The file
+        path: PathBuf,
+        /// Also hand the sealed chunks to this contact, which serves them while you are
+        /// offline and can never read them (repeatable)
+        #[arg(long, value_name = "CONTACT")]
+        via: Vec<String>,
+        /// Wait until the contact has the whole file, with a progress bar on a terminal
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up waiting after SECS seconds (the transfer goes on)
+        #[arg(long, value_name = "SECS", requires = "wait", value_parser = clap::value_parser!(u64).range(1..))]
+        timeout: Option<u64>,
+    },
+    /// Download a file offered to you (one over the automatic limit, or one that failed),
+    /// waiting until it is complete
+    Fetch {
+        /// The file id, as `encrypto files` shows it
+        file_id: String,
+        /// Save it here (a file name or a directory) instead of DATA_DIR/downloads
+        #[arg(long, value_name = "PATH")]
+        out: Option<PathBuf>,
+        /// Give up waiting after SECS seconds (the download goes on)
+        #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+        timeout: Option<u64>,
+    },
+    /// File transfers, newest first
+    Files,
+    /// Send a file you hold (received or sent) to another contact, without sealing it again
+    Forward {
+        /// The file id, as `encrypto files` shows it
+        file_id: String,
+        /// The contact: a peer id, or the name of exactly one contact
+        to: String,
+    },
+    /// Print events (messages, deliveries, peers, files) as they happen, until interrupted
     Watch,
     /// Change the passphrase that seals the keystore
     Passwd {
@@ -296,6 +334,32 @@ fn main() -> ExitCode {
                 secs,
             )
         }
+        Command::SendFile {
+            to,
+            path,
+            via,
+            wait,
+            timeout,
+        } => client::send_file(&global, &to, &path, &via, wait, timeout),
+        Command::Fetch {
+            file_id,
+            out,
+            timeout,
+        } => client::fetch(&global, &file_id, out.as_deref(), timeout),
+        Command::Files => client::run(&global, "files", json!({}), client::human_files),
+        Command::Forward { file_id, to } => client::run(
+            &global,
+            "forward",
+            json!({ "file_id": file_id, "to": to }),
+            |r| {
+                format!(
+                    "Forwarded {} ({}) to {to}; file id {}\n",
+                    r["name"].as_str().unwrap_or("?"),
+                    client::human_size(r["size"].as_u64().unwrap_or(0)),
+                    r["file_id"].as_str().unwrap_or("?"),
+                )
+            },
+        ),
         Command::History { to, limit } => client::run(
             &global,
             "history",

@@ -3,12 +3,14 @@
 //! prints these same objects, so the names here are the names scripts see.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use encrypto_crypto::file::FileId;
 use encrypto_crypto::keystore::KdfParams;
 use encrypto_crypto::{Cipher, PeerId, PublicIdentity, SafetyNumber};
-use encrypto_node::store::{Body, Contact, Direction, Status, StoredMessage};
+use encrypto_node::node::FileTransfer;
+use encrypto_node::store::{Body, Contact, Direction, Status, StoredMessage, TransferRole};
 use encrypto_node::{DataDir, Multiaddr, NodeEvent, NodeHandle, PeerInfo};
 use serde_json::{Map, Value, json};
 use tokio::sync::broadcast;
@@ -149,6 +151,10 @@ impl Server {
             "cipher" => self.cipher(params).await,
             "delete-chat" | "delete_chat" => self.delete_chat(params).await,
             "passwd" => self.passwd(params).await,
+            "send-file" | "send_file" => self.send_file(params).await,
+            "fetch" => self.fetch(params).await,
+            "files" => self.files(params).await,
+            "forward" => self.forward(params).await,
             other => Err(RpcError::new(
                 code::METHOD_NOT_FOUND,
                 format!(
@@ -414,6 +420,76 @@ impl Server {
         Ok(json!({ "ok": true }))
     }
 
+    async fn send_file(&self, params: &Params) -> MethodResult {
+        let path = absolute_path(params, "path")?
+            .ok_or_else(|| RpcError::invalid_params("missing \"path\""))?;
+        let via_names = match params.get("via") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(list)) => list
+                .iter()
+                .map(|v| {
+                    v.as_str().map(str::to_owned).ok_or_else(|| {
+                        RpcError::invalid_params("\"via\" must be a list of contacts")
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+            Some(_) => {
+                return Err(RpcError::invalid_params(
+                    "\"via\" must be a list of contacts",
+                ));
+            }
+        };
+        let contact = self.resolve(params).await?;
+        let mut via = Vec::new();
+        for name in via_names {
+            let contacts = self.node.contacts().await.map_err(RpcError::failed)?;
+            via.push(resolve_contact(&name, contacts)?.peer_id);
+        }
+        let sent = self
+            .node
+            .send_file(contact.peer_id, path, via)
+            .await
+            .map_err(RpcError::failed)?;
+        Ok(offer_json(&sent))
+    }
+
+    async fn fetch(&self, params: &Params) -> MethodResult {
+        let file_id = file_id_param(params)?;
+        let out = absolute_path(params, "out")?;
+        let transfer = self
+            .node
+            .fetch_file(file_id, out)
+            .await
+            .map_err(RpcError::failed)?;
+        Ok(file_json(&transfer))
+    }
+
+    async fn files(&self, params: &Params) -> MethodResult {
+        let only = match params.get("file_id") {
+            None | Some(Value::Null) => None,
+            Some(_) => Some(file_id_param(params)?),
+        };
+        let files = self.node.files().await.map_err(RpcError::failed)?;
+        Ok(Value::Array(
+            files
+                .iter()
+                .filter(|f| only.is_none_or(|id| f.file_id == id))
+                .map(file_json)
+                .collect(),
+        ))
+    }
+
+    async fn forward(&self, params: &Params) -> MethodResult {
+        let file_id = file_id_param(params)?;
+        let contact = self.resolve(params).await?;
+        let sent = self
+            .node
+            .forward_file(file_id, contact.peer_id)
+            .await
+            .map_err(RpcError::failed)?;
+        Ok(offer_json(&sent))
+    }
+
     async fn contacts_by_peer(&self) -> Result<HashMap<PeerId, Contact>, RpcError> {
         let contacts = self.node.contacts().await.map_err(RpcError::failed)?;
         Ok(contacts.into_iter().map(|c| (c.peer_id, c)).collect())
@@ -554,6 +630,64 @@ fn optional_cipher(params: &Params) -> Result<Option<Cipher>, RpcError> {
     }
 }
 
+fn file_id_param(params: &Params) -> Result<FileId, RpcError> {
+    let text = required_str(params, "file_id")?;
+    text.trim().parse().map_err(|_| {
+        RpcError::invalid_params(format!(
+            "{text:?} is not a file id (32 hex digits, as `encrypto files` shows)"
+        ))
+    })
+}
+
+/// An optional path parameter, which must be absolute (the daemon's working directory is not
+/// the caller's; the CLI sends absolute paths).
+fn absolute_path(params: &Params, name: &str) -> Result<Option<PathBuf>, RpcError> {
+    match params.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if Path::new(s).is_absolute() => Ok(Some(PathBuf::from(s))),
+        Some(Value::String(s)) => Err(RpcError::invalid_params(format!(
+            "\"{name}\" must be an absolute path, not {s:?}"
+        ))),
+        Some(_) => Err(RpcError::invalid_params(format!(
+            "\"{name}\" must be a string"
+        ))),
+    }
+}
+
+/// What `send-file` and `forward` answer.
+fn offer_json(f: &FileTransfer) -> Value {
+    json!({
+        "file_id": f.file_id.to_string(),
+        "name": f.name,
+        "size": f.size,
+        "sha256": f.sha256.map(hex::encode),
+    })
+}
+
+/// One entry of `files`.
+pub(crate) fn file_json(f: &FileTransfer) -> Value {
+    json!({
+        "file_id": f.file_id.to_string(),
+        "peer": f.peer.to_string(),
+        "name": f.name,
+        "size": f.size,
+        "direction": role_str(f.role),
+        "state": f.state.as_str(),
+        "bytes_done": f.bytes_done,
+        "path": f.path.as_ref().map(|p| p.display().to_string()),
+        "sha256": f.sha256.map(hex::encode),
+        "error": f.error,
+    })
+}
+
+fn role_str(role: TransferRole) -> &'static str {
+    match role {
+        TransferRole::Send => "out",
+        TransferRole::Receive => "in",
+        TransferRole::Relay => "relay",
+    }
+}
+
 fn strings(addrs: &[Multiaddr]) -> Vec<String> {
     addrs.iter().map(ToString::to_string).collect()
 }
@@ -584,7 +718,7 @@ fn message_json(m: &StoredMessage) -> Value {
         Body::Text(text) => (Some(text.clone()), None),
         Body::File { file_id, .. } => (None, Some(hex::encode(file_id))),
     };
-    json!({
+    let mut value = json!({
         "id": m.id.to_string(),
         "peer": m.peer.to_string(),
         "direction": direction_str(m.direction),
@@ -598,7 +732,12 @@ fn message_json(m: &StoredMessage) -> Value {
             // An incoming message is in the history because it was delivered here.
             Status::Delivered | Status::Received => "delivered",
         },
-    })
+    });
+    if let Body::File { name, size, .. } = &m.body {
+        value["name"] = json!(name);
+        value["size"] = json!(size);
+    }
+    value
 }
 
 fn direction_str(d: Direction) -> &'static str {
@@ -688,6 +827,47 @@ pub(crate) fn event_json(event: &NodeEvent, me: PeerId) -> Option<Value> {
         NodeEvent::HolePunch { peer, direct } => json!({
             "event": "hole_punch", "timestamp": timestamp, "peer_id": peer.to_string(),
             "direct": direct,
+        }),
+        NodeEvent::FileOffered {
+            peer,
+            file_id,
+            name,
+            size,
+        } => json!({
+            "event": "file_offered", "timestamp": timestamp, "file_id": file_id.to_string(),
+            "from": peer.to_string(), "name": name, "size": size,
+        }),
+        NodeEvent::FileProgress {
+            peer,
+            file_id,
+            role,
+            bytes_done,
+            size,
+        } => json!({
+            "event": "file_progress", "timestamp": timestamp, "file_id": file_id.to_string(),
+            "peer": peer.to_string(), "direction": role_str(*role),
+            "bytes_done": bytes_done, "size": size,
+        }),
+        NodeEvent::FileComplete {
+            peer,
+            file_id,
+            role,
+            path,
+            sha256,
+        } => json!({
+            "event": "file_complete", "timestamp": timestamp, "file_id": file_id.to_string(),
+            "peer": peer.to_string(), "direction": role_str(*role),
+            "path": path.as_ref().map(|p| p.display().to_string()),
+            "sha256": sha256.map(hex::encode),
+        }),
+        NodeEvent::FileFailed {
+            peer,
+            file_id,
+            role,
+            reason,
+        } => json!({
+            "event": "file_failed", "timestamp": timestamp, "file_id": file_id.to_string(),
+            "peer": peer.to_string(), "direction": role_str(*role), "reason": reason,
         }),
         NodeEvent::Rejected { peer, reason } => json!({
             "event": "rejected", "timestamp": timestamp, "peer_id": peer.to_string(),

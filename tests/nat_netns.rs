@@ -9,8 +9,8 @@
 //!
 //! The routers masquerade their home network (nftables) and route nothing between the homes:
 //! Alice cannot reach Bob's address, nor he hers. Both bootstrap from the relay (mDNS off),
-//! reserve a slot on it, find each other by name in the DHT, and exchange messages; the test
-//! reports whether DCUtR upgraded the connection to a direct one.
+//! reserve a slot on it, find each other by name in the DHT, exchange messages and a 16 MiB
+//! file; the test reports whether DCUtR upgraded the connection to a direct one.
 //!
 //! Needs root, `ip netns` and `nft`; without them it prints why and passes, unless
 //! `ENCRYPTO_REQUIRE_NETNS=1` (set by `.ci/run`, which installs both).
@@ -267,6 +267,30 @@ fn users_behind_two_nats_find_each_other_and_chat_through_a_relay() {
         texts(&alice.json(&["history", &db.peer_id])),
         ["hello through two NATs", "hello back"]
     );
+
+    // A 16 MiB file, over whatever connects them (the relay, or a punched hole).
+    let mut content = vec![0u8; 16 << 20];
+    for (i, b) in content.iter_mut().enumerate() {
+        *b = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).to_le_bytes()[7];
+    }
+    let path = alice.tmp.path().join("holiday.mp4");
+    std::fs::write(&path, &content).unwrap();
+    let offer = alice.one(&[
+        "send-file",
+        &db.peer_id,
+        path.to_str().unwrap(),
+        "--wait",
+        "--timeout",
+        "55",
+    ]);
+    let received = bob
+        .json(&["files"])
+        .into_iter()
+        .find(|f| f["file_id"] == offer["file_id"])
+        .unwrap();
+    assert_eq!(received["state"], "complete");
+    assert_eq!(received["sha256"], offer["sha256"]);
+    assert!(std::fs::read(received["path"].as_str().unwrap()).unwrap() == content);
 
     // DCUtR tries to upgrade the relayed connection (it may fail behind some NATs): give it a
     // bounded while, then report what happened.

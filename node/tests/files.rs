@@ -321,7 +321,25 @@ async fn a_relay_serves_the_sealed_chunks_while_the_sender_is_offline_and_learns
     let (path, bytes) = random_file(tmp.path(), "secret.bin", 8 << 20, 21);
 
     let sent = a.handle.send_file(pb, path, vec![pr]).await.unwrap();
-    completed(&mut r, sent.file_id, TransferRole::Relay).await;
+    let sealed = completed(&mut r, sent.file_id, TransferRole::Relay)
+        .await
+        .unwrap();
+    // It holds every sealed chunk (the file plus a tag per 256 KiB chunk), and no plaintext.
+    let probes: Vec<&[u8]> = (0..8).map(|i| &bytes[i * (1 << 20)..][..64]).collect();
+    assert_eq!(
+        std::fs::metadata(&sealed).unwrap().len(),
+        bytes.len() as u64 + 32 * 16
+    );
+    for file in files_under(&sr.dir) {
+        let content = std::fs::read(&file).unwrap();
+        for probe in &probes {
+            assert!(
+                !contains(&content, probe),
+                "plaintext in {}",
+                file.display()
+            );
+        }
+    }
     wait_for(&mut b.events, |e| {
         matches!(e, NodeEvent::FileOffered { file_id, .. } if *file_id == sent.file_id)
             .then_some(())
@@ -341,8 +359,24 @@ async fn a_relay_serves_the_sealed_chunks_while_the_sender_is_offline_and_learns
     let held = transfer(&r, sent.file_id, TransferRole::Relay).await;
     assert_eq!(held.sha256, None);
     assert_eq!(held.name, "");
+    // Told that Bob has the file, the relay deletes its sealed copy (bounded wait).
+    let mut dropped = false;
+    for _ in 0..150 {
+        if transfer(&r, sent.file_id, TransferRole::Relay)
+            .await
+            .path
+            .is_none()
+        {
+            dropped = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(
+        dropped,
+        "the relay kept its copy after the recipient completed"
+    );
     r.stop().await;
-    let probes: Vec<&[u8]> = (0..8).map(|i| &bytes[i * (1 << 20)..][..64]).collect();
     for file in files_under(&sr.dir) {
         let content = std::fs::read(&file).unwrap();
         for probe in &probes {
@@ -353,5 +387,127 @@ async fn a_relay_serves_the_sealed_chunks_while_the_sender_is_offline_and_learns
             );
         }
     }
+    b.stop().await;
+}
+
+mod hostile {
+    use encrypto_node::protocol::{FILE_PROTOCOL, FileCodec, FileRequest, FileResponse};
+    use futures::StreamExt;
+    use libp2p::request_response::{self, Message, ProtocolSupport};
+    use libp2p::swarm::SwarmEvent;
+    use libp2p::{Multiaddr, Swarm, SwarmBuilder, noise, tcp, yamux};
+
+    pub type Source = Swarm<request_response::Behaviour<FileCodec>>;
+
+    /// A peer that agrees to hold files and then serves chunks of the right length made of
+    /// random bytes.
+    pub fn swarm() -> Source {
+        SwarmBuilder::with_new_identity()
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default(),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .unwrap()
+            .with_behaviour(|_| {
+                request_response::Behaviour::with_codec(
+                    encrypto_node::protocol::file_codec(),
+                    [(FILE_PROTOCOL, ProtocolSupport::Full)],
+                    request_response::Config::default(),
+                )
+            })
+            .unwrap()
+            .build()
+    }
+
+    pub async fn listen(swarm: &mut Source) -> Multiaddr {
+        swarm
+            .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+            .unwrap();
+        loop {
+            if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+                return address;
+            }
+        }
+    }
+
+    /// Serves until dropped; every chunk request bumps `served`.
+    pub async fn serve(
+        mut swarm: Source,
+        chunk_len: usize,
+        served: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        use rand::Rng;
+        loop {
+            if let SwarmEvent::Behaviour(request_response::Event::Message {
+                message:
+                    Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            }) = swarm.select_next_some().await
+            {
+                let response = match request {
+                    FileRequest::Hold { .. } | FileRequest::Complete { .. } => FileResponse::Ok,
+                    FileRequest::Chunk { .. } => {
+                        served.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let mut junk = vec![0u8; chunk_len];
+                        rand::rng().fill_bytes(&mut junk);
+                        FileResponse::Chunk(junk.into())
+                    }
+                    FileRequest::Manifest { .. } => FileResponse::Unavailable,
+                };
+                let _ = swarm.behaviour_mut().send_response(channel, response);
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupted_chunks_from_a_hostile_source_are_rejected_and_fetched_elsewhere() {
+    let tmp = TempDir::new().unwrap();
+    let (mut sa, mut sb) = (
+        Spec::new(&tmp, "alice", 31, LISTEN),
+        Spec::new(&tmp, "bob", 32, LISTEN),
+    );
+    let (mut a, mut b) = (sa.start().await, sb.start().await);
+    connect(&mut a, &mut b).await;
+    let pb = b.handle.peer_id();
+
+    let mut source = hostile::swarm();
+    let evil = *source.local_peer_id();
+    let addr = hostile::listen(&mut source).await;
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // 256 KiB chunks, sealed: 16 bytes more.
+    let server = tokio::spawn(hostile::serve(source, 256 * 1024 + 16, served.clone()));
+    a.handle.dial(addr).await.unwrap();
+    wait_for(&mut a.events, |e| {
+        matches!(e, NodeEvent::PeerConnected { peer } if *peer == evil).then_some(())
+    })
+    .await;
+
+    let (path, bytes) = random_file(tmp.path(), "doc.pdf", 4 << 20, 33);
+    let sent = a.handle.send_file(pb, path, vec![evil]).await.unwrap();
+    let mut rejected = 0;
+    let saved = wait_for_long(&mut b, |e| match e {
+        NodeEvent::Rejected { peer, reason } if *peer == evil => {
+            assert!(reason.contains("chunk"), "{reason}");
+            rejected += 1;
+            None
+        }
+        NodeEvent::FileComplete { file_id, path, .. } if *file_id == sent.file_id => {
+            Some(path.clone().unwrap())
+        }
+        NodeEvent::FileFailed { reason, .. } => panic!("transfer failed: {reason}"),
+        _ => None,
+    })
+    .await;
+    assert!(std::fs::read(&saved).unwrap() == bytes, "the copy differs");
+    let asked = served.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(asked >= 1, "the hostile source was never asked");
+    assert!(rejected >= 1, "no bad chunk was reported");
+    server.abort();
+    a.stop().await;
     b.stop().await;
 }

@@ -1233,6 +1233,7 @@ impl Actor {
                 for addr in addrs {
                     self.swarm.add_peer_address(peer, addr);
                 }
+                self.reach_source(peer);
                 let request_id = self
                     .swarm
                     .behaviour_mut()
@@ -1272,9 +1273,13 @@ impl Actor {
             d.in_flight.insert(i, source.peer);
             requests.push((source.peer, i, source.addrs.clone()));
         }
+        let mut dialled = HashSet::new();
         for (peer, index, addrs) in requests {
             for addr in addrs {
                 self.swarm.add_peer_address(peer, addr);
+            }
+            if dialled.insert(peer) {
+                self.reach_source(peer);
             }
             let request_id = self.swarm.behaviour_mut().file.send_request(
                 &peer,
@@ -1291,6 +1296,17 @@ impl Actor {
                     source: peer,
                 },
             );
+        }
+    }
+
+    /// Dials a source that is not connected at every address remembered for it: libp2p
+    /// forgets an address after a failed dial, and a source that restarted is usually back
+    /// where it was. Called only when the source's backoff allows a request.
+    fn reach_source(&mut self, peer: PeerId) {
+        if !self.connected.contains(&peer)
+            && let Err(e) = self.dial_known(peer)
+        {
+            debug!(%peer, error = %e, "cannot dial a file source");
         }
     }
 
@@ -1744,6 +1760,7 @@ impl Actor {
     }
 
     fn peer_completed(&mut self, peer: PeerId, file_id: FileId) {
+        self.drop_relay_copy(peer, file_id);
         // We sent it to `peer`.
         if let Ok(Some(mut t)) = self.store.transfer(&file_id, TransferRole::Send, &peer)
             && t.state != TransferState::Complete
@@ -1760,6 +1777,45 @@ impl Actor {
                 path: t.path.clone(),
                 sha256: t.sha256,
             });
+        }
+    }
+
+    /// The recipient of a file we hold as a relay has it: the sealed copy is deleted (the
+    /// record stays, so `files` still shows what was relayed).
+    fn drop_relay_copy(&mut self, recipient: PeerId, file_id: FileId) {
+        let Ok(list) = self.store.transfers_of(&file_id) else {
+            return;
+        };
+        for mut t in list {
+            let held = t.path.is_some() || self.files.downloads.contains_key(&tkey(&t));
+            if t.role != TransferRole::Relay || !held {
+                continue;
+            }
+            let for_them = self
+                .store
+                .manifest(&file_id, t.role, &t.peer)
+                .ok()
+                .flatten()
+                .and_then(|bytes| FileManifest::from_bytes(&bytes).ok())
+                .and_then(|m| encrypto_crypto::identity::peer_id_of(&m.recipient))
+                == Some(recipient);
+            if !for_them {
+                continue;
+            }
+            if self.files.downloads.remove(&tkey(&t)).is_some() {
+                let _ = self.store.clear_chunks(&file_id, t.role, &t.peer);
+            }
+            if let Some(path) = t.path.take() {
+                let _ = fs::remove_file(&path);
+            }
+            let partial = self.partial_path(&t);
+            let _ = fs::remove_file(partial);
+            t.state = TransferState::Complete;
+            if let Err(e) = self.store.put_transfer(&t) {
+                warn!(error = %e, "cannot save a relayed transfer");
+            }
+            self.files.served.remove(&file_id);
+            info!(file = %file_id, "the recipient has the file; the relayed copy is deleted");
         }
     }
 
