@@ -3,14 +3,21 @@
 //! [`App`] is a plain struct: one of three screens (onboarding, "in use by another process",
 //! the main view) plus the backend that runs the node. [`App::ui`] first applies the
 //! updates waiting on the channel (never waiting for more), then draws.
+//!
+//! File transfers are kept per transfer (file, our role, the other side), as the node keys
+//! them: loaded whole from `files()` when a chat opens or a transfer appears, then moved on by
+//! the progress, completion and failure events.
 
 use std::collections::{HashMap, HashSet};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use encrypto_crypto::file::FileId;
 use encrypto_crypto::keystore::KdfParams;
 use encrypto_crypto::{Fingerprint, MessageId, PeerId, PublicIdentity, RsaBits};
-use encrypto_node::store::{Contact, StoredMessage};
+use encrypto_node::node::FileTransfer;
+use encrypto_node::store::{Body, Contact, StoredMessage, TransferRole, TransferState};
 use encrypto_node::{Multiaddr, NodeConfig, NodeEvent, NodeHandle, PeerInfo};
 use zeroize::Zeroizing;
 
@@ -18,6 +25,11 @@ use crate::backend::{Backend, NodeSetup, OpenError, Session, UPDATES_PER_FRAME, 
 
 /// The control socket a daemon serves in its data directory.
 const SOCKET_FILE: &str = "encrypto.sock";
+/// A download that finishes within this long of its offer is announced by the offer's
+/// notification alone, so a small file does not notify twice.
+const QUIET_DOWNLOAD: Duration = Duration::from_secs(5);
+/// Weight of the newest measurement in a transfer's smoothed rate.
+const RATE_WEIGHT: f64 = 0.3;
 
 /// How the window starts its node.
 #[derive(Debug, Clone)]
@@ -90,6 +102,75 @@ pub(crate) struct ContactRow {
     pub(crate) fingerprint: Option<Fingerprint>,
 }
 
+/// A transfer as the node keys it: the file, our part in it, the other side.
+pub(crate) type TransferKey = (FileId, TransferRole, PeerId);
+
+/// A transfer as the window shows it: the node's record, moved on by events, and the rate
+/// measured from its progress events.
+pub(crate) struct TransferView {
+    pub(crate) transfer: FileTransfer,
+    /// Bytes per second, smoothed; `None` until two progress events have been seen.
+    pub(crate) rate: Option<f64>,
+    /// The last progress event: when, and the bytes done then.
+    last: Option<(Instant, u64)>,
+}
+
+impl TransferView {
+    fn new(transfer: FileTransfer) -> Self {
+        TransferView {
+            transfer,
+            rate: None,
+            last: None,
+        }
+    }
+
+    fn progress(&mut self, bytes_done: u64, now: Instant) {
+        let t = &mut self.transfer;
+        // A progress event forwarded late must not undo a completion or a failure already
+        // read from the node.
+        if matches!(t.state, TransferState::Complete | TransferState::Failed) {
+            return;
+        }
+        t.state = TransferState::Transferring;
+        t.bytes_done = t.bytes_done.max(bytes_done);
+        if let Some((at, before)) = self.last {
+            let secs = now.duration_since(at).as_secs_f64();
+            if secs > 0.0 && bytes_done >= before {
+                let rate = (bytes_done - before) as f64 / secs;
+                self.rate = Some(
+                    self.rate
+                        .map_or(rate, |r| r * (1.0 - RATE_WEIGHT) + rate * RATE_WEIGHT),
+                );
+            }
+        }
+        self.last = Some((now, bytes_done));
+    }
+}
+
+/// One line of the file picker's listing.
+pub(crate) struct PickerEntry {
+    /// The name as shown (lossy for names that are not UTF-8).
+    pub(crate) name: String,
+    pub(crate) path: PathBuf,
+    pub(crate) dir: bool,
+    pub(crate) size: u64,
+}
+
+/// The in-window file picker: a folder listing to click through and a path field.
+pub(crate) struct FilePicker {
+    /// The chat the file goes to.
+    pub(crate) peer: PeerId,
+    /// The folder listed.
+    pub(crate) dir: PathBuf,
+    pub(crate) entries: Vec<PickerEntry>,
+    /// The listing was cut at this many entries.
+    pub(crate) truncated: bool,
+    /// The path field: a file to send, or a folder to open.
+    pub(crate) path: String,
+    pub(crate) show_hidden: bool,
+    pub(crate) error: Option<String>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Dialog {
     Delete(PeerId),
@@ -113,6 +194,10 @@ pub(crate) struct Main {
     pub(crate) peers: Vec<PeerInfo>,
     pub(crate) listen_addrs: Vec<Multiaddr>,
     pub(crate) show_ciphertext: HashSet<MessageId>,
+    pub(crate) transfers: HashMap<TransferKey, TransferView>,
+    pub(crate) picker: Option<FilePicker>,
+    /// The folder the picker showed last, to open it there again.
+    pub(crate) picker_dir: Option<PathBuf>,
     pub(crate) dialog: Option<Dialog>,
     pub(crate) network_open: bool,
     /// The last status line, and whether it is an error.
@@ -124,6 +209,7 @@ pub(crate) struct Main {
     dirty_history: HashSet<PeerId>,
     dirty_contacts: bool,
     dirty_network: bool,
+    dirty_files: bool,
 }
 
 impl App {
@@ -334,6 +420,9 @@ impl Main {
             peers: Vec::new(),
             listen_addrs: Vec::new(),
             show_ciphertext: HashSet::new(),
+            transfers: HashMap::new(),
+            picker: None,
+            picker_dir: None,
             dialog: None,
             network_open: false,
             status: None,
@@ -343,6 +432,7 @@ impl Main {
             dirty_history: HashSet::new(),
             dirty_contacts: true,
             dirty_network: true,
+            dirty_files: false,
         }
     }
 
@@ -353,6 +443,7 @@ impl Main {
             Update::Lagged => {
                 self.dirty_contacts = true;
                 self.dirty_network = true;
+                self.dirty_files = true;
                 self.dirty_history.extend(self.histories.keys().copied());
             }
             Update::Contacts(contacts) => self.set_contacts(contacts),
@@ -378,6 +469,20 @@ impl Main {
             Update::Sent(peer) => {
                 self.dirty_history.insert(peer);
             }
+            Update::Files(list) => self.set_files(list),
+            Update::FileSent(transfer) => {
+                self.dirty_history.insert(transfer.peer);
+                self.status = Some((
+                    format!(
+                        "offered {} to {}",
+                        transfer.name,
+                        self.name_of(&transfer.peer)
+                    ),
+                    false,
+                ));
+                self.put_transfer(transfer);
+            }
+            Update::Fetching(transfer) => self.put_transfer(transfer),
             Update::Added(contact) => {
                 self.status = Some((
                     format!(
@@ -402,19 +507,89 @@ impl Main {
 
     fn on_event(&mut self, event: NodeEvent) -> Option<(String, String)> {
         match event {
-            NodeEvent::MessageReceived { peer, .. } => {
+            NodeEvent::MessageReceived { peer, body, .. } => {
                 self.dirty_history.insert(peer);
                 let reading = self.selected == Some(peer) && self.focused;
                 if !reading {
                     *self.unread.entry(peer).or_default() += 1;
                 }
                 if !self.focused {
-                    // The text stays out of the notification: other people can see the screen.
+                    // The text (and a file's name) stays out of the notification: other
+                    // people can see the screen.
+                    let what = match body {
+                        Body::File { .. } => "New file from",
+                        _ => "New message from",
+                    };
                     return Some((
                         "Encrypto".to_owned(),
-                        format!("New message from {}", self.name_of(&peer)),
+                        format!("{what} {}", self.name_of(&peer)),
                     ));
                 }
+            }
+            NodeEvent::FileOffered { .. } => self.dirty_files = true,
+            NodeEvent::FileProgress {
+                peer,
+                file_id,
+                role,
+                bytes_done,
+                ..
+            } => match self.transfers.get_mut(&(file_id, role, peer)) {
+                Some(view) => view.progress(bytes_done, Instant::now()),
+                None => self.dirty_files |= role != TransferRole::Relay,
+            },
+            NodeEvent::FileComplete {
+                peer,
+                file_id,
+                role,
+                path,
+                sha256,
+            } => {
+                let Some(view) = self.transfers.get_mut(&(file_id, role, peer)) else {
+                    self.dirty_files |= role != TransferRole::Relay;
+                    return None;
+                };
+                let t = &mut view.transfer;
+                t.state = TransferState::Complete;
+                t.bytes_done = t.size;
+                t.error = None;
+                if path.is_some() {
+                    t.path = path;
+                }
+                t.sha256 = sha256.or(t.sha256);
+                let took_a_while = now_ms().saturating_sub(t.created_ms)
+                    > u64::try_from(QUIET_DOWNLOAD.as_millis()).unwrap_or(u64::MAX);
+                if role == TransferRole::Receive && !self.focused && took_a_while {
+                    return Some((
+                        "Encrypto".to_owned(),
+                        format!("A file from {} is downloaded", self.name_of(&peer)),
+                    ));
+                }
+            }
+            NodeEvent::FileFailed {
+                peer,
+                file_id,
+                role,
+                reason,
+            } => {
+                if role == TransferRole::Relay {
+                    return None;
+                }
+                let name = match self.transfers.get_mut(&(file_id, role, peer)) {
+                    Some(view) => {
+                        view.transfer.state = TransferState::Failed;
+                        view.transfer.error = Some(reason.clone());
+                        view.transfer.name.clone()
+                    }
+                    None => {
+                        self.dirty_files = true;
+                        "a file".to_owned()
+                    }
+                };
+                let (way, whom) = match role {
+                    TransferRole::Send => ("to", self.name_of(&peer)),
+                    _ => ("from", self.name_of(&peer)),
+                };
+                self.status = Some((format!("{name} {way} {whom} failed: {reason}"), true));
             }
             NodeEvent::Delivered { peer, .. } => {
                 self.dirty_history.insert(peer);
@@ -489,12 +664,52 @@ impl Main {
             self.pending_open = None;
             self.selected = Some(peer);
             self.dirty_history.insert(peer);
+            self.dirty_files = true;
         }
         self.contacts = rows;
     }
 
+    /// Replaces the transfers with the node's list, keeping the measured rates (and bytes
+    /// already seen, should the list be older than the last progress event).
+    fn set_files(&mut self, list: Vec<FileTransfer>) {
+        let mut old = std::mem::take(&mut self.transfers);
+        for transfer in list {
+            if transfer.role == TransferRole::Relay {
+                continue;
+            }
+            let key = (transfer.file_id, transfer.role, transfer.peer);
+            let view = match old.remove(&key) {
+                Some(mut view) => {
+                    let seen = view.transfer.bytes_done;
+                    let same_state = view.transfer.state == transfer.state;
+                    view.transfer = transfer;
+                    if same_state {
+                        view.transfer.bytes_done = view.transfer.bytes_done.max(seen);
+                    }
+                    view
+                }
+                None => TransferView::new(transfer),
+            };
+            self.transfers.insert(key, view);
+        }
+    }
+
+    /// Adds or replaces one transfer (one the user just started).
+    fn put_transfer(&mut self, transfer: FileTransfer) {
+        let key = (transfer.file_id, transfer.role, transfer.peer);
+        match self.transfers.get_mut(&key) {
+            Some(view) => view.transfer = transfer,
+            None => {
+                self.transfers.insert(key, TransferView::new(transfer));
+            }
+        }
+    }
+
     /// Asks the node for whatever updates made stale.
     fn request_stale(&mut self, backend: &Backend) {
+        if std::mem::take(&mut self.dirty_files) {
+            backend.load_files();
+        }
         if std::mem::take(&mut self.dirty_contacts) {
             backend.refresh_contacts();
         }
@@ -530,5 +745,54 @@ impl Main {
         self.selected = Some(peer);
         self.unread.remove(&peer);
         backend.load_history(peer);
+        backend.load_files();
     }
+
+    /// The chat a file can be sent to now: the open one, with a contact whose keys are
+    /// accepted.
+    pub(crate) fn file_target(&self) -> Result<PeerId, String> {
+        let peer = self
+            .selected
+            .ok_or_else(|| "open a chat to send a file in it".to_owned())?;
+        match self.contact(&peer) {
+            None => Err("this peer is not a contact yet".to_owned()),
+            Some(row) if row.contact.key_changed => Err(format!(
+                "{}'s keys changed: verify the contact before sending files",
+                row.contact.name
+            )),
+            Some(_) => Ok(peer),
+        }
+    }
+
+    /// Sends files (from the picker, or dropped on the window) to the open chat. Folders are
+    /// refused here; the node reports anything else it cannot read.
+    pub(crate) fn send_files(&mut self, paths: Vec<PathBuf>, backend: &Backend) {
+        let peer = match self.file_target() {
+            Ok(peer) => peer,
+            Err(why) => {
+                self.status = Some((format!("cannot send a file: {why}"), true));
+                return;
+            }
+        };
+        for path in paths {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| path.display().to_string());
+            if path.is_dir() {
+                self.status = Some((format!("{name} is a folder: only files can be sent"), true));
+                continue;
+            }
+            self.status = Some((format!("sealing {name}…"), false));
+            backend.send_file(peer, path);
+        }
+    }
+}
+
+/// Now, Unix milliseconds (0 if the clock is before 1970).
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }

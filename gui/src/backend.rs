@@ -7,8 +7,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use encrypto_crypto::file::FileId;
 use encrypto_crypto::keystore::KdfParams;
 use encrypto_crypto::{Cipher, PeerId, PublicIdentity, RsaBits};
+use encrypto_node::node::FileTransfer;
 use encrypto_node::store::{Contact, StoredMessage};
 use encrypto_node::{
     DataDir, DataDirError, Multiaddr, NodeConfig, NodeError, NodeEvent, NodeHandle, PeerInfo,
@@ -77,6 +79,12 @@ pub(crate) enum Update {
         dht: bool,
     },
     Sent(PeerId),
+    /// Every file transfer, newest first.
+    Files(Vec<FileTransfer>),
+    /// A file was offered in a chat (its offer is queued like a text).
+    FileSent(FileTransfer),
+    /// A download was started, or started again.
+    Fetching(FileTransfer),
     /// A contact was added (pinned) on the user's request.
     Added(Contact),
     /// A contact was marked verified.
@@ -242,6 +250,32 @@ impl Backend {
             "send",
             move |h| async move { h.send_text(peer, text).await },
             move |_id| Some(Update::Sent(peer)),
+        );
+    }
+
+    /// Sends a file: the node reads and seals it first (a second or more for a large file).
+    pub(crate) fn send_file(&self, peer: PeerId, path: PathBuf) {
+        self.call(
+            "send file",
+            move |h| async move { h.send_file(peer, path, Vec::new()).await },
+            |t| Some(Update::FileSent(t)),
+        );
+    }
+
+    /// Starts (or restarts) downloading an offered file into the downloads directory.
+    pub(crate) fn fetch_file(&self, file_id: FileId) {
+        self.call(
+            "download",
+            move |h| async move { h.fetch_file(file_id, None).await },
+            |t| Some(Update::Fetching(t)),
+        );
+    }
+
+    pub(crate) fn load_files(&self) {
+        self.call(
+            "files",
+            |h| async move { h.files().await },
+            |f| Some(Update::Files(f)),
         );
     }
 

@@ -1,5 +1,5 @@
-//! Small text helpers: times and days in the local time zone, passphrase strength, peer ids
-//! and ciphertext for display.
+//! Small text helpers: times and days in the local time zone, passphrase strength, peer ids,
+//! ciphertext, sizes and rates for display.
 
 use chrono::{DateTime, Local, NaiveDate, TimeZone};
 use encrypto_crypto::PeerId;
@@ -114,6 +114,38 @@ pub(crate) fn ciphertext_hex(bytes: &[u8]) -> String {
     out
 }
 
+/// A size in binary units: `0 B`, `512 B`, `1.5 KiB`, `3.0 MiB`, `1.2 GiB`.
+pub(crate) fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    // f64 loses precision only in digits that are not shown.
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    // 1023.96 KiB would print as "1024.0 KiB": show it as the next unit instead.
+    if value >= 1023.95 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// A transfer rate: `850 B/s`, `2.4 MiB/s`.
+pub(crate) fn human_rate(bytes_per_sec: f64) -> String {
+    let whole = if bytes_per_sec.is_finite() && bytes_per_sec > 0.0 {
+        // Saturates for absurd values; a rate is never near u64::MAX.
+        bytes_per_sec.round() as u64
+    } else {
+        0
+    };
+    format!("{}/s", human_size(whole))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,5 +179,20 @@ mod tests {
         let long = vec![0u8; 1000];
         let hex = ciphertext_hex(&long);
         assert!(hex.ends_with("(1000 bytes in all)"), "{hex}");
+    }
+
+    #[test]
+    fn sizes_and_rates_in_binary_units() {
+        assert_eq!(human_size(0), "0 B");
+        assert_eq!(human_size(1023), "1023 B");
+        assert_eq!(human_size(1024), "1.0 KiB");
+        assert_eq!(human_size(1536), "1.5 KiB");
+        assert_eq!(human_size(3 * 1024 * 1024), "3.0 MiB");
+        assert_eq!(human_size(1024 * 1024 - 1), "1.0 MiB");
+        assert_eq!(human_size(1 << 30), "1.0 GiB");
+        assert_eq!(human_size(u64::MAX), "16.0 EiB");
+        assert_eq!(human_rate(850.2), "850 B/s");
+        assert_eq!(human_rate(2.5 * 1024.0 * 1024.0), "2.5 MiB/s");
+        assert_eq!(human_rate(f64::NAN), "0 B/s");
     }
 }

@@ -12,9 +12,11 @@
 //! - `backend`: the tokio runtime, the node handle and one small task per command; node events
 //!   are forwarded to the UI thread.
 //! - `views`: drawing, one module per screen or panel: onboarding, contacts and search, the
-//!   chat, the network panel, and the dialogs (verify contact, delete chat).
+//!   chat (with file cards), the network panel, the file picker, and the dialogs (verify
+//!   contact, delete chat).
 //! - `theme`: the dark theme and its accent colours.
-//! - `format`: times, day separators, passphrase strength, ciphertext as hex.
+//! - `format`: times, day separators, passphrase strength, ciphertext as hex, sizes and
+//!   rates.
 //! - [`run`]: opens the native window (glow renderer); fails with [`GuiError::NoDisplay`]
 //!   where there is no display.
 

@@ -4,7 +4,8 @@
 // `allow-unwrap-in-tests` covers `#[test]` functions only, not the helpers they share.
 #![allow(clippy::unwrap_used)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use egui::Key;
@@ -13,7 +14,8 @@ use egui_kittest::kittest::{NodeT, Queryable};
 use encrypto_crypto::keystore::KdfParams;
 use encrypto_crypto::{Cipher, PeerId, RsaBits};
 use encrypto_gui::{App, Options};
-use encrypto_node::store::{Body, Direction};
+use encrypto_node::node::FileTransfer;
+use encrypto_node::store::{Body, Direction, TransferRole, TransferState};
 use encrypto_node::{DataDir, NodeConfig, NodeHandle};
 use tempfile::TempDir;
 
@@ -84,6 +86,15 @@ impl Peer {
                 _ => None,
             })
             .collect()
+    }
+
+    /// The file named `name` this node receives (or received).
+    fn download_named(&self, name: &str) -> Option<FileTransfer> {
+        self.rt
+            .block_on(self.handle.files())
+            .unwrap()
+            .into_iter()
+            .find(|t| t.role == TransferRole::Receive && t.name == name)
     }
 
     fn cipher_of(&self, peer: PeerId) -> Option<Cipher> {
@@ -168,12 +179,22 @@ struct Pair {
     h: Harness<'static, App>,
     bob: Peer,
     alice: PeerId,
+    /// The window's data directory.
+    alice_dir: PathBuf,
     _dir: TempDir,
 }
 
 fn pair() -> Pair {
+    pair_with(|_| {})
+}
+
+/// [`pair`], with the window's options changed by `change` first.
+fn pair_with(change: impl FnOnce(&mut Options)) -> Pair {
     let dir = TempDir::new().unwrap();
-    let mut h = harness(App::new(options(&dir.path().join("alice"))).unwrap());
+    let alice_dir = dir.path().join("alice");
+    let mut window_options = options(&alice_dir);
+    change(&mut window_options);
+    let mut h = harness(App::new(window_options).unwrap());
     onboard(&mut h, "Alice", "alice passphrase");
     let node = h.state().node().expect("the node runs after onboarding");
     let bob = Peer::start("Bob");
@@ -216,8 +237,55 @@ fn pair() -> Pair {
         h,
         bob,
         alice,
+        alice_dir,
         _dir: dir,
     }
+}
+
+/// `len` bytes that differ from any other seed's (xorshift), so a mixed-up file cannot pass.
+fn content(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A file dropped on the window, as eframe's native integration hands it over.
+#[derive(Debug)]
+struct Dropped(PathBuf);
+
+impl egui::DroppedFile for Dropped {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        std::fs::read(&self.0).map_err(|e| e.to_string())
+    }
+}
+
+/// Opens the chat with Bob and waits for it.
+fn open_bob(h: &mut Harness<'static, App>) {
+    h.get_by_label("Bob").click();
+    wait_until(h, "the chat with Bob", |h| has_label(h, "Delete chat…"));
+}
+
+/// Waits until Bob holds the whole file `name`, and returns where he saved it.
+fn wait_for_bob_to_hold(h: &mut Harness<'static, App>, bob: &Peer, name: &str) -> PathBuf {
+    let mut saved = None;
+    wait_until(h, &format!("{name} complete at Bob"), |_| {
+        saved = bob
+            .download_named(name)
+            .filter(|t| t.state == TransferState::Complete)
+            .and_then(|t| t.path);
+        saved.is_some()
+    });
+    saved.unwrap()
 }
 
 #[test]
@@ -473,4 +541,123 @@ fn verify_shows_the_safety_number_and_marks_the_contact_verified() {
         .into_iter()
         .any(|c| c.peer_id == bob.handle.peer_id() && c.verified);
     assert!(verified);
+}
+
+#[test]
+fn a_file_from_the_peer_shows_as_a_card_and_lands_in_downloads() {
+    let Pair {
+        mut h,
+        bob,
+        alice,
+        alice_dir,
+        ..
+    } = pair();
+    let files = TempDir::new().unwrap();
+    // Several chunks (256 KiB each), so the transfer is not over in one request.
+    let sent = content(1536 * 1024 + 17, 1);
+    let source = files.path().join("holiday notes.bin");
+    std::fs::write(&source, &sent).unwrap();
+    open_bob(&mut h);
+    bob.rt
+        .block_on(bob.handle.send_file(alice, source, Vec::new()))
+        .unwrap();
+    wait_until(&mut h, "the file's card", |h| {
+        has_label(h, "holiday notes.bin")
+    });
+    wait_until(&mut h, "the download complete", |h| {
+        has_label(h, "complete") && has_label(h, "Copy path")
+    });
+    assert!(has_label(&h, "1.5 MiB · from Bob ·"), "size and direction");
+    let saved = alice_dir.join("downloads").join("holiday notes.bin");
+    assert!(
+        has_label(&h, &saved.display().to_string()),
+        "the card shows where it is"
+    );
+    assert_eq!(std::fs::read(&saved).unwrap(), sent, "byte-identical");
+    assert!(!has_label(&h, "Download"), "nothing left to download");
+}
+
+#[test]
+fn a_file_over_the_download_limit_waits_for_the_download_button() {
+    let Pair {
+        mut h,
+        bob,
+        alice,
+        alice_dir,
+        ..
+    } = pair_with(|o| o.node.auto_download_max = 1024);
+    let files = TempDir::new().unwrap();
+    let sent = content(300 * 1024, 2);
+    let source = files.path().join("big.dat");
+    std::fs::write(&source, &sent).unwrap();
+    open_bob(&mut h);
+    bob.rt
+        .block_on(bob.handle.send_file(alice, source, Vec::new()))
+        .unwrap();
+    wait_until(&mut h, "the offer with a Download button", |h| {
+        has_label(h, "offered") && has_label(h, "Download")
+    });
+    let saved = alice_dir.join("downloads").join("big.dat");
+    assert!(!saved.exists(), "nothing is fetched before the click");
+    h.get_by_label("Download").click();
+    wait_until(&mut h, "the download complete", |h| {
+        has_label(h, "complete")
+    });
+    assert_eq!(std::fs::read(&saved).unwrap(), sent, "byte-identical");
+}
+
+#[test]
+fn a_file_picked_or_dropped_reaches_the_peer() {
+    let Pair {
+        mut h, bob, alice, ..
+    } = pair();
+    let files = TempDir::new().unwrap();
+    let report = content(700 * 1024, 3);
+    std::fs::write(files.path().join("report.bin"), &report).unwrap();
+    let note = content(1000, 4);
+    let note_path = files.path().join("dropped note.txt");
+    std::fs::write(&note_path, &note).unwrap();
+    open_bob(&mut h);
+
+    // The picker: a folder typed into the path field opens it; a click picks a file.
+    h.get_by_label("Attach file…").click();
+    wait_until(&mut h, "the file picker", |h| has_label(h, "File path"));
+    h.check_accessibility();
+    type_into(&mut h, "File path", &files.path().display().to_string());
+    h.key_press(Key::Enter);
+    wait_until(&mut h, "the folder's listing", |h| {
+        has_label(h, "report.bin")
+    });
+    // The dialog is placed from the previous frame's size: let it settle before clicking.
+    h.run_steps(3);
+    h.get_by_label("report.bin").click();
+    h.step();
+    let picked = files.path().join("report.bin").display().to_string();
+    assert_eq!(
+        h.get_by_label("File path").value().as_deref(),
+        Some(picked.as_str())
+    );
+    h.get_by_label("Send file").click();
+    let saved = wait_for_bob_to_hold(&mut h, &bob, "report.bin");
+    assert_eq!(std::fs::read(saved).unwrap(), report, "byte-identical");
+    assert!(!has_label(&h, "File path"), "the picker closed");
+    wait_until(&mut h, "the card complete on the sending side", |h| {
+        has_label(h, "report.bin") && has_label(h, "complete")
+    });
+
+    // A file dropped on the window goes to the open chat.
+    h.input_mut()
+        .dropped_files
+        .push(Arc::new(Dropped(note_path.clone())));
+    h.step();
+    let saved = wait_for_bob_to_hold(&mut h, &bob, "dropped note.txt");
+    assert_eq!(std::fs::read(saved).unwrap(), note, "byte-identical");
+    let offers = bob
+        .rt
+        .block_on(bob.handle.history(alice, None))
+        .unwrap()
+        .into_iter()
+        .filter(|m| matches!(m.body, Body::File { .. }))
+        .count();
+    assert_eq!(offers, 2, "one offer per file, none twice");
 }

@@ -1,20 +1,26 @@
 //! The chat: a header with the chat's actions, a warning for changed keys, the messages (day
-//! separators, times, delivery ticks, cipher badges, "show ciphertext"), and the composer.
+//! separators, times, delivery ticks, cipher badges, "show ciphertext"; files as cards with
+//! their transfer), the composer, and a hint while files are dragged over the window.
 
 use egui::{Align, Key, Layout, Modifiers, RichText, TextEdit};
+use encrypto_crypto::file::FileId;
 use encrypto_crypto::{Cipher, PeerId};
-use encrypto_node::store::{Body, Direction, Status, StoredMessage};
+use encrypto_node::store::{Body, Direction, Status, StoredMessage, TransferRole, TransferState};
 
 use super::cipher_label;
 use crate::app::{Dialog, Main};
 use crate::backend::Backend;
-use crate::format::{ciphertext_hex, day_label, day_of, time_of_day, today};
+use crate::format::{
+    ciphertext_hex, day_label, day_of, human_rate, human_size, time_of_day, today,
+};
 use crate::theme;
 
 /// The composer's id: Enter is taken from it before it sees the key (Shift+Enter is not).
 const INPUT_ID: &str = "message_input";
 /// Width of the line under a message (time, cipher badge, ticks, the ciphertext toggle).
 const META_WIDTH: f32 = 190.0;
+/// Width of a file card (less in a narrow window).
+const FILE_CARD_WIDTH: f32 = 330.0;
 
 impl Main {
     pub(crate) fn chat_ui(&mut self, ui: &mut egui::Ui, backend: &Backend) {
@@ -75,8 +81,13 @@ impl Main {
                 if ui.button("Delete chat…").clicked() {
                     self.dialog = Some(Dialog::Delete(peer));
                 }
-                ui.add_enabled(false, egui::Button::new("Attach file"))
-                    .on_disabled_hover_text("file sharing arrives with the files feature");
+                if ui
+                    .add_enabled(!key_changed, egui::Button::new("Attach file…"))
+                    .on_hover_text("send a file (or drop files on the window)")
+                    .clicked()
+                {
+                    self.open_picker(peer);
+                }
             });
             if key_changed {
                 egui::Frame::new()
@@ -124,13 +135,32 @@ impl Main {
                         }
                         last_day = day;
                     }
-                    self.bubble(ui, message);
+                    self.bubble(ui, message, backend);
                 }
                 ui.add_space(4.0);
             });
+        if !key_changed && ui.input(|i| !i.raw.hovered_files.is_empty()) {
+            let painter = ui.ctx().layer_painter(egui::LayerId::new(
+                egui::Order::Foreground,
+                egui::Id::unique("drop_hint"),
+            ));
+            let rect = ui.max_rect();
+            painter.rect_filled(
+                rect,
+                egui::CornerRadius::same(12),
+                egui::Color32::from_black_alpha(170),
+            );
+            painter.text(
+                rect.center(),
+                egui::Align2::CENTER_CENTER,
+                format!("Drop to send to {name}"),
+                egui::FontId::proportional(22.0),
+                theme::ACCENT,
+            );
+        }
     }
 
-    fn bubble(&mut self, ui: &mut egui::Ui, message: &StoredMessage) {
+    fn bubble(&mut self, ui: &mut egui::Ui, message: &StoredMessage, backend: &Backend) {
         let out = message.direction == Direction::Out;
         let layout = if out {
             Layout::right_to_left(Align::TOP)
@@ -153,6 +183,8 @@ impl Main {
                 .x;
             let width = if shown {
                 max
+            } else if matches!(message.body, Body::File { .. }) {
+                FILE_CARD_WIDTH.min(max)
             } else {
                 (text_width + 4.0).max(META_WIDTH).min(max)
             };
@@ -171,8 +203,13 @@ impl Main {
                             Body::Text(text) => {
                                 ui.add(egui::Label::new(RichText::new(text).size(15.0)).wrap());
                             }
-                            Body::File { name, size, .. } => {
-                                ui.label(format!("File: {name} ({size} bytes)"));
+                            Body::File {
+                                file_id,
+                                name,
+                                size,
+                            } => {
+                                let file_id = FileId::from_bytes(*file_id);
+                                self.file_card(ui, message, file_id, name, *size, backend);
                             }
                         }
                         let mut shown = shown;
@@ -233,6 +270,111 @@ impl Main {
                     });
                 });
         });
+    }
+
+    /// A file in the chat: name, size, direction, and its transfer: state, progress and rate,
+    /// where it is once complete, why it failed, and "Download" while it waits.
+    fn file_card(
+        &mut self,
+        ui: &mut egui::Ui,
+        message: &StoredMessage,
+        file_id: FileId,
+        name: &str,
+        size: u64,
+        backend: &Backend,
+    ) {
+        let out = message.direction == Direction::Out;
+        let role = if out {
+            TransferRole::Send
+        } else {
+            TransferRole::Receive
+        };
+        let whom = self.name_of(&message.peer);
+        ui.add(egui::Label::new(RichText::new(name).size(15.0).strong()).wrap());
+        let direction = if out {
+            format!("to {whom}")
+        } else {
+            format!("from {whom}")
+        };
+        let key = (file_id, role, message.peer);
+        let Some(view) = self.transfers.get_mut(&key) else {
+            ui.label(
+                RichText::new(format!("{} · {direction}", human_size(size))).color(theme::MUTED),
+            );
+            return;
+        };
+        let t = &view.transfer;
+        let (state, color) = match t.state {
+            TransferState::Complete => ("complete", theme::OK),
+            TransferState::Failed => ("failed", theme::DANGER),
+            other => (other.as_str(), theme::MUTED),
+        };
+        ui.horizontal_wrapped(|ui| {
+            ui.label(
+                RichText::new(format!("{} · {direction} ·", human_size(size))).color(theme::MUTED),
+            );
+            ui.label(RichText::new(state).color(color))
+                .on_hover_text(match (t.state, out) {
+                    (TransferState::Offered, true) => "offered: the recipient has not started",
+                    (TransferState::Offered, false) => {
+                        "offered: larger than the automatic download limit"
+                    }
+                    (TransferState::Transferring, _) => "sealed chunks are moving",
+                    (TransferState::Complete, true) => "the recipient has the whole file",
+                    (TransferState::Complete, false) => "every chunk is here and checked",
+                    (TransferState::Failed, _) => "stopped; a download can be started again",
+                });
+        });
+        match t.state {
+            TransferState::Transferring => {
+                let fraction = if t.size == 0 {
+                    1.0
+                } else {
+                    // Display only: a ratio in [0, 1] needs no more precision than f32 has.
+                    (t.bytes_done as f64 / t.size as f64).clamp(0.0, 1.0) as f32
+                };
+                let mut text = format!(
+                    "{:.0}% · {} of {}",
+                    fraction * 100.0,
+                    human_size(t.bytes_done),
+                    human_size(t.size)
+                );
+                if let Some(rate) = view.rate {
+                    text.push_str(&format!(" · {}", human_rate(rate)));
+                }
+                ui.add(egui::ProgressBar::new(fraction).text(text));
+            }
+            TransferState::Complete => {
+                if let Some(path) = &t.path {
+                    let path = path.display().to_string();
+                    ui.add(
+                        egui::Label::new(
+                            RichText::new(&path)
+                                .monospace()
+                                .small()
+                                .color(theme::ACCENT),
+                        )
+                        .wrap(),
+                    );
+                    if ui.small_button("Copy path").clicked() {
+                        ui.ctx().copy_text(path);
+                    }
+                }
+            }
+            TransferState::Failed => {
+                if let Some(error) = &t.error {
+                    ui.add(egui::Label::new(RichText::new(error).color(theme::DANGER)).wrap());
+                }
+            }
+            TransferState::Offered => {}
+        }
+        let waiting = matches!(t.state, TransferState::Offered | TransferState::Failed);
+        if !out && waiting && ui.button("Download").clicked() {
+            backend.fetch_file(file_id);
+            // Until the node answers, the card shows the download as started.
+            view.transfer.state = TransferState::Transferring;
+            view.transfer.error = None;
+        }
     }
 
     fn composer(&mut self, ui: &mut egui::Ui, backend: &Backend, peer: PeerId, can_send: bool) {

@@ -1,5 +1,6 @@
 //! The main view's frame: the top bar, the status line, the contacts panel on the left, the
-//! chat in the centre, and the network window and dialogs over them.
+//! chat in the centre, and the network window, the file picker and dialogs over them. Files
+//! dropped anywhere on the window go to the open chat.
 
 use egui::RichText;
 
@@ -10,6 +11,16 @@ use crate::theme;
 impl Main {
     pub(crate) fn ui(&mut self, ui: &mut egui::Ui, backend: &Backend) {
         let width = ui.available_width();
+        let dropped: Vec<_> = ui.input(|i| {
+            i.raw
+                .dropped_files
+                .iter()
+                .map(|f| f.path().to_owned())
+                .collect()
+        });
+        if !dropped.is_empty() {
+            self.send_files(dropped, backend);
+        }
         egui::Panel::top("top_bar")
             .frame(
                 egui::Frame::new()
@@ -75,6 +86,7 @@ impl Main {
         if self.network_open {
             self.network_window(ui.ctx());
         }
+        self.picker_ui(ui.ctx(), backend);
         self.dialogs_ui(ui.ctx(), backend);
     }
 }

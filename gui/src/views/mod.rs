@@ -10,6 +10,7 @@ mod dialogs;
 mod main_view;
 mod network;
 mod onboarding;
+mod picker;
 
 use egui::RichText;
 use encrypto_crypto::Cipher;
