@@ -913,10 +913,10 @@ mod raw {
     use libp2p::StreamProtocol;
     use libp2p::request_response;
 
-    pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/encrypto-bench/raw/1");
+    pub(crate) const PROTOCOL: StreamProtocol = StreamProtocol::new("/encrypto-bench/raw/1");
 
     #[derive(Clone, Default)]
-    pub struct Codec;
+    pub(crate) struct Codec;
 
     impl request_response::Codec for Codec {
         type Protocol = StreamProtocol;

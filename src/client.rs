@@ -526,7 +526,7 @@ pub(crate) fn human_files(result: &Value) -> String {
         .map(|f| {
             let size = f["size"].as_u64().unwrap_or(0);
             let done = f["bytes_done"].as_u64().unwrap_or(0);
-            let percent = if size == 0 { 100 } else { done * 100 / size };
+            let percent = (done * 100).checked_div(size).unwrap_or(100);
             let state = match s(&f["state"]) {
                 "transferring" => format!("transferring {percent}%"),
                 "failed" => format!("failed: {}", s(&f["error"])),

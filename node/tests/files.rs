@@ -397,11 +397,11 @@ mod hostile {
     use libp2p::swarm::SwarmEvent;
     use libp2p::{Multiaddr, Swarm, SwarmBuilder, noise, tcp, yamux};
 
-    pub type Source = Swarm<request_response::Behaviour<FileCodec>>;
+    pub(crate) type Source = Swarm<request_response::Behaviour<FileCodec>>;
 
     /// A peer that agrees to hold files and then serves chunks of the right length made of
     /// random bytes.
-    pub fn swarm() -> Source {
+    pub(crate) fn swarm() -> Source {
         SwarmBuilder::with_new_identity()
             .with_tokio()
             .with_tcp(
@@ -421,7 +421,7 @@ mod hostile {
             .build()
     }
 
-    pub async fn listen(swarm: &mut Source) -> Multiaddr {
+    pub(crate) async fn listen(swarm: &mut Source) -> Multiaddr {
         swarm
             .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
             .unwrap();
@@ -433,7 +433,7 @@ mod hostile {
     }
 
     /// Serves until dropped; every chunk request bumps `served`.
-    pub async fn serve(
+    pub(crate) async fn serve(
         mut swarm: Source,
         chunk_len: usize,
         served: std::sync::Arc<std::sync::atomic::AtomicUsize>,

@@ -55,8 +55,9 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 /// A source that failed is asked again after this long, doubling up to [`SOURCE_BACKOFF_MAX`].
 const SOURCE_BACKOFF: Duration = Duration::from_millis(500);
 const SOURCE_BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// Chunk marks are written in groups of this many (and whenever a download goes idle).
-const MARK_BATCH: usize = 32;
+/// Chunk marks are written (and flushed with the next group commit) in groups of this many,
+/// and whenever a download goes idle: a crash costs at most these chunks again.
+const MARK_BATCH: usize = 16;
 /// Largest manifest sent inline in the offer; larger ones are fetched.
 const INLINE_MANIFEST_MAX: usize = 32 * 1024;
 /// Names tried for a download whose name is taken: `name`, `name (1)`, ... `name (999)`.
@@ -1408,6 +1409,7 @@ impl Actor {
     /// Writes the chunk marks not yet written (all downloads). With `now` false, only for
     /// downloads that have nothing in flight (idle or stalled), so marks are never far behind.
     pub(super) fn write_marks(&mut self, now: bool) {
+        let mut wrote = false;
         for (key, d) in &mut self.files.downloads {
             if d.unmarked.is_empty()
                 || (!now && !d.in_flight.is_empty() && d.unmarked.len() < MARK_BATCH)
@@ -1415,9 +1417,16 @@ impl Actor {
                 continue;
             }
             let marks = std::mem::take(&mut d.unmarked);
-            if let Err(e) = self.store.mark_chunks(&key.0, key.1, &key.2, &marks) {
-                warn!(error = %e, "cannot record received chunks; they will be fetched again");
+            match self.store.mark_chunks(&key.0, key.1, &key.2, &marks) {
+                Ok(()) => wrote = true,
+                Err(e) => {
+                    warn!(error = %e, "cannot record received chunks; they will be fetched again");
+                }
             }
+        }
+        if wrote {
+            // Flushed with the next group commit, off the actor's thread.
+            self.note_write();
         }
     }
 
