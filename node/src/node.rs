@@ -2453,6 +2453,7 @@ impl Actor {
                     self.emit(NodeEvent::PeerConnected { peer: peer_id });
                     self.send_profile(peer_id);
                     self.backoff.remove(&peer_id);
+                    self.files_peer_connected(peer_id);
                 }
             }
             SwarmEvent::ConnectionClosed {

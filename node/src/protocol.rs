@@ -266,6 +266,17 @@ pub enum FileRequest {
     Hold {
         /// The manifest's CBOR.
         manifest: serde_bytes::ByteBuf,
+        /// The offer for the recipient, sealed by the sender with cipher `rsa` (self-contained:
+        /// it opens without any earlier message), which the relay passes on when it can reach
+        /// the recipient: so a recipient who was offline gets the file with the sender gone.
+        offer: Option<serde_bytes::ByteBuf>,
+    },
+    /// A relay passes on a sender's sealed offer (see [`FileRequest::Hold`]); the recipient
+    /// opens it as the sender's (de-duplicated by message id) and answers
+    /// [`FileResponse::Ok`] once it is stored.
+    Offer {
+        /// The envelope's CBOR.
+        envelope: serde_bytes::ByteBuf,
     },
     /// The recipient has the whole file: the sender marks the transfer complete and a relay
     /// may drop its copy. Answered with [`FileResponse::Ok`].

@@ -449,7 +449,9 @@ mod hostile {
             }) = swarm.select_next_some().await
             {
                 let response = match request {
-                    FileRequest::Hold { .. } | FileRequest::Complete { .. } => FileResponse::Ok,
+                    FileRequest::Hold { .. }
+                    | FileRequest::Complete { .. }
+                    | FileRequest::Offer { .. } => FileResponse::Ok,
                     FileRequest::Chunk { .. } => {
                         served.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         let mut junk = vec![0u8; chunk_len];
@@ -510,4 +512,41 @@ async fn corrupted_chunks_from_a_hostile_source_are_rejected_and_fetched_elsewhe
     server.abort();
     a.stop().await;
     b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recipient_offline_when_the_file_is_sent_gets_it_from_the_relay_alone() {
+    let tmp = TempDir::new().unwrap();
+    let (mut sa, mut sb, mut sr) = (
+        Spec::new(&tmp, "alice", 41, LISTEN),
+        Spec::new(&tmp, "bob", 42, LISTEN),
+        Spec::new(&tmp, "relay", 43, LISTEN),
+    );
+    let (mut a, mut b, mut r) = (sa.start().await, sb.start().await, sr.start().await);
+    // Everyone has met once (keys pinned), then Bob goes offline.
+    connect(&mut a, &mut b).await;
+    connect(&mut a, &mut r).await;
+    connect(&mut b, &mut r).await;
+    let (pa, pb, pr) = (a.handle.peer_id(), b.handle.peer_id(), r.handle.peer_id());
+    b.stop().await;
+
+    let (path, bytes) = random_file(tmp.path(), "minutes.odt", 3 << 20, 44);
+    let sent = a.handle.send_file(pb, path, vec![pr]).await.unwrap();
+    completed(&mut r, sent.file_id, TransferRole::Relay).await;
+    a.stop().await;
+
+    // Bob comes back and meets only the relay: the offer and every chunk come from it.
+    let mut b = sb.start().await;
+    connect(&mut b, &mut r).await;
+    let saved = completed(&mut b, sent.file_id, TransferRole::Receive)
+        .await
+        .unwrap();
+    assert!(std::fs::read(&saved).unwrap() == bytes, "the copy differs");
+    let history = b.handle.history(pa, None).await.unwrap();
+    assert!(history.iter().any(|m| matches!(
+        &m.body,
+        Body::File { file_id, .. } if file_id == sent.file_id.as_bytes()
+    )));
+    b.stop().await;
+    r.stop().await;
 }

@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use encrypto_crypto::envelope::{self, Envelope};
 use encrypto_crypto::file::{
     self as cfile, FileId, FileKey, FileManifest, ManifestBuilder, SEALED_CHUNK_OVERHEAD,
 };
@@ -35,7 +36,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
-use super::{Actor, NodeError, NodeEvent, Reply, now_ms};
+use super::{Actor, Inbound, NodeError, NodeEvent, Reply, now_ms};
 use crate::protocol::{ChatPayload, FileOffer, FileRequest, FileResponse, FileSource};
 use crate::store::{
     Body, Direction, OutboxItem, OutboxKind, Status, StoredMessage, Transfer, TransferRole,
@@ -55,6 +56,8 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 /// A source that failed is asked again after this long, doubling up to [`SOURCE_BACKOFF_MAX`].
 const SOURCE_BACKOFF: Duration = Duration::from_millis(500);
 const SOURCE_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Longest wait between a relay's attempts to pass an offer on.
+const OFFER_BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// Chunk marks are written (and flushed with the next group commit) in groups of this many,
 /// and whenever a download goes idle: a crash costs at most these chunks again.
 const MARK_BATCH: usize = 16;
@@ -262,6 +265,9 @@ enum Pending {
         relay: PeerId,
     },
     Complete,
+    Offer {
+        key: TKey,
+    },
 }
 
 /// The transfer engine's state in the actor.
@@ -274,6 +280,29 @@ pub(super) struct Files {
     serving: usize,
     /// Send transfers: chunks served to each recipient, for progress.
     sent: HashMap<(FileId, PeerId), SendProgress>,
+    /// Relay: sealed offers to pass on to their recipients.
+    offers: HashMap<TKey, RelayOffer>,
+}
+
+/// A sender's sealed offer a relay passes on to the recipient.
+struct RelayOffer {
+    recipient: PeerId,
+    envelope: Vec<u8>,
+    next_at: Instant,
+    backoff: Duration,
+    in_flight: bool,
+}
+
+impl RelayOffer {
+    fn new(recipient: PeerId, envelope: Vec<u8>) -> Self {
+        RelayOffer {
+            recipient,
+            envelope,
+            next_at: Instant::now(),
+            backoff: SOURCE_BACKOFF,
+            in_flight: false,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -797,6 +826,32 @@ impl Actor {
         };
         let id = MessageId::random(&mut rand::rng());
         let ts = self.next_ts();
+        // The relays' copy of the offer: sealed with `rsa` (it opens without any earlier
+        // message, whenever it arrives), the same message id (the recipient keeps one), and no
+        // inline manifest (the relay serves it).
+        let relay_offer = if via.is_empty() {
+            None
+        } else {
+            let public = self.contact_for_sending(&peer)?.public.clone();
+            let copy = FileOffer {
+                manifest: None,
+                ..offer.clone()
+            };
+            match envelope::seal_rsa(
+                &self.identity,
+                &public,
+                id,
+                ts,
+                &ChatPayload::File(copy).to_bytes(),
+                &mut rand::rng(),
+            ) {
+                Ok(env) => Some(env.to_bytes()),
+                Err(e) => {
+                    warn!(error = %e, "the offer does not fit a relayed envelope; relays get only the chunks");
+                    None
+                }
+            }
+        };
         let transfer = Transfer {
             file_id: manifest.file_id,
             peer,
@@ -814,6 +869,7 @@ impl Actor {
             sources: Vec::new(),
             relays: via.clone(),
             manifest_hash,
+            offer: None,
         };
         self.store.put_manifest(
             &manifest.file_id,
@@ -849,7 +905,12 @@ impl Actor {
         self.pending_sends.push((message, item));
         self.pending_replies.push(tx);
         for relay in via {
-            self.ask_to_hold(manifest.file_id, relay, manifest_bytes.clone());
+            self.ask_to_hold(
+                manifest.file_id,
+                relay,
+                manifest_bytes.clone(),
+                relay_offer.clone(),
+            );
         }
         Ok((transfer, rx))
     }
@@ -861,11 +922,18 @@ impl Actor {
         }
     }
 
-    fn ask_to_hold(&mut self, file_id: FileId, relay: PeerId, manifest: Vec<u8>) {
+    fn ask_to_hold(
+        &mut self,
+        file_id: FileId,
+        relay: PeerId,
+        manifest: Vec<u8>,
+        offer: Option<Vec<u8>>,
+    ) {
         let request_id = self.swarm.behaviour_mut().file.send_request(
             &relay,
             FileRequest::Hold {
                 manifest: manifest.into(),
+                offer: offer.map(Into::into),
             },
         );
         self.files
@@ -1040,6 +1108,7 @@ impl Actor {
             sources,
             relays: Vec::new(),
             manifest_hash: offer.manifest_hash,
+            offer: None,
         };
         let stored = (|| {
             if let Some(inline) = &offer.manifest {
@@ -1318,6 +1387,7 @@ impl Actor {
         for key in keys {
             self.pump(key);
         }
+        self.pump_offers();
         self.write_marks(false);
     }
 
@@ -1577,6 +1647,16 @@ impl Actor {
         match self.store.transfers() {
             Ok(all) => {
                 for t in all {
+                    if t.role == TransferRole::Relay
+                        && let Some(envelope) = t.offer.clone()
+                        && let Ok(Some(bytes)) = self.store.manifest(&t.file_id, t.role, &t.peer)
+                        && let Ok(m) = FileManifest::from_bytes(&bytes)
+                        && let Some(recipient) = encrypto_crypto::identity::peer_id_of(&m.recipient)
+                    {
+                        self.files
+                            .offers
+                            .insert(tkey(&t), RelayOffer::new(recipient, envelope));
+                    }
                     if t.role != TransferRole::Send && t.state == TransferState::Transferring {
                         self.start_download(t);
                     }
@@ -1706,8 +1786,9 @@ impl Actor {
                     }
                 });
             }
-            FileRequest::Hold { manifest } => {
-                let response = match self.accept_hold(peer, &manifest) {
+            FileRequest::Hold { manifest, offer } => {
+                let offer = offer.map(serde_bytes::ByteBuf::into_vec);
+                let response = match self.accept_hold(peer, &manifest, offer) {
                     Ok(()) => FileResponse::Ok,
                     Err(reason) => {
                         debug!(%peer, %reason, "refused to hold a file");
@@ -1721,11 +1802,27 @@ impl Actor {
                 self.peer_completed(peer, file_id);
                 respond(self, channel, FileResponse::Ok);
             }
+            FileRequest::Offer { envelope } => {
+                let response = match self.accept_relayed_offer(peer, &envelope) {
+                    Ok(()) => FileResponse::Ok,
+                    Err(reason) => {
+                        debug!(%peer, %reason, "a relayed offer was rejected");
+                        self.emit(NodeEvent::Rejected { peer, reason });
+                        FileResponse::Rejected
+                    }
+                };
+                respond(self, channel, response);
+            }
         }
     }
 
     /// A contact asks us to hold the sealed chunks of a file it sends to someone else.
-    fn accept_hold(&mut self, sender: PeerId, bytes: &[u8]) -> Result<(), String> {
+    fn accept_hold(
+        &mut self,
+        sender: PeerId,
+        bytes: &[u8],
+        offer: Option<Vec<u8>>,
+    ) -> Result<(), String> {
         let pinned = self
             .pinned(&sender)
             .map_err(|e| e.to_string())?
@@ -1758,14 +1855,120 @@ impl Actor {
             sources: Vec::new(),
             relays: Vec::new(),
             manifest_hash: *blake3::hash(bytes).as_bytes(),
+            offer: offer.clone(),
         };
         self.store
             .put_manifest(&manifest.file_id, TransferRole::Relay, &sender, bytes)
             .and_then(|()| self.store.put_transfer(&transfer))
             .map_err(|e| e.to_string())?;
         info!(%sender, file = %manifest.file_id, size = manifest.size, "holding a file for a contact");
+        if let (Some(envelope), Some(recipient)) = (
+            offer,
+            encrypto_crypto::identity::peer_id_of(&manifest.recipient),
+        ) {
+            self.files
+                .offers
+                .insert(tkey(&transfer), RelayOffer::new(recipient, envelope));
+        }
         self.start_download(transfer);
         Ok(())
+    }
+
+    /// A relay passes on a sender's offer: opened as the sender's own envelope (checked
+    /// against the sender's pinned key, de-duplicated by message id), stored, flushed.
+    fn accept_relayed_offer(&mut self, relay: PeerId, bytes: &[u8]) -> Result<(), String> {
+        if !self.allow_inbound(&relay, 1) {
+            return Err("rate limited".into());
+        }
+        let env = Envelope::from_bytes(bytes).map_err(|e| format!("{:?}", e.reason()))?;
+        let sender = encrypto_crypto::identity::peer_id_of(&env.sender)
+            .ok_or("the envelope's sender is not a valid key")?;
+        let pinned = self
+            .pinned(&sender)
+            .map_err(|e| e.to_string())?
+            .filter(|p| !p.contact.key_changed)
+            .ok_or("the sender is not a contact")?;
+        let message = match self.receive_envelope(sender, &pinned.public, bytes)? {
+            Inbound::Ack(_) => return Ok(()),
+            Inbound::Store(message) => message,
+        };
+        if !matches!(message.body, Body::File { .. }) {
+            return Err("a relay may only pass on file offers".into());
+        }
+        let fresh = self
+            .store
+            .write_incoming_many(std::slice::from_ref(&message))
+            .and_then(|fresh| self.store.flush().map(|()| fresh))
+            .map_err(|e| format!("store: {e}"))?;
+        if fresh.first() == Some(&true) {
+            if !pinned.contact.listed
+                && let Err(e) = self.list_contact(&sender)
+            {
+                warn!(peer = %sender, error = %e, "cannot list a contact");
+            }
+            info!(%sender, %relay, "a file offer arrived through a relay");
+            self.emit(NodeEvent::MessageReceived {
+                peer: sender,
+                id: message.id,
+                timestamp_ms: message.timestamp_ms,
+                cipher: message.cipher,
+                body: message.body,
+            });
+        }
+        Ok(())
+    }
+
+    /// Relay: passes on the offers it holds to their recipients, each with its own backoff.
+    fn pump_offers(&mut self) {
+        let now = Instant::now();
+        let due: Vec<(TKey, PeerId, Vec<u8>)> = self
+            .files
+            .offers
+            .iter_mut()
+            .filter(|(_, o)| !o.in_flight && o.next_at <= now)
+            .map(|(key, o)| {
+                o.in_flight = true;
+                (*key, o.recipient, o.envelope.clone())
+            })
+            .collect();
+        for (key, recipient, envelope) in due {
+            self.reach_source(recipient);
+            let request_id = self.swarm.behaviour_mut().file.send_request(
+                &recipient,
+                FileRequest::Offer {
+                    envelope: envelope.into(),
+                },
+            );
+            self.files
+                .requests
+                .insert(request_id, Pending::Offer { key });
+        }
+    }
+
+    /// A peer connected: offers held for it go out now rather than after their backoff.
+    pub(super) fn files_peer_connected(&mut self, peer: PeerId) {
+        let now = Instant::now();
+        for o in self.files.offers.values_mut() {
+            if o.recipient == peer {
+                o.next_at = now;
+            }
+        }
+    }
+
+    fn offer_answered(&mut self, key: TKey, taken: bool) {
+        if taken {
+            self.files.offers.remove(&key);
+            if let Ok(Some(mut t)) = self.store.transfer(&key.0, key.1, &key.2) {
+                t.offer = None;
+                if let Err(e) = self.store.put_transfer(&t) {
+                    warn!(error = %e, "cannot save a relayed transfer");
+                }
+            }
+        } else if let Some(o) = self.files.offers.get_mut(&key) {
+            o.in_flight = false;
+            o.next_at = Instant::now() + o.backoff;
+            o.backoff = (o.backoff * 2).min(OFFER_BACKOFF_MAX);
+        }
     }
 
     fn peer_completed(&mut self, peer: PeerId, file_id: FileId) {
@@ -1995,6 +2198,9 @@ impl Actor {
                 warn!(%relay, file = %file_id, "the relay refused to hold the file");
             }
             (Pending::Complete, _) => {}
+            (Pending::Offer { key }, response) => {
+                self.offer_answered(key, response == FileResponse::Ok);
+            }
         }
     }
 
@@ -2028,6 +2234,7 @@ impl Actor {
                 warn!(%relay, file = %file_id, "cannot reach the relay to hold the file");
             }
             Pending::Complete => {}
+            Pending::Offer { key } => self.offer_answered(key, false),
         }
     }
 }

@@ -98,6 +98,8 @@ pub struct Transfer {
     pub relays: Vec<PeerId>,
     /// BLAKE3 of the manifest's CBOR.
     pub manifest_hash: [u8; 32],
+    /// Relay: the sender's sealed offer, until the recipient has taken it.
+    pub offer: Option<Vec<u8>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -119,6 +121,8 @@ struct TransferRecord {
     relays: Vec<ByteBuf>,
     #[serde(with = "serde_bytes")]
     manifest_hash: [u8; 32],
+    #[serde(default)]
+    offer: Option<ByteBuf>,
 }
 
 fn path_string(p: &std::path::Path) -> String {
@@ -152,6 +156,7 @@ impl From<&Transfer> for TransferRecord {
                 .map(|p| ByteBuf::from(p.to_bytes()))
                 .collect(),
             manifest_hash: t.manifest_hash,
+            offer: t.offer.clone().map(ByteBuf::from),
         }
     }
 }
@@ -205,6 +210,7 @@ impl TryFrom<TransferRecord> for Transfer {
                 .map(|p| peer(p))
                 .collect::<std::result::Result<_, String>>()?,
             manifest_hash: r.manifest_hash,
+            offer: r.offer.map(ByteBuf::into_vec),
         })
     }
 }
