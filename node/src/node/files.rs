@@ -1175,6 +1175,7 @@ impl Actor {
             return;
         }
         let expected_hash = d.transfer.manifest_hash;
+        let offered_name = d.transfer.name.clone();
         let prepared = (|| -> Result<Checked, String> {
             if *blake3::hash(bytes).as_bytes() != expected_hash {
                 return Err("the manifest does not match the offer".into());
@@ -1195,6 +1196,11 @@ impl Actor {
                 .unwrap_key(&self.identity, &mut rand::rng())
                 .map_err(|e| e.to_string())?;
             let meta = manifest.open_meta(&file_key).map_err(|e| e.to_string())?;
+            // The file is saved under the offer's name: it must be the signed, sealed one,
+            // which the crypto crate has checked (no path separator, not `.` or `..`).
+            if meta.name != offered_name {
+                return Err("the offer's file name differs from the manifest's".into());
+            }
             Ok((manifest, Some(file_key), Some(meta.sha256)))
         })();
         let (manifest, file_key, sha256) = match prepared {
