@@ -550,3 +550,44 @@ async fn a_recipient_offline_when_the_file_is_sent_gets_it_from_the_relay_alone(
     b.stop().await;
     r.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_received_file_is_forwarded_without_sealing_it_again() {
+    let tmp = TempDir::new().unwrap();
+    let (mut sa, mut sb, mut sc) = (
+        Spec::new(&tmp, "alice", 51, LISTEN),
+        Spec::new(&tmp, "bob", 52, LISTEN),
+        Spec::new(&tmp, "carol", 53, LISTEN),
+    );
+    let (mut a, mut b, mut c) = (sa.start().await, sb.start().await, sc.start().await);
+    connect(&mut a, &mut b).await;
+    connect(&mut b, &mut c).await;
+    let (pb, pc) = (b.handle.peer_id(), c.handle.peer_id());
+    let (path, bytes) = random_file(tmp.path(), "plan.pdf", 2 << 20, 54);
+    let sent = a.handle.send_file(pb, path, Vec::new()).await.unwrap();
+    completed(&mut b, sent.file_id, TransferRole::Receive).await;
+
+    // Bob passes it on to Carol; Alice is gone by then, so the chunks come from Bob's copy.
+    a.stop().await;
+    let forwarded = b.handle.forward_file(sent.file_id, pc).await.unwrap();
+    assert_eq!(forwarded.file_id, sent.file_id);
+    assert_eq!(forwarded.name, "plan.pdf");
+    let saved = completed(&mut c, sent.file_id, TransferRole::Receive)
+        .await
+        .unwrap();
+    assert!(std::fs::read(&saved).unwrap() == bytes, "the copy differs");
+    assert_eq!(
+        transfer(&c, sent.file_id, TransferRole::Receive).await.peer,
+        pb
+    );
+    // Nothing to forward that is not here.
+    let missing = c
+        .handle
+        .forward_file(FileId::from_bytes([3; 16]), pb)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(missing.contains("no complete copy"), "{missing}");
+    b.stop().await;
+    c.stop().await;
+}
