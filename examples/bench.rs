@@ -1023,7 +1023,8 @@ async fn libp2p_copy(bytes: u64, until: tokio::time::Instant) -> Result<f64> {
         }
     });
     let mut sender = raw_swarm()?;
-    sender.dial(addr)?;
+    // The first request dials the receiver at this address.
+    sender.add_peer_address(receiver_id, addr);
     let frame = vec![7u8; FRAME as usize];
     let result = timeout_at(until, async {
         let mut started = None;
