@@ -13,6 +13,11 @@
 //!   one signed ack per stream.)
 //! - [`PROFILE_PROTOCOL`] (`/encrypto/profile/1`): both sides exchange their signed profiles
 //!   ([`ProfileRequest`] / [`ProfileResponse`]).
+//! - [`FILE_PROTOCOL`] (`/encrypto/file/1`): files are pulled. A [`FileRequest`] asks for a
+//!   manifest or one sealed chunk, asks a relay contact to hold a file (and pass the sender's
+//!   sealed offer on), passes such an offer on, or says a download is complete; the
+//!   [`FileResponse`] carries the bytes, `Ok`, or a bare `Unavailable` / `Rejected`. The
+//!   offer itself travels in the chat, as [`ChatPayload::File`] in an envelope.
 //! - [`KAD_PROTOCOL`] (`/encrypto/kad/1.0.0`): our own Kademlia protocol name, so our DHT does
 //!   not mix with the public IPFS one.
 //!
