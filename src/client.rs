@@ -235,8 +235,12 @@ pub(crate) fn send_file(
         json!({ "to": to, "path": path.display().to_string(), "via": via }),
     )?;
     let file_id = s(&offer["file_id"]).to_owned();
-    if wait {
-        follow(&mut connection, &file_id, "out", timeout, global.json)?;
+    if wait && let Err(e) = follow(&mut connection, &file_id, "out", timeout, global.json) {
+        // The offer is made whatever happened while waiting: scripts still get its fields.
+        if global.json {
+            output::print(&output::json(&offer))?;
+        }
+        return Err(e);
     }
     print_result(global.json, &offer, |r| {
         let done = if wait {
@@ -338,7 +342,7 @@ fn follow(
         if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
             bar.abandon();
             bail!(
-                "{} is not complete within {} s; it goes on in the background (`encrypto files`)",
+                "{} (file id {file_id}) is not complete within {} s; it goes on in the background (`encrypto files`)",
                 s(&entry["name"]),
                 timeout.unwrap_or(0)
             );
