@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use rand::RngExt;
 use serde_json::{Value, json};
-use support::{Daemon, STEP, User, eventually};
+use support::{STEP, User, eventually, kill9, restart};
 
 const MESSAGES: usize = 2_000;
 const CYCLES: usize = 10;
@@ -55,19 +55,6 @@ fn stream(user: &User, to: &str, count: usize, tag: &str) -> Vec<String> {
         sent += batch;
     }
     accepted
-}
-
-/// SIGKILL: no clean shutdown, the socket file stays behind.
-fn kill9(mut daemon: Daemon) {
-    let mut child = daemon.child.take().unwrap();
-    child.kill().unwrap();
-    child.wait().unwrap();
-}
-
-/// Restarts a killed daemon on its port: the stale socket it left must be removed first.
-fn restart(user: &User, port: u16) -> Daemon {
-    let _ = std::fs::remove_file(user.socket());
-    user.start(port)
 }
 
 /// Every message of `tag` is in `user`'s history with `peer` exactly once.

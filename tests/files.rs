@@ -13,7 +13,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use support::{Daemon, STEP, User, Watch, eventually, fails};
+use support::{STEP, User, Watch, eventually, fails, kill9, restart};
 
 fn random_file(dir: &Path, name: &str, len: usize, seed: u64) -> (PathBuf, Vec<u8>) {
     let mut bytes = vec![0u8; len];
@@ -48,18 +48,6 @@ fn complete(user: &User, file_id: &str, direction: &str, steps: u32) -> Value {
         assert!(Instant::now() < deadline, "not complete in time: {t}");
         std::thread::sleep(Duration::from_millis(200));
     }
-}
-
-fn kill9(mut daemon: Daemon) {
-    let mut child = daemon.child.take().unwrap();
-    child.kill().unwrap();
-    child.wait().unwrap();
-}
-
-/// Restarts a killed daemon on its port (the stale socket it left is removed first).
-fn restart(user: &User, port: u16) -> Daemon {
-    let _ = std::fs::remove_file(user.socket());
-    user.start(port)
 }
 
 #[test]

@@ -316,3 +316,16 @@ pub fn texts(history: &[Value]) -> Vec<String> {
         .map(|m| m["text"].as_str().unwrap_or("").to_owned())
         .collect()
 }
+
+/// SIGKILL: no clean shutdown, the socket file stays behind.
+pub fn kill9(mut daemon: Daemon) {
+    let mut child = daemon.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// Restarts a killed daemon on its port: the stale socket it left must be removed first.
+pub fn restart(user: &User, port: u16) -> Daemon {
+    let _ = std::fs::remove_file(user.socket());
+    user.start(port)
+}

@@ -495,7 +495,7 @@ fn catch_up_hash(
 }
 
 fn describe_io(e: &io::Error) -> String {
-    if e.raw_os_error() == Some(28) {
+    if e.kind() == io::ErrorKind::StorageFull {
         "the disk is full".into()
     } else {
         e.to_string()
@@ -687,6 +687,9 @@ impl Actor {
         let Ok(held) = self.store.chunks_held(&t.file_id, t.role, &t.peer) else {
             return 0;
         };
+        if held.is_empty() {
+            return 0;
+        }
         let Ok(Some(bytes)) = self.store.manifest(&t.file_id, t.role, &t.peer) else {
             return 0;
         };
@@ -771,17 +774,7 @@ impl Actor {
             }
         };
         match self.queue_file(peer, manifest, key, name, size, sha256, Some(path), via) {
-            Ok((transfer, rx)) => {
-                let view = self.view(&transfer);
-                tokio::spawn(async move {
-                    let result = match rx.await {
-                        Ok(Ok(_)) => Ok(view),
-                        Ok(Err(e)) => Err(e),
-                        Err(_) => Err(NodeError::Stopped),
-                    };
-                    let _ = reply.send(result);
-                });
-            }
+            Ok((transfer, rx)) => self.reply_when_queued(&transfer, rx, reply),
             Err(e) => {
                 let _ = reply.send(Err(e));
             }
@@ -915,6 +908,24 @@ impl Actor {
         Ok((transfer, rx))
     }
 
+    /// Answers `send_file` / `forward_file` once the offer is durable in the outbox.
+    fn reply_when_queued(
+        &self,
+        transfer: &Transfer,
+        queued: oneshot::Receiver<Result<MessageId, NodeError>>,
+        reply: Reply<FileTransfer>,
+    ) {
+        let view = self.view(transfer);
+        tokio::spawn(async move {
+            let result = match queued.await {
+                Ok(Ok(_)) => Ok(view),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(NodeError::Stopped),
+            };
+            let _ = reply.send(result);
+        });
+    }
+
     fn known_addrs(&self, peer: &PeerId) -> Vec<String> {
         match self.store.peer(peer) {
             Ok(Some(known)) => known.addrs,
@@ -980,17 +991,7 @@ impl Actor {
             )
         })();
         match result {
-            Ok((transfer, rx)) => {
-                let view = self.view(&transfer);
-                tokio::spawn(async move {
-                    let result = match rx.await {
-                        Ok(Ok(_)) => Ok(view),
-                        Ok(Err(e)) => Err(e),
-                        Err(_) => Err(NodeError::Stopped),
-                    };
-                    let _ = reply.send(result);
-                });
-            }
+            Ok((transfer, rx)) => self.reply_when_queued(&transfer, rx, reply),
             Err(e) => {
                 let _ = reply.send(Err(e));
             }
@@ -2050,9 +2051,7 @@ impl Actor {
             .behaviour_mut()
             .file
             .send_response(channel, response);
-        if let Some((file_id, peer, index, len)) = progress
-            && let Ok(Some(mut t)) = self.store.transfer(&file_id, TransferRole::Send, &peer)
-        {
+        if let Some((file_id, peer, index, len)) = progress {
             let p = self.files.sent.entry((file_id, peer)).or_default();
             if p.chunks.insert(index) {
                 p.bytes += len;
@@ -2061,17 +2060,21 @@ impl Actor {
             let bytes = p.bytes;
             if due {
                 p.last_emit = Some(Instant::now());
-                if t.state == TransferState::Offered {
-                    t.state = TransferState::Transferring;
-                    let _ = self.store.put_transfer(&t);
+                // The store is read at most a few times a second, not per chunk; a relay
+                // fetching from us has no send transfer and gets no progress event.
+                if let Ok(Some(mut t)) = self.store.transfer(&file_id, TransferRole::Send, &peer) {
+                    if t.state == TransferState::Offered {
+                        t.state = TransferState::Transferring;
+                        let _ = self.store.put_transfer(&t);
+                    }
+                    self.emit(NodeEvent::FileProgress {
+                        peer,
+                        file_id,
+                        role: TransferRole::Send,
+                        bytes_done: bytes,
+                        size: t.size,
+                    });
                 }
-                self.emit(NodeEvent::FileProgress {
-                    peer,
-                    file_id,
-                    role: TransferRole::Send,
-                    bytes_done: bytes,
-                    size: t.size,
-                });
             }
         }
         if let Some(file_id) = changed {
