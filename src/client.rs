@@ -441,12 +441,25 @@ pub(crate) fn human_contacts(result: &Value) -> String {
                 s(&c["peer_id"]).to_owned(),
                 s(&c["cipher"]).to_owned(),
                 verified.to_owned(),
+                if c["relay"].as_bool() == Some(true) {
+                    "yes"
+                } else {
+                    "no"
+                }
+                .to_owned(),
                 short_fingerprint(&c["fingerprint"]),
             ]
         })
         .collect();
     table(
-        &["NAME", "PEER ID", "CIPHER", "VERIFIED", "FINGERPRINT"],
+        &[
+            "NAME",
+            "PEER ID",
+            "CIPHER",
+            "VERIFIED",
+            "RELAY",
+            "FINGERPRINT",
+        ],
         &rows,
     )
 }

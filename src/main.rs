@@ -139,6 +139,15 @@ enum Command {
         #[arg(long)]
         show: bool,
     },
+    /// Mark a contact as a relay for your files: when a recipient is offline, files go
+    /// (sealed; it never gets the key) to the contacts marked so, which pass them on
+    Relay {
+        /// The contact: a peer id, or the name of exactly one contact
+        to: String,
+        /// Clear the mark instead
+        #[arg(long)]
+        off: bool,
+    },
     /// Send a text message (queued durably when this returns)
     Send {
         /// The contact: a peer id, or the name of exactly one contact
@@ -317,6 +326,18 @@ fn main() -> ExitCode {
                     )
                 } else {
                     format!("Safety number with {name}:\n  {number}\nMarked {name} as verified.\n")
+                }
+            })
+        }
+        Command::Relay { to, off } => {
+            client::run(&global, "relay", json!({ "to": to, "on": !off }), |r| {
+                let name = r["name"].as_str().unwrap_or(&to);
+                if off {
+                    format!("{name} is no longer a relay for your files.\n")
+                } else {
+                    format!(
+                        "{name} now holds your files, sealed, for recipients who are offline.\n"
+                    )
                 }
             })
         }

@@ -146,6 +146,7 @@ impl Server {
             "add" => self.add(params).await,
             "contacts" => self.contacts().await,
             "verify" => self.verify(params).await,
+            "relay" => self.relay(params).await,
             "send" => self.send(params).await,
             "history" => self.history(params).await,
             "cipher" => self.cipher(params).await,
@@ -298,6 +299,18 @@ impl Server {
             "verified": contact.verified,
             "key_changed": contact.key_changed,
         }))
+    }
+
+    /// Marks a contact as a relay for files (`on`, default true) or clears the mark.
+    async fn relay(&self, params: &Params) -> MethodResult {
+        let on = optional_bool(params, "on")?.unwrap_or(true);
+        let contact = self.resolve(params).await?;
+        let contact = self
+            .node
+            .set_relay(contact.peer_id, on)
+            .await
+            .map_err(RpcError::failed)?;
+        Ok(contact_json(&contact))
     }
 
     async fn send(&self, params: &Params) -> MethodResult {
@@ -677,6 +690,7 @@ pub(crate) fn file_json(f: &FileTransfer) -> Value {
         "path": f.path.as_ref().map(|p| p.display().to_string()),
         "sha256": f.sha256.map(hex::encode),
         "error": f.error,
+        "relays": f.relays.iter().map(ToString::to_string).collect::<Vec<_>>(),
     })
 }
 
@@ -710,6 +724,7 @@ fn contact_json(c: &Contact) -> Value {
         "cipher": c.cipher.as_str(),
         "verified": c.verified,
         "key_changed": c.key_changed,
+        "relay": c.relay,
     })
 }
 

@@ -152,6 +152,15 @@ fn files_move_through_the_cli_with_send_file_files_fetch_watch_and_history() {
         "no file",
     );
     assert_eq!(alice.json(&["files"]).len(), 2);
+
+    // The relay mark: set, shown, cleared; an unknown contact is a clear error.
+    assert_eq!(alice.one(&["relay", "bob"])["relay"], true);
+    assert_eq!(alice.json(&["contacts"])[0]["relay"], true);
+    let human = String::from_utf8(alice.run(&["contacts"]).stdout).unwrap();
+    assert!(human.contains("RELAY"), "{human}");
+    assert_eq!(alice.one(&["relay", "bob", "--off"])["relay"], false);
+    assert_eq!(alice.json(&["contacts"])[0]["relay"], false);
+    fails(&alice.run(&["relay", "carol"]), 1, "no contact named");
 }
 
 #[test]

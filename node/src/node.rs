@@ -405,6 +405,7 @@ enum Command {
     SendText(PeerId, String, Option<Cipher>, Reply<MessageId>),
     AddPeer(PeerId, Option<Multiaddr>, Reply<Contact>),
     VerifyContact(PeerId, Reply<Contact>),
+    SetRelay(PeerId, bool, Reply<Contact>),
     SetCipher(PeerId, Cipher, Reply<()>),
     DeleteChat(PeerId, bool, Reply<usize>),
     History(PeerId, Option<usize>, Reply<Vec<StoredMessage>>),
@@ -523,6 +524,16 @@ impl NodeHandle {
     /// [`NodeError::UnknownPeer`] or a store failure.
     pub async fn verify_contact(&self, peer: PeerId) -> Result<Contact, NodeError> {
         self.ask(|r| Command::VerifyContact(peer, r)).await
+    }
+
+    /// Marks a contact as a relay for files, or clears the mark. A file sent to a recipient
+    /// who is not connected goes, sealed, to every contact marked so (besides any named with
+    /// `via`); they never get its key. Purely local: the contact is not told.
+    ///
+    /// # Errors
+    /// [`NodeError::UnknownPeer`] or a store failure.
+    pub async fn set_relay(&self, peer: PeerId, relay: bool) -> Result<Contact, NodeError> {
+        self.ask(|r| Command::SetRelay(peer, relay, r)).await
     }
 
     /// Switches the chat's cipher; the peer is told with a signed control message.
@@ -1332,6 +1343,9 @@ impl Actor {
             Command::VerifyContact(peer, reply) => {
                 let _ = reply.send(self.verify_contact(peer));
             }
+            Command::SetRelay(peer, relay, reply) => {
+                let _ = reply.send(self.set_relay(peer, relay));
+            }
             Command::SetCipher(peer, cipher, reply) => {
                 let _ = reply.send(self.set_cipher(peer, cipher));
             }
@@ -1614,6 +1628,18 @@ impl Actor {
         contact.listed = true;
         self.save_contact(&contact)?;
         self.deliver(peer);
+        Ok(contact)
+    }
+
+    fn set_relay(&mut self, peer: PeerId, relay: bool) -> Result<Contact, NodeError> {
+        let mut contact = self
+            .store
+            .contact(&peer)?
+            .ok_or(NodeError::UnknownPeer(peer))?;
+        contact.relay = relay;
+        // Trusted with the user's files: a contact from now on.
+        contact.listed |= relay;
+        self.save_contact(&contact)?;
         Ok(contact)
     }
 
@@ -2368,6 +2394,7 @@ impl Actor {
                 added_ms: now_ms(),
                 pending_profile: None,
                 listed: false,
+                relay: false,
             },
         };
         // Someone asked to add this peer: it becomes a contact.

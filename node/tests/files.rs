@@ -515,7 +515,7 @@ async fn corrupted_chunks_from_a_hostile_source_are_rejected_and_fetched_elsewhe
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_recipient_offline_when_the_file_is_sent_gets_it_from_the_relay_alone() {
+async fn a_recipient_offline_when_the_file_is_sent_gets_it_from_a_marked_relay_alone() {
     let tmp = TempDir::new().unwrap();
     let (mut sa, mut sb, mut sr) = (
         Spec::new(&tmp, "alice", 41, LISTEN),
@@ -528,10 +528,30 @@ async fn a_recipient_offline_when_the_file_is_sent_gets_it_from_the_relay_alone(
     connect(&mut a, &mut r).await;
     connect(&mut b, &mut r).await;
     let (pa, pb, pr) = (a.handle.peer_id(), b.handle.peer_id(), r.handle.peer_id());
+    let marked = a.handle.set_relay(pr, true).await.unwrap();
+    assert!(marked.relay);
+    assert!(
+        a.handle.contact(pr).await.unwrap().unwrap().relay,
+        "the mark is not kept"
+    );
+    // With Bob online, the file goes to him alone.
+    let (small, _) = random_file(tmp.path(), "note.txt", 1000, 45);
+    let direct = a.handle.send_file(pb, small, Vec::new()).await.unwrap();
+    assert!(
+        direct.relays.is_empty(),
+        "a relay was used for an online recipient"
+    );
+    completed(&mut b, direct.file_id, TransferRole::Receive).await;
     b.stop().await;
+    wait_for(&mut a.events, |e| {
+        matches!(e, NodeEvent::PeerDisconnected { peer } if *peer == pb).then_some(())
+    })
+    .await;
 
+    // Bob is offline: the file goes to the marked relay without being named.
     let (path, bytes) = random_file(tmp.path(), "minutes.odt", 3 << 20, 44);
-    let sent = a.handle.send_file(pb, path, vec![pr]).await.unwrap();
+    let sent = a.handle.send_file(pb, path, Vec::new()).await.unwrap();
+    assert_eq!(sent.relays, vec![pr]);
     completed(&mut r, sent.file_id, TransferRole::Relay).await;
     a.stop().await;
 

@@ -63,6 +63,8 @@ const OFFER_BACKOFF_MAX: Duration = Duration::from_secs(60);
 const MARK_BATCH: usize = 16;
 /// Largest manifest sent inline in the offer; larger ones are fetched.
 const INLINE_MANIFEST_MAX: usize = 32 * 1024;
+/// At most this many marked relays are asked to hold a file for an offline recipient.
+const MAX_AUTO_RELAYS: usize = 3;
 /// Names tried for a download whose name is taken: `name`, `name (1)`, ... `name (999)`.
 const MAX_NAME_TRIES: u32 = 1000;
 
@@ -93,6 +95,9 @@ pub struct FileTransfer {
     pub message_id: MessageId,
     /// When it began, Unix milliseconds.
     pub created_ms: u64,
+    /// Send: the relays asked to hold the sealed file (named with `via`, or marked as relays
+    /// and chosen because the recipient was offline).
+    pub relays: Vec<PeerId>,
 }
 
 /// A file read and sealed once: the manifest builder, the file's name and size.
@@ -679,6 +684,7 @@ impl Actor {
             error: t.error.clone(),
             message_id: t.message_id,
             created_ms: t.created_ms,
+            relays: t.relays.clone(),
         }
     }
 
@@ -725,6 +731,13 @@ impl Actor {
                 return;
             }
         }
+        let via = match self.with_marked_relays(peer, via) {
+            Ok(via) => via,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
         let recipient = pinned.public.clone();
         let max = self.config.max_file_size;
         self.files.jobs.spawn_blocking(move || {
@@ -737,6 +750,34 @@ impl Actor {
                 result,
             }
         });
+    }
+
+    /// The relays for a file to `peer`: those named, and, when `peer` is not connected, the
+    /// contacts marked as relays (at most [`MAX_AUTO_RELAYS`], connected ones first).
+    fn with_marked_relays(
+        &mut self,
+        peer: PeerId,
+        mut via: Vec<PeerId>,
+    ) -> Result<Vec<PeerId>, NodeError> {
+        if self.connected.contains(&peer) {
+            return Ok(via);
+        }
+        let me = self.identity.peer_id();
+        let mut marked: Vec<PeerId> = self
+            .store
+            .contacts()?
+            .into_iter()
+            .filter(|c| c.relay && !c.key_changed)
+            .map(|c| c.peer_id)
+            .filter(|r| *r != peer && *r != me && !via.contains(r))
+            .collect();
+        marked.sort_by_key(|r| !self.connected.contains(r));
+        marked.truncate(MAX_AUTO_RELAYS);
+        if !marked.is_empty() {
+            info!(%peer, relays = ?marked, "the recipient is offline: the file goes to its marked relays too");
+        }
+        via.extend(marked);
+        Ok(via)
     }
 
     /// The file was read and sealed once: sign the manifest, record the transfer, and queue

@@ -68,6 +68,7 @@ fn contact(peer: PeerId, name: &str) -> Contact {
         added_ms: 1_700_000_000_000,
         pending_profile: Some(vec![7, 7]),
         listed: true,
+        relay: true,
     }
 }
 

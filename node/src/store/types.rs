@@ -42,6 +42,9 @@ pub struct Contact {
     /// peer whose profile was verified has its keys pinned (trust on first use), but only
     /// these are the user's contacts.
     pub listed: bool,
+    /// The user trusts this contact to hold sealed files for others: when a recipient is
+    /// offline, files go to it automatically (it never gets the key, only sealed chunks).
+    pub relay: bool,
 }
 
 impl Contact {
@@ -227,6 +230,8 @@ pub(super) struct ContactRecord {
     /// Records written before this field existed were all contacts.
     #[serde(default = "listed_by_default")]
     listed: bool,
+    #[serde(default)]
+    relay: bool,
 }
 
 fn listed_by_default() -> bool {
@@ -247,6 +252,7 @@ impl From<&Contact> for ContactRecord {
             added_ms: c.added_ms,
             pending_profile: c.pending_profile.clone().map(ByteBuf::from),
             listed: c.listed,
+            relay: c.relay,
         }
     }
 }
@@ -267,6 +273,7 @@ impl TryFrom<ContactRecord> for Contact {
             added_ms: r.added_ms,
             pending_profile: r.pending_profile.map(ByteBuf::into_vec),
             listed: r.listed,
+            relay: r.relay,
         })
     }
 }
