@@ -219,3 +219,147 @@ fn a_file_transfer_survives_kill_9_of_the_receiver_and_of_the_sender() {
     }
     drop((da, db));
 }
+
+/// Whether a missing prerequisite fails the test instead of skipping it (CI runs as root).
+fn required() -> bool {
+    std::env::var_os("ENCRYPTO_REQUIRE_NETNS").is_some_and(|v| v == "1")
+}
+
+/// A small tmpfs mounted for one test, unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, mib: u32) -> Result<Tmpfs, String> {
+        if !nix::unistd::geteuid().is_root() {
+            return Err("not running as root (mounting a tmpfs needs it)".into());
+        }
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "mount failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(Tmpfs(dir.to_owned()))
+    }
+
+    fn resize(&self, mib: u32) {
+        let status = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={mib}m")])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(status.success(), "cannot resize the tmpfs");
+    }
+
+    /// Bytes allocated by the files under the mount.
+    fn used(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        fn walk(dir: &Path) -> u64 {
+            std::fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => walk(&e.path()),
+                    Ok(m) => m.blocks() * 512,
+                    Err(_) => 0,
+                })
+                .sum()
+        }
+        walk(&self.0)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_download_that_would_fill_the_disk_fails_cleanly_and_chats_go_on() {
+    let (alice, mut bob) = (User::new("alice"), User::new("bob"));
+    // Bob's whole data directory (store, keystore, downloads) lives on a 96 MiB disk: a
+    // 48 MiB file would leave less than the 64 MiB a download keeps free.
+    let disk = match Tmpfs::mount(&bob.tmp.path().join("disk"), 96) {
+        Ok(disk) => disk,
+        Err(reason) => {
+            assert!(
+                !required(),
+                "ENCRYPTO_REQUIRE_NETNS=1 but cannot run: {reason}"
+            );
+            eprintln!("SKIPPED the full-disk test: {reason}");
+            return;
+        }
+    };
+    let moved = disk.0.join("data");
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&bob.data)
+        .arg(&moved)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    bob.data = moved;
+    let (_da, db) = (alice.start(0), bob.start(0));
+    alice.one(&["add", &db.addr]);
+    let before = disk.used();
+    let watch = Watch::start(&bob);
+
+    let (path, bytes) = random_file(alice.tmp.path(), "film.mkv", 48 << 20, 30);
+    let sent = alice.one(&["send-file", "bob", path.to_str().unwrap()]);
+    let id = sent["file_id"].as_str().unwrap().to_owned();
+    let failed = watch.expect("file_failed", |e| {
+        e["event"] == "file_failed" && e["file_id"] == id.as_str()
+    });
+    let reason = failed["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("not enough disk space")
+            && reason.contains(&format!("encrypto fetch {id}")),
+        "{reason}"
+    );
+    let t = transfer(&bob, &id, "in");
+    assert_eq!(t["state"], "failed");
+    assert_eq!(t["error"], failed["reason"]);
+    assert!(t["path"].is_null(), "{t}");
+    // Nothing under the final name, no partial file left, the space still free.
+    let downloads = bob.data.join("downloads");
+    let left: Vec<_> = std::fs::read_dir(&downloads)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left in downloads: {left:?}");
+    eprintln!(
+        "tmpfs used: {} KiB before the transfer, {} KiB after it failed",
+        before / 1024,
+        disk.used() / 1024
+    );
+    assert!(disk.used() < before + (4 << 20), "the space is taken");
+
+    // Chats go on, both ways, and are stored.
+    alice.one(&["send", "bob", "did it arrive?", "--wait"]);
+    bob.one(&["send", "alice", "no, my disk is full", "--wait"]);
+    let history = support::texts(&bob.json(&["history", "alice"]));
+    assert!(
+        history.ends_with(&[
+            "did it arrive?".to_owned(),
+            "no, my disk is full".to_owned()
+        ]),
+        "{history:?}"
+    );
+
+    // With room made, `fetch` downloads it again, whole.
+    disk.resize(160);
+    let fetched = bob.one(&["fetch", &id, "--timeout", "120"]);
+    assert_eq!(fetched["state"], "complete");
+    assert!(std::fs::read(fetched["path"].as_str().unwrap()).unwrap() == bytes);
+}

@@ -149,8 +149,10 @@ pub(super) enum Job {
 pub(super) enum ChunkFault {
     /// It failed verification: the source is counted and another one asked.
     Bad(String),
-    /// Writing it failed (disk full, permissions): the download fails.
+    /// Writing it failed (permissions, an I/O error): the download fails.
     Io(String),
+    /// The disk is full: the download fails and gives the space back.
+    DiskFull,
 }
 
 /// Why a finished download was not put in place.
@@ -454,9 +456,13 @@ fn store_chunk(
     let mut sink = sink
         .lock()
         .map_err(|_| ChunkFault::Io("a writer thread failed".into()))?;
-    sink.file
-        .write_all_at(&bytes, offset)
-        .map_err(|e| ChunkFault::Io(describe_io(&e)))?;
+    sink.file.write_all_at(&bytes, offset).map_err(|e| {
+        if e.kind() == io::ErrorKind::StorageFull {
+            ChunkFault::DiskFull
+        } else {
+            ChunkFault::Io(e.to_string())
+        }
+    })?;
     let i = usize::try_from(index).map_err(|_| ChunkFault::Bad("index out of range".into()))?;
     if let Some(slot) = sink.have.get_mut(i) {
         *slot = true;
@@ -602,6 +608,43 @@ fn numbered(path: &Path, n: u32) -> PathBuf {
         None => format!("{stem} ({n})"),
     };
     path.with_file_name(name)
+}
+
+/// Room a download always leaves free on its disk, for the store (a full disk would stop it
+/// from recording messages) and the rest of the machine.
+const DISK_RESERVE: u64 = 64 << 20;
+
+/// Reserves the space of a download of `len` bytes up front (`fallocate`), so chunks never
+/// fill the disk half-way: fails, saying how much is missing, unless `len` fits with
+/// [`DISK_RESERVE`] to spare. On a filesystem that cannot preallocate, the check alone stands.
+fn reserve_space(file: &File, len: u64) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let mib = |b: u64| format!("{:.1} MiB", b as f64 / f64::from(1 << 20));
+    let (Ok(stat), Ok(meta)) = (nix::sys::statvfs::fstatvfs(file), file.metadata()) else {
+        // Nothing to measure with: the writes themselves report a full disk.
+        return Ok(());
+    };
+    let free = stat.blocks_available().saturating_mul(stat.fragment_size());
+    let missing = len.saturating_sub(meta.blocks() * 512);
+    if free < missing.saturating_add(DISK_RESERVE) {
+        return Err(format!(
+            "the file needs {} more, {} is free, and {} is kept free",
+            mib(missing),
+            mib(free),
+            mib(DISK_RESERVE)
+        ));
+    }
+    let Ok(end) = i64::try_from(len) else {
+        return Err("the file is too large for this system".into());
+    };
+    if end == 0 {
+        return Ok(());
+    }
+    match nix::fcntl::fallocate(file, nix::fcntl::FallocateFlags::empty(), 0, end) {
+        Err(nix::errno::Errno::ENOSPC) => Err(format!("the file needs {}", mib(missing))),
+        // Unsupported here, or some other refusal: the check above stands.
+        _ => Ok(()),
+    }
 }
 
 fn open_partial(path: &Path) -> io::Result<File> {
@@ -1301,6 +1344,31 @@ impl Actor {
                 return self.fail_download(key, reason);
             }
         };
+        let len = match file_key {
+            Some(_) => manifest.size,
+            None => manifest.size + manifest.chunk_count() * SEALED_CHUNK_OVERHEAD as u64,
+        };
+        if let Err(short) = reserve_space(&file, len) {
+            drop(file);
+            if !partial_exists {
+                let _ = fs::remove_file(&d.partial);
+            }
+            let dir = d
+                .partial
+                .parent()
+                .unwrap_or(&d.partial)
+                .display()
+                .to_string();
+            let reason = match key.1 {
+                TransferRole::Receive => format!(
+                    "not enough disk space in {dir}: {short}; make room and run \
+                     `encrypto fetch {}`",
+                    key.0
+                ),
+                _ => format!("not enough disk space in {dir} to hold the file: {short}"),
+            };
+            return self.fail_download(key, reason);
+        }
         let mode = match &file_key {
             Some(k) => SinkMode::Open {
                 key: k.clone(),
@@ -1520,7 +1588,11 @@ impl Actor {
                     self.pump(key);
                 }
             }
-            Err(ChunkFault::Io(reason)) => self.fail_download(key, reason),
+            Err(ChunkFault::Io(reason)) => {
+                let reason = format!("cannot write {}: {reason}", d.partial.display());
+                self.fail_download(key, reason);
+            }
+            Err(ChunkFault::DiskFull) => self.disk_full(key),
         }
     }
 
@@ -1666,6 +1738,35 @@ impl Actor {
                 self.fail_download(key, reason);
             }
         }
+    }
+
+    /// A download filled the disk: it fails, and its partial file is removed at once so the
+    /// rest of the node (the store, chats) and the machine have room again. The chunks are
+    /// fetched again by a later `fetch`.
+    fn disk_full(&mut self, key: TKey) {
+        let Some(partial) = self.files.downloads.get(&key).map(|d| d.partial.clone()) else {
+            return;
+        };
+        let dir = partial.parent().unwrap_or(&partial).display().to_string();
+        // Forget the marks first: they must never claim chunks the removed file held.
+        if let Some(d) = self.files.downloads.get_mut(&key) {
+            d.unmarked.clear();
+        }
+        if let Err(e) = self.store.clear_chunks(&key.0, key.1, &key.2) {
+            warn!(error = %e, "cannot clear the chunk marks of a download that filled the disk");
+        }
+        if let Err(e) = fs::remove_file(&partial) {
+            warn!(path = %partial.display(), error = %e, "cannot remove a partial download");
+        }
+        let reason = match key.1 {
+            TransferRole::Receive => format!(
+                "the disk is full ({dir}): the partial download was removed to free the space; \
+                 make room and run `encrypto fetch {}` to download it again",
+                key.0
+            ),
+            _ => format!("the disk is full ({dir}): the relayed copy was removed"),
+        };
+        self.fail_download(key, reason);
     }
 
     fn fail_download(&mut self, key: TKey, reason: String) {
