@@ -520,14 +520,22 @@ where
     if size > limit {
         return Err(invalid_data(FrameError::TooLarge { size, limit }));
     }
-    let mut body = Vec::with_capacity(size);
-    // `size` fits in a u32, so in a u64.
-    (&mut *io).take(size as u64).read_to_end(&mut body).await?;
-    if body.len() < size {
-        return Err(truncated(FrameError::Truncated {
-            expected: size,
-            received: body.len(),
-        }));
+    // Read in place into a buffer of the declared size (`read_to_end` would zero it again as
+    // it grows and copy it once more when probing for the end).
+    let mut body = vec![0u8; size];
+    let mut received = 0;
+    while received < size {
+        match io.read(&mut body[received..]).await {
+            Ok(0) => {
+                return Err(truncated(FrameError::Truncated {
+                    expected: size,
+                    received,
+                }));
+            }
+            Ok(n) => received += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
     decode(&body, limit).map_err(|e| {
         invalid_data(match e {

@@ -44,9 +44,9 @@ use crate::store::{
 };
 
 /// Chunk requests in flight for one download, over all its sources.
-const WINDOW: usize = 16;
+const WINDOW: usize = 32;
 /// Chunk requests in flight to one source.
-const PER_SOURCE: usize = 8;
+const PER_SOURCE: usize = 16;
 /// Serving jobs running at once; requests beyond are answered "unavailable" (asked again).
 const MAX_SERVING: usize = 64;
 /// A source that sent this many chunks that failed verification is not asked again.
