@@ -52,19 +52,9 @@ impl Server {
     /// Answers one request line (a request, a notification or a batch); `None` when nothing
     /// is to be sent back (notifications, `subscribe`, whose reply is already queued).
     pub(crate) async fn handle_line(&self, line: &[u8], client: &mut Client) -> Option<Value> {
-        let value: Value = match serde_json::from_slice(line) {
-            Ok(value) => value,
-            Err(e) => {
-                let error = RpcError::new(code::PARSE_ERROR, format!("not JSON: {e}"));
-                return Some(rpc::error_response(&Value::Null, &error));
-            }
-        };
-        match value {
-            Value::Array(batch) if batch.is_empty() => Some(rpc::error_response(
-                &Value::Null,
-                &RpcError::new(code::INVALID_REQUEST, "an empty batch"),
-            )),
-            Value::Array(batch) => {
+        match rpc::parse_line(line) {
+            rpc::Line::One(request) => self.handle_request(request, client).await,
+            rpc::Line::Batch(batch) => {
                 let mut replies = Vec::new();
                 for request in batch {
                     if let Some(reply) = self.handle_request(request, client).await {
@@ -73,48 +63,19 @@ impl Server {
                 }
                 (!replies.is_empty()).then_some(Value::Array(replies))
             }
-            request => self.handle_request(request, client).await,
         }
     }
 
-    async fn handle_request(&self, request: Value, client: &mut Client) -> Option<Value> {
-        let Value::Object(mut request) = request else {
-            let error = RpcError::new(code::INVALID_REQUEST, "a request must be a JSON object");
-            return Some(rpc::error_response(&Value::Null, &error));
+    async fn handle_request(
+        &self,
+        request: Result<rpc::Request, Value>,
+        client: &mut Client,
+    ) -> Option<Value> {
+        let rpc::Request { id, method, params } = match request {
+            Ok(request) => request,
+            Err(reply) => return Some(reply),
         };
-        // No `id` member at all: a notification, answered with nothing.
-        let id = request.remove("id");
         let reply_id = id.clone().unwrap_or(Value::Null);
-        let invalid = |message: &str| {
-            Some(rpc::error_response(
-                &reply_id,
-                &RpcError::new(code::INVALID_REQUEST, message),
-            ))
-        };
-        if !matches!(
-            &id,
-            None | Some(Value::Null | Value::String(_) | Value::Number(_))
-        ) {
-            return invalid("\"id\" must be a string, a number or null");
-        }
-        if request.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
-            return invalid("not a JSON-RPC 2.0 request: \"jsonrpc\": \"2.0\" is missing");
-        }
-        let Some(method) = request
-            .get("method")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-        else {
-            return invalid("\"method\" (a string) is missing");
-        };
-        let params = match request.remove("params") {
-            None | Some(Value::Null) => Params::new(),
-            Some(Value::Object(params)) => params,
-            Some(_) => {
-                let error = RpcError::invalid_params("\"params\" must be an object");
-                return Some(rpc::error_response(&reply_id, &error));
-            }
-        };
         if method == "subscribe" {
             // The reply goes first, then the events, on the same stream.
             let events = self.node.subscribe();

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 /// The socket's file name in the data directory.
 pub(crate) const SOCKET_NAME: &str = "encrypto.sock";
@@ -110,6 +110,86 @@ pub(crate) fn error_response(id: &Value, error: &RpcError) -> Value {
     json!({ "jsonrpc": "2.0", "id": id, "error": error.to_json() })
 }
 
+/// A request read from the socket and checked: what the daemon runs.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Request {
+    /// `None` for a notification (no `id` member): it is run but not answered.
+    pub(crate) id: Option<Value>,
+    pub(crate) method: String,
+    pub(crate) params: Map<String, Value>,
+}
+
+/// A request line, parsed: each request checked, or the error response it gets.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Line {
+    One(Result<Request, Value>),
+    Batch(Vec<Result<Request, Value>>),
+}
+
+/// Parses one line the daemon read (a request, a notification or a batch). Never fails: what
+/// cannot be run becomes the error response to send back.
+pub(crate) fn parse_line(line: &[u8]) -> Line {
+    match serde_json::from_slice(line) {
+        Err(e) => Line::One(Err(error_response(
+            &Value::Null,
+            &RpcError::new(code::PARSE_ERROR, format!("not JSON: {e}")),
+        ))),
+        Ok(Value::Array(batch)) if batch.is_empty() => Line::One(Err(error_response(
+            &Value::Null,
+            &RpcError::new(code::INVALID_REQUEST, "an empty batch"),
+        ))),
+        Ok(Value::Array(batch)) => Line::Batch(batch.into_iter().map(parse_request).collect()),
+        Ok(request) => Line::One(parse_request(request)),
+    }
+}
+
+/// Checks one request of a line against JSON-RPC 2.0.
+pub(crate) fn parse_request(request: Value) -> Result<Request, Value> {
+    let Value::Object(mut request) = request else {
+        let error = RpcError::new(code::INVALID_REQUEST, "a request must be a JSON object");
+        return Err(error_response(&Value::Null, &error));
+    };
+    // No `id` member at all: a notification, answered with nothing.
+    let id = request.remove("id");
+    let reply_id = id.clone().unwrap_or(Value::Null);
+    let invalid =
+        |message: &str| error_response(&reply_id, &RpcError::new(code::INVALID_REQUEST, message));
+    if !matches!(
+        &id,
+        None | Some(Value::Null | Value::String(_) | Value::Number(_))
+    ) {
+        // The id itself is unusable: the reply cannot name it.
+        return Err(error_response(
+            &Value::Null,
+            &RpcError::new(
+                code::INVALID_REQUEST,
+                "\"id\" must be a string, a number or null",
+            ),
+        ));
+    }
+    if request.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+        return Err(invalid(
+            "not a JSON-RPC 2.0 request: \"jsonrpc\": \"2.0\" is missing",
+        ));
+    }
+    let Some(method) = request
+        .get("method")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+    else {
+        return Err(invalid("\"method\" (a string) is missing"));
+    };
+    let params = match request.remove("params") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(params)) => params,
+        Some(_) => {
+            let error = RpcError::invalid_params("\"params\" must be an object");
+            return Err(error_response(&reply_id, &error));
+        }
+    };
+    Ok(Request { id, method, params })
+}
+
 /// A notification carrying one event.
 pub(crate) fn event_notification(event: Value) -> Value {
     json!({ "jsonrpc": "2.0", "method": EVENT_METHOD, "params": event })
@@ -118,6 +198,49 @@ pub(crate) fn event_notification(event: Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn error_code(reply: &Result<Request, Value>) -> i64 {
+        reply.as_ref().unwrap_err()["error"]["code"]
+            .as_i64()
+            .unwrap()
+    }
+
+    #[test]
+    fn lines_parse_into_checked_requests_or_their_error_replies() {
+        let one = |line: &str| match parse_line(line.as_bytes()) {
+            Line::One(r) => r,
+            Line::Batch(_) => panic!("a batch"),
+        };
+        let ok = one(r#"{"jsonrpc":"2.0","id":3,"method":"send","params":{"to":"bob"}}"#);
+        let ok = ok.unwrap();
+        assert_eq!((ok.id, ok.method.as_str()), (Some(json!(3)), "send"));
+        assert_eq!(ok.params["to"], "bob");
+        let note = one(r#"{"jsonrpc":"2.0","method":"whoami"}"#).unwrap();
+        assert_eq!((note.id, note.params.len()), (None, 0));
+
+        assert_eq!(error_code(&one("{nope")), code::PARSE_ERROR);
+        assert_eq!(error_code(&one("[]")), code::INVALID_REQUEST);
+        assert_eq!(error_code(&one("7")), code::INVALID_REQUEST);
+        let no_version = one(r#"{"id":"a","method":"whoami"}"#);
+        assert_eq!(error_code(&no_version), code::INVALID_REQUEST);
+        assert_eq!(no_version.unwrap_err()["id"], "a");
+        let bad_id = one(r#"{"jsonrpc":"2.0","id":{"x":1},"method":"whoami"}"#);
+        assert_eq!(bad_id.as_ref().unwrap_err()["id"], Value::Null);
+        assert_eq!(
+            error_code(&one(r#"{"jsonrpc":"2.0","id":1}"#)),
+            code::INVALID_REQUEST
+        );
+        let params = one(r#"{"jsonrpc":"2.0","id":1,"method":"send","params":[1]}"#);
+        assert_eq!(error_code(&params), code::INVALID_PARAMS);
+
+        match parse_line(br#"[{"jsonrpc":"2.0","id":1,"method":"peers"}, 5]"#) {
+            Line::Batch(batch) => {
+                assert_eq!(batch[0].as_ref().unwrap().method, "peers");
+                assert_eq!(error_code(&batch[1]), code::INVALID_REQUEST);
+            }
+            Line::One(_) => panic!("not a batch"),
+        }
+    }
 
     #[test]
     fn errors_round_trip_and_stay_on_one_line() {
