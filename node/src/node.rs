@@ -789,7 +789,10 @@ pub fn start(
     storage_key: StorageKey,
     config: NodeConfig,
 ) -> Result<(NodeHandle, tokio::task::JoinHandle<()>), NodeError> {
-    let store = Store::open(&config.data_dir.join("store"), storage_key)?;
+    let store = Store::open(
+        &config.data_dir.join(crate::datadir::STORE_DIR),
+        storage_key,
+    )?;
     let profile = identity.sign_profile(name, created_ms)?;
     let mut swarm = swarm::build(identity.to_libp2p_keypair(), &config.swarm)?;
     for addr in &config.external_addrs {
