@@ -43,7 +43,7 @@ use encrypto_crypto::{
 use futures::{FutureExt, StreamExt};
 use libp2p::request_response::{self, Message, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, Swarm, identify, mdns};
+use libp2p::{Multiaddr, Swarm, identify, mdns, ping};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinSet;
@@ -2533,6 +2533,18 @@ impl Actor {
             BehaviourEvent::RelayClient(event) => self.handle_relay_client_event(event),
             BehaviourEvent::Dcutr(event) => self.handle_dcutr_event(event),
             BehaviourEvent::Autonat(event) => self.handle_autonat_event(event),
+            // libp2p's ping only reports a failure; the connection is ours to close. A link
+            // cut without a reset (a cable pulled, a partition) leaves TCP waiting for
+            // minutes while messages time out on it; closed, the peer counts as gone and the
+            // outbox redials it with backoff.
+            BehaviourEvent::Ping(ping::Event {
+                peer,
+                connection,
+                result: Err(error),
+            }) => {
+                debug!(%peer, %error, "ping failed; closing the connection");
+                self.swarm.close_connection(connection);
+            }
             _ => {}
         }
     }
