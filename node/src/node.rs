@@ -2536,12 +2536,12 @@ impl Actor {
             // libp2p's ping only reports a failure; the connection is ours to close. A link
             // cut without a reset (a cable pulled, a partition) leaves TCP waiting for
             // minutes while messages time out on it; closed, the peer counts as gone and the
-            // outbox redials it with backoff.
+            // outbox redials it with backoff. A peer that does not speak ping is no failure.
             BehaviourEvent::Ping(ping::Event {
                 peer,
                 connection,
                 result: Err(error),
-            }) => {
+            }) if !matches!(error, ping::Failure::Unsupported) => {
                 debug!(%peer, %error, "ping failed; closing the connection");
                 self.swarm.close_connection(connection);
             }
