@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use encrypto_node::DataDir;
+use encrypto_node::{DataDir, DataDirError};
 use serde_json::{Value, json};
 
 use crate::commands::Global;
@@ -31,6 +31,9 @@ pub(crate) enum NotRunning {
         "no daemon is running for {0}; start one with `encrypto{1} daemon` (it keeps running; use another terminal or run it as a service)"
     )]
     NoDaemon(PathBuf, String),
+    /// The keystore is gone but its message store is there: `init` is not the way out.
+    #[error(transparent)]
+    KeystoreMissing(DataDirError),
 }
 
 /// A connection to the daemon's control socket.
@@ -147,9 +150,10 @@ impl Connection {
 }
 
 fn not_running(dir: &Path, global: &Global) -> NotRunning {
-    let has_identity = DataDir::open_existing(dir).is_ok_and(|d| d.has_identity());
-    if !has_identity {
-        return NotRunning::NoIdentity(dir.to_path_buf());
+    match DataDir::open_existing(dir).and_then(|d| d.require_identity()) {
+        Ok(()) => {}
+        Err(e @ DataDirError::KeystoreMissing { .. }) => return NotRunning::KeystoreMissing(e),
+        Err(_) => return NotRunning::NoIdentity(dir.to_path_buf()),
     }
     let flag = match &global.data_dir {
         Some(d) => format!(" --data-dir {}", d.display()),

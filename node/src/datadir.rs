@@ -22,6 +22,9 @@ use encrypto_crypto::{CryptoRng, Identity, RsaBits, StorageKey};
 /// Name of the keystore file inside the data directory.
 pub const KEYSTORE_FILE: &str = "keystore";
 
+/// Name of the message store's directory inside the data directory (the node's sled store).
+pub const STORE_DIR: &str = "store";
+
 /// Prefix of the temporary files written next to the keystore before they are moved into place.
 const TEMP_PREFIX: &str = ".keystore.tmp-";
 
@@ -35,6 +38,19 @@ pub enum DataDirError {
     NoIdentity {
         /// The data directory.
         path: PathBuf,
+    },
+    /// The keystore is gone but the message store sealed with its storage key is still there:
+    /// only that keystore opens the history, so a new identity is not the answer.
+    #[error(
+        "the keystore {} is missing, but the message store {} made with it is still there; restore the keystore from a backup (a new identity could not read that history), or move the store away to start afresh",
+        path.display(),
+        store.display()
+    )]
+    KeystoreMissing {
+        /// Where the keystore should be.
+        path: PathBuf,
+        /// The message store's directory.
+        store: PathBuf,
     },
     /// `create_identity` found a keystore already there; nothing was changed.
     #[error(
@@ -184,6 +200,27 @@ impl DataDir {
         self.path.join(KEYSTORE_FILE)
     }
 
+    /// The message store's directory, `DIR/store`.
+    pub fn store_path(&self) -> PathBuf {
+        self.path.join(STORE_DIR)
+    }
+
+    /// The error for "no keystore here": [`DataDirError::KeystoreMissing`] when a message
+    /// store made with one is there, else [`DataDirError::NoIdentity`].
+    fn no_keystore(&self) -> DataDirError {
+        let store = self.store_path();
+        if fs::symlink_metadata(&store).is_ok() {
+            DataDirError::KeystoreMissing {
+                path: self.keystore_path(),
+                store,
+            }
+        } else {
+            DataDirError::NoIdentity {
+                path: self.path.clone(),
+            }
+        }
+    }
+
     /// Whether anything is at the keystore path. Anything at all counts, so that nothing there
     /// is ever overwritten by a new identity.
     pub fn has_identity(&self) -> bool {
@@ -198,6 +235,7 @@ impl DataDir {
     ///
     /// # Errors
     /// [`DataDirError::IdentityExists`] if a keystore is already there;
+    /// [`DataDirError::KeystoreMissing`] if a message store of an earlier identity is there;
     /// [`DataDirError::Identity`] for an invalid name; [`DataDirError::EmptyPassphrase`];
     /// [`DataDirError::Io`] if the keystore cannot be written.
     pub fn create_identity<R: CryptoRng + ?Sized>(
@@ -215,6 +253,11 @@ impl DataDir {
             return Err(DataDirError::EmptyPassphrase);
         }
         self.require_no_identity()?;
+        // A store without its keystore cannot be opened by a new identity: refuse now rather
+        // than after key generation, or at the daemon's first start.
+        if fs::symlink_metadata(self.store_path()).is_ok() {
+            return Err(self.no_keystore());
+        }
         let identity = Identity::generate(rng, bits).map_err(DataDirError::Identity)?;
         let storage_key = StorageKey::generate(rng);
         let contents = KeystoreContents {
@@ -232,7 +275,8 @@ impl DataDir {
     /// Unlocks the keystore with `passphrase`.
     ///
     /// # Errors
-    /// [`DataDirError::NoIdentity`] if there is no keystore; [`DataDirError::WrongPassphrase`];
+    /// [`DataDirError::NoIdentity`] if there is no keystore ([`DataDirError::KeystoreMissing`]
+    /// if a message store is there without it); [`DataDirError::WrongPassphrase`];
     /// [`DataDirError::Corrupted`] or [`DataDirError::UnsupportedVersion`] for a file that
     /// cannot be read as a keystore; [`DataDirError::Io`].
     pub fn unlock(&self, passphrase: &[u8]) -> Result<KeystoreContents, DataDirError> {
@@ -265,12 +309,11 @@ impl DataDir {
     /// Fails unless a keystore is there: lets a caller check before asking for a passphrase.
     ///
     /// # Errors
-    /// [`DataDirError::NoIdentity`].
+    /// [`DataDirError::NoIdentity`], or [`DataDirError::KeystoreMissing`] if a message store is
+    /// there without its keystore.
     pub fn require_identity(&self) -> Result<(), DataDirError> {
         if !self.has_identity() {
-            return Err(DataDirError::NoIdentity {
-                path: self.path.clone(),
-            });
+            return Err(self.no_keystore());
         }
         Ok(())
     }
@@ -316,11 +359,7 @@ impl DataDir {
         };
         let file = match File::open(&path) {
             Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(DataDirError::NoIdentity {
-                    path: self.path.clone(),
-                });
-            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(self.no_keystore()),
             Err(e) => return Err(io_error(e)),
         };
         let max = keystore::MAX_KEYSTORE_LEN;

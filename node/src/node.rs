@@ -43,7 +43,7 @@ use encrypto_crypto::{
 use futures::{FutureExt, StreamExt};
 use libp2p::request_response::{self, Message, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, Swarm, identify, mdns};
+use libp2p::{Multiaddr, Swarm, identify, mdns, ping};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinSet;
@@ -800,7 +800,10 @@ pub fn start(
     storage_key: StorageKey,
     config: NodeConfig,
 ) -> Result<(NodeHandle, tokio::task::JoinHandle<()>), NodeError> {
-    let store = Store::open(&config.data_dir.join("store"), storage_key)?;
+    let store = Store::open(
+        &config.data_dir.join(crate::datadir::STORE_DIR),
+        storage_key,
+    )?;
     let profile = identity.sign_profile(name, created_ms)?;
     let mut swarm = swarm::build(identity.to_libp2p_keypair(), &config.swarm)?;
     for addr in &config.external_addrs {
@@ -2557,6 +2560,18 @@ impl Actor {
             BehaviourEvent::RelayClient(event) => self.handle_relay_client_event(event),
             BehaviourEvent::Dcutr(event) => self.handle_dcutr_event(event),
             BehaviourEvent::Autonat(event) => self.handle_autonat_event(event),
+            // libp2p's ping only reports a failure; the connection is ours to close. A link
+            // cut without a reset (a cable pulled, a partition) leaves TCP waiting for
+            // minutes while messages time out on it; closed, the peer counts as gone and the
+            // outbox redials it with backoff. A peer that does not speak ping is no failure.
+            BehaviourEvent::Ping(ping::Event {
+                peer,
+                connection,
+                result: Err(error),
+            }) if !matches!(error, ping::Failure::Unsupported) => {
+                debug!(%peer, %error, "ping failed; closing the connection");
+                self.swarm.close_connection(connection);
+            }
             _ => {}
         }
     }

@@ -55,8 +55,13 @@
 //! a database file that was overwritten, truncated to nothing or removed would open as an
 //! empty database, so the store keeps a marker file (`encrypto-store`) beside sled's files and
 //! an initialised store whose records are all gone is [`StoreError::Damaged`]. Damage in the
-//! middle of the file is not detectable that way: sled recovers the records before it and
-//! silently drops those after it.
+//! middle of the file makes sled recover the records before it and drop those after it, without
+//! a word: the store records a *generation* as the last write of every open and clean close,
+//! and in the marker file, so a log read only up to damage shows an older generation than the
+//! marker, and is [`StoreError::LogDamaged`] instead of a shorter history. Not covered: damage
+//! to what a node wrote after its last open when it was then killed rather than closed. Either
+//! way, what sled drops is gone (it discards the unreadable rest of its log as it opens);
+//! removing the marker file opens the store with what sled still reads.
 
 mod error;
 mod files;
@@ -70,6 +75,7 @@ use std::io;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -100,10 +106,13 @@ const FORMAT_VERSION: u32 = 1;
 const FORMAT_KEY: &[u8] = b"format";
 const CHECK_KEY: &[u8] = b"check";
 const CHECK_PLAINTEXT: &[u8] = b"encrypto store check v1";
-/// A file next to sled's, written once the store is initialised (see
-/// `Inner::check_format_and_key`).
+/// The meta record that counts opens and clean closes (see `Inner::check_generation`).
+const GENERATION_KEY: &[u8] = b"generation";
+/// A file next to sled's, written once the store is initialised and again at every open and
+/// clean close with the generation last written (see `Inner::check_format_and_key`).
 const MARKER_FILE: &str = "encrypto-store";
-const MARKER_CONTENTS: &[u8] = b"encrypto store v1\n";
+const MARKER_HEADER: &str = "encrypto store v1";
+const MARKER_GENERATION: &str = "generation ";
 /// How long [`Store::open`] waits for a lock held by a store just closed in this process.
 const LOCK_WAIT: Duration = Duration::from_secs(2);
 const LOCK_RETRY: Duration = Duration::from_millis(20);
@@ -134,10 +143,22 @@ struct Inner {
     trees: Vec<sled::Tree>,
     key: StorageKey,
     subkeys: Subkeys,
+    /// The generation written at open (0 until the store is checked): a clean close writes
+    /// the next one.
+    generation: AtomicU64,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        let generation = *self.generation.get_mut();
+        if generation > 0 {
+            // The last record of a clean close, so that damage anywhere before it is found at
+            // the next open (see `check_generation`).
+            if let Err(e) = self.advance_generation(generation + 1) {
+                tracing::warn!(path = %self.path.display(), error = %e, "recording a clean close of the store failed");
+            }
+            return;
+        }
         if let Err(e) = self.db.flush() {
             tracing::warn!(path = %self.path.display(), error = %e, "flushing the store on close failed");
         }
@@ -155,6 +176,7 @@ impl Store {
     /// # Errors
     /// [`StoreError::Locked`] if another process has it open; [`StoreError::WrongKey`] if it
     /// belongs to another storage key; [`StoreError::Damaged`] if sled cannot read it;
+    /// [`StoreError::LogDamaged`] if sled reads it only up to damage in the middle;
     /// [`StoreError::UnsupportedVersion`] for a newer format; [`StoreError::Io`] if the
     /// directory cannot be created or read.
     pub fn open(dir: &Path, key: StorageKey) -> Result<Store> {
@@ -217,6 +239,7 @@ impl Store {
                 trees,
                 key,
                 subkeys,
+                generation: AtomicU64::new(0),
             }),
         })
     }
@@ -1073,7 +1096,10 @@ impl Inner {
         let check = self.get(TreeId::Meta, CHECK_KEY)?;
         let (format, check) = match (format, check) {
             (Some(format), Some(check)) => (format, check),
-            (None, None) if !initialised => return self.initialise(&marker),
+            (None, None) if !initialised => {
+                self.initialise()?;
+                return self.advance_generation(1);
+            }
             (None, None) => {
                 return Err(self.damaged(
                     "its records are gone: the database file was truncated, replaced or lost",
@@ -1098,15 +1124,61 @@ impl Inner {
                 });
             }
         }
-        if !initialised {
-            self.write_marker(&marker)?;
+        let expected = if initialised {
+            read_marker_generation(&marker)
+        } else {
+            None
+        };
+        self.check_generation(expected, &marker)
+    }
+
+    /// Finds damage inside sled's log, which sled itself does not report: it reads its log up
+    /// to the first record that fails its checksum and drops everything after it, so a store
+    /// damaged in the middle opens as an older, shorter store.
+    ///
+    /// The store counts *generations*: a sealed meta record, written and flushed at every open
+    /// and as the last write of every clean close, and then copied into the marker file. The
+    /// record is the newest thing in the log, so if the log is cut anywhere before it, the
+    /// store holds an older generation than the marker says it should. A crash between the
+    /// two writes leaves the store ahead of the marker, which is fine.
+    ///
+    /// What this cannot see: damage to records written after the last open of a node that
+    /// was then killed rather than closed, and a marker file removed or copied together with
+    /// the damaged store (the marker is then the user's word that the store is as it should
+    /// be).
+    fn check_generation(&self, expected: Option<u64>, marker: &Path) -> Result<()> {
+        let stored = match self.get(TreeId::Meta, GENERATION_KEY)? {
+            None => 0,
+            Some(sealed) => {
+                let plain = self.open_bytes(TreeId::Meta, GENERATION_KEY, &sealed)?;
+                <[u8; 8]>::try_from(&plain[..])
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| self.damaged("its generation record is malformed"))?
+            }
+        };
+        if let Some(expected) = expected
+            && stored < expected
+        {
+            return Err(StoreError::LogDamaged {
+                path: self.path.clone(),
+                marker: marker.to_owned(),
+            });
         }
+        self.advance_generation(stored.max(expected.unwrap_or(0)) + 1)
+    }
+
+    /// Writes `generation` into the store, flushes, then writes it into the marker file.
+    fn advance_generation(&self, generation: u64) -> Result<()> {
+        let sealed = self.seal_bytes(TreeId::Meta, GENERATION_KEY, &generation.to_be_bytes())?;
+        self.insert(TreeId::Meta, GENERATION_KEY, sealed)?;
+        self.flush()?;
+        self.write_marker(&self.path.join(MARKER_FILE), generation)?;
+        self.generation.store(generation, Ordering::Relaxed);
         Ok(())
     }
 
-    /// Writes the format and check records of a new store (atomically), flushes, then the
-    /// marker file.
-    fn initialise(&self, marker: &Path) -> Result<()> {
+    /// Writes the format and check records of a new store (atomically) and flushes.
+    fn initialise(&self) -> Result<()> {
         let mut batch = sled::Batch::default();
         batch.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes());
         batch.insert(
@@ -1116,11 +1188,11 @@ impl Inner {
         self.tree(TreeId::Meta)
             .apply_batch(batch)
             .map_err(|e| self.sled_error("write to", e))?;
-        self.flush()?;
-        self.write_marker(marker)
+        self.flush()
     }
 
-    fn write_marker(&self, marker: &Path) -> Result<()> {
+    fn write_marker(&self, marker: &Path, generation: u64) -> Result<()> {
+        let contents = format!("{MARKER_HEADER}\n{MARKER_GENERATION}{generation}\n");
         let write = || -> io::Result<()> {
             let mut options = fs::OpenOptions::new();
             options.write(true).create(true).truncate(true);
@@ -1130,7 +1202,7 @@ impl Inner {
                 options.mode(0o600);
             }
             let mut file = options.open(marker)?;
-            io::Write::write_all(&mut file, MARKER_CONTENTS)?;
+            io::Write::write_all(&mut file, contents.as_bytes())?;
             file.sync_all()
         };
         write().map_err(|source| StoreError::Io {
@@ -1335,6 +1407,20 @@ fn open_error(path: PathBuf, e: sled::Error) -> StoreError {
         }
         other => engine_error(path, "open", other),
     }
+}
+
+/// The generation the marker file says the store has reached, if it says one: markers written
+/// before generations were counted, or damaged ones, say nothing.
+fn read_marker_generation(marker: &Path) -> Option<u64> {
+    let mut buf = Vec::new();
+    let file = fs::File::open(marker).ok()?;
+    io::Read::read_to_end(&mut io::Read::take(file, 4096), &mut buf).ok()?;
+    let text = String::from_utf8(buf).ok()?;
+    let mut lines = text.lines();
+    if lines.next()? != MARKER_HEADER {
+        return None;
+    }
+    lines.next()?.strip_prefix(MARKER_GENERATION)?.parse().ok()
 }
 
 /// Creates `dir` (and its parents) if needed; a directory created here is owner-only.

@@ -30,6 +30,20 @@ pub enum StoreError {
         /// What the storage engine reported.
         reason: String,
     },
+    /// sled read its log only up to damage in the middle of it: records the store held when
+    /// it was last opened or closed are missing. (sled discards the unreadable rest of the log
+    /// as it opens; the store refuses to go on as if the shorter history were all there was.)
+    #[error(
+        "the message store {} is damaged: records it held when it was last closed are missing (its log is damaged and was read only up to the damage); restore it from a backup, or, to go on with what is still readable, delete {}",
+        path.display(),
+        marker.display()
+    )]
+    LogDamaged {
+        /// The store's directory.
+        path: PathBuf,
+        /// The marker file that holds the generation the store should have reached.
+        marker: PathBuf,
+    },
     /// The store was sealed with another storage key: it belongs to another identity (or its
     /// check record is damaged). Nothing in it was read or changed.
     #[error(

@@ -454,8 +454,8 @@ fn another_storage_key_is_refused_at_open_and_records_do_not_open() {
             }
         }
         assert_eq!(
-            records, 7,
-            "check, contact, 2 messages, outbox item, setting, session"
+            records, 8,
+            "check, generation, contact, 2 messages, outbox item, setting, session"
         );
         // Listings skip what does not open; lookups by key 2's tags find nothing.
         assert!(store.contacts().unwrap().is_empty());
@@ -700,6 +700,62 @@ fn damaged_bytes_inside_the_database_never_panic() {
             Err(e) => assert!(e.to_string().contains("message store"), "{e}"),
         }
     }
+}
+
+#[test]
+fn damage_inside_the_log_is_found_not_opened_as_a_shorter_history() {
+    let dir = filled_store();
+    let db = dir.path().join("db");
+    let mut bytes = fs::read(&db).unwrap();
+    let middle = bytes.len() / 2;
+    for b in &mut bytes[middle..middle + 64] {
+        *b ^= 0x5a;
+    }
+    fs::write(&db, &bytes).unwrap();
+    let err = Store::open(dir.path(), key(1)).unwrap_err();
+    assert!(matches!(err, StoreError::LogDamaged { .. }), "{err}");
+    let again = Store::open(dir.path(), key(1)).unwrap_err();
+    assert!(matches!(again, StoreError::LogDamaged { .. }), "{again}");
+    let line = err.to_string();
+    assert!(line.contains("restore it from a backup"), "{line}");
+    assert!(line.contains(MARKER_FILE), "{line}");
+    // sled discards what follows the damage as it opens (it rewrites the rest of that log
+    // segment): that part is gone whether the store is then refused or not. Refusing keeps the
+    // node from carrying on as if the shorter history were all there was.
+
+    // Without the marker, the store opens with what sled still reads: the oldest messages,
+    // intact.
+    fs::remove_file(dir.path().join(MARKER_FILE)).unwrap();
+    let store = Store::open(dir.path(), key(1)).unwrap();
+    let left = store.history(&peer(1), None).unwrap();
+    assert!(!left.is_empty() && left.len() < 200, "{}", left.len());
+    for (n, m) in left.iter().enumerate() {
+        assert_eq!(m.timestamp_ms, n as u64);
+        assert_eq!(m.body, Body::Text("x".repeat(500)));
+    }
+    drop(store);
+    // And from then on it opens as it is.
+    let store = Store::open(dir.path(), key(1)).unwrap();
+    assert_eq!(store.history(&peer(1), None).unwrap().len(), left.len());
+}
+
+#[test]
+fn a_store_left_by_a_killed_node_is_not_called_damaged() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path());
+    store
+        .put_message(&msg(peer(1), 1, 1, Direction::In, "before the kill"))
+        .unwrap();
+    store.flush().unwrap();
+    // No clean close: the process "dies" with the store open.
+    let marker = fs::read(dir.path().join(MARKER_FILE)).unwrap();
+    let copy = TempDir::new().unwrap();
+    for name in ["conf", "db"] {
+        fs::copy(dir.path().join(name), copy.path().join(name)).unwrap();
+    }
+    fs::write(copy.path().join(MARKER_FILE), marker).unwrap();
+    let reopened = Store::open(copy.path(), key(1)).unwrap();
+    assert_eq!(reopened.history(&peer(1), None).unwrap().len(), 1);
 }
 
 #[test]
