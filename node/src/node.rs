@@ -107,7 +107,9 @@ pub struct NodeConfig {
     pub open_policy: OpenPolicy,
     /// Inbound envelopes accepted per peer and second, on average.
     pub inbound_per_second: u32,
-    /// Inbound envelopes a peer may send in one burst.
+    /// Inbound envelopes a peer may send in one burst (never less than a full batch,
+    /// [`MAX_BATCH_ENVELOPES`](crate::protocol::MAX_BATCH_ENVELOPES), or such a batch would
+    /// never be accepted).
     pub inbound_burst: u32,
     /// First retry delay for a peer that could not be reached; doubles up to `retry_max`.
     pub retry_initial: Duration,
@@ -2100,7 +2102,7 @@ impl Actor {
     fn allow_inbound(&mut self, peer: &PeerId, n: usize) -> bool {
         let (rate, burst) = (
             f64::from(self.config.inbound_per_second),
-            f64::from(self.config.inbound_burst),
+            f64::from(self.config.inbound_burst).max(crate::protocol::MAX_BATCH_ENVELOPES as f64),
         );
         let now = Instant::now();
         let bucket = self.buckets.entry(*peer).or_insert(Bucket {

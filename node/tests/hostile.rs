@@ -62,9 +62,19 @@ async fn start_node(
     name: &'static str,
     seed: u64,
 ) -> (NodeHandle, broadcast::Receiver<NodeEvent>, Multiaddr) {
+    start_node_with(tmp, name, seed, |_| {}).await
+}
+
+async fn start_node_with(
+    tmp: &TempDir,
+    name: &'static str,
+    seed: u64,
+    tweak: impl FnOnce(&mut NodeConfig),
+) -> (NodeHandle, broadcast::Receiver<NodeEvent>, Multiaddr) {
     let mut config = NodeConfig::new(tmp.path().join(name));
     config.swarm.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
     config.swarm.mdns = false;
+    tweak(&mut config);
     let (handle, _task) = node::start(
         identity(seed),
         name,
@@ -155,19 +165,17 @@ async fn ask(
     .expect("no outcome within the step timeout")
 }
 
-#[tokio::test]
-async fn hostile_frames_are_rejected_and_honest_peers_still_served() {
-    let tmp = TempDir::new().unwrap();
-    let (victim, mut victim_events, victim_addr) = start_node(&tmp, "victim", 21).await;
-    let (honest, mut honest_events, _) = start_node(&tmp, "honest", 22).await;
-    let victim_peer = victim.peer_id();
-
-    // The hostile peer connects and presents a valid profile, so it is pinned as a contact.
-    let mallory = identity(23);
-    let mut h = hostile_swarm(&mallory);
+/// Dials the victim and presents `me`'s profile as "Mallory", so the victim pins it as a
+/// contact; returns the victim's verified keys.
+async fn join(
+    h: &mut Swarm<Hostile>,
+    me: &Identity,
+    victim_addr: &Multiaddr,
+    victim_peer: PeerId,
+) -> PublicIdentity {
     h.dial(victim_addr.clone()).unwrap();
-    let my_profile = mallory.sign_profile("Mallory", 1).unwrap();
-    let victim_public: PublicIdentity = tokio::time::timeout(STEP, async {
+    let my_profile = me.sign_profile("Mallory", 1).unwrap();
+    tokio::time::timeout(STEP, async {
         let mut sent = false;
         loop {
             match h.select_next_some().await {
@@ -196,7 +204,20 @@ async fn hostile_frames_are_rejected_and_honest_peers_still_served() {
         }
     })
     .await
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test]
+async fn hostile_frames_are_rejected_and_honest_peers_still_served() {
+    let tmp = TempDir::new().unwrap();
+    let (victim, mut victim_events, victim_addr) = start_node(&tmp, "victim", 21).await;
+    let (honest, mut honest_events, _) = start_node(&tmp, "honest", 22).await;
+    let victim_peer = victim.peer_id();
+
+    // The hostile peer connects and presents a valid profile, so it is pinned as a contact.
+    let mallory = identity(23);
+    let mut h = hostile_swarm(&mallory);
+    let victim_public = join(&mut h, &mallory, &victim_addr, victim_peer).await;
     wait_for(&mut victim_events, |e| {
         matches!(e, NodeEvent::ProfileVerified { name, .. } if name == "Mallory").then_some(())
     })
@@ -536,6 +557,157 @@ async fn a_connection_flood_does_not_lock_out_honest_peers() {
     let history = victim.history(honest.peer_id(), None).await.unwrap();
     assert_eq!(history.len(), 1);
     drop(sockets);
+    victim.shutdown().await;
+    honest.shutdown().await;
+}
+
+/// A contact that sends ten times the victim's per-peer rate limit (valid, sealed envelopes,
+/// so everything it gets through is stored): it is throttled to about the limit, while an
+/// honest peer sending at the same time is never throttled and gets every message through.
+#[tokio::test]
+async fn a_peer_sending_ten_times_the_rate_limit_is_throttled_and_others_are_not() {
+    const RATE: u32 = 25;
+    const WAVES: usize = 40;
+    const WAVE: Duration = Duration::from_millis(100);
+    // 10x the rate: RATE / 10 per wave of a tenth of a second, times 10.
+    const PER_WAVE: usize = RATE as usize;
+    const BURST: u32 = 256;
+    let tmp = TempDir::new().unwrap();
+    let (victim, mut victim_events, victim_addr) = start_node_with(&tmp, "victim", 61, |c| {
+        c.inbound_per_second = RATE;
+        c.inbound_burst = BURST;
+    })
+    .await;
+    let (honest, mut honest_events, _) = start_node(&tmp, "honest", 62).await;
+    let victim_peer = victim.peer_id();
+    honest
+        .add_peer(
+            victim_addr
+                .clone()
+                .with(libp2p::multiaddr::Protocol::P2p(victim_peer)),
+        )
+        .await
+        .unwrap();
+    let mallory = identity(63);
+    let mut h = hostile_swarm(&mallory);
+    let victim_public = join(&mut h, &mallory, &victim_addr, victim_peer).await;
+    let mallory_peer = mallory.peer_id();
+    wait_for(&mut victim_events, |e| {
+        matches!(e, NodeEvent::ProfileVerified { name, .. } if name == "Mallory").then_some(())
+    })
+    .await;
+
+    // The honest peer chats at its own pace throughout the flood.
+    let chat = {
+        let honest = honest.clone();
+        tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in 0..20 {
+                ids.push(
+                    honest
+                        .send_text(victim_peer, format!("honest {i}"))
+                        .await
+                        .unwrap(),
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            ids
+        })
+    };
+
+    // Mallory: PER_WAVE sealed envelopes every WAVE, each its own request.
+    let mut rng = StdRng::seed_from_u64(64);
+    let mut pending = std::collections::HashSet::new();
+    let (mut stored, mut refused) = (0usize, 0usize);
+    let mut tally =
+        |event: SwarmEvent<HostileEvent>, pending: &mut std::collections::HashSet<_>| match event {
+            SwarmEvent::Behaviour(HostileEvent::Msg(request_response::Event::Message {
+                message:
+                    Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            })) if pending.remove(&request_id) => match response {
+                MsgResponse::Ack(_) => stored += 1,
+                MsgResponse::Rejected => refused += 1,
+            },
+            SwarmEvent::Behaviour(HostileEvent::Msg(
+                request_response::Event::OutboundFailure {
+                    request_id, error, ..
+                },
+            )) if pending.contains(&request_id) => panic!("a flood request failed: {error}"),
+            _ => {}
+        };
+    let started = std::time::Instant::now();
+    for wave in 0..WAVES {
+        for i in 0..PER_WAVE {
+            let mut session = OutboundSession::new(&mut rng, &victim_public, now_ms()).unwrap();
+            let body = ChatPayload::Text(format!("flood {wave}.{i}")).to_bytes();
+            let env = envelope::seal_aes(
+                &mallory,
+                &victim_public,
+                &mut session,
+                MessageId::random(&mut rng),
+                now_ms(),
+                &body,
+                &mut rng,
+            )
+            .unwrap();
+            let id = h
+                .behaviour_mut()
+                .msg
+                .send_request(&victim_peer, MsgRequest::Envelope(env.to_bytes().into()));
+            pending.insert(id);
+        }
+        let until = tokio::time::Instant::now() + WAVE;
+        while let Ok(event) = tokio::time::timeout_at(until, h.select_next_some()).await {
+            tally(event, &mut pending);
+        }
+    }
+    let flood_secs = started.elapsed().as_secs_f64();
+    tokio::time::timeout(STEP, async {
+        while !pending.is_empty() {
+            let event = h.select_next_some().await;
+            tally(event, &mut pending);
+        }
+    })
+    .await
+    .expect("the victim did not answer every flood request");
+    let sent = WAVES * PER_WAVE;
+    assert_eq!(stored + refused, sent);
+
+    // Throttled: at most the burst plus the rate over the flood's duration got through (with
+    // a second's slack), so most of the 10x was refused; and what got through is stored.
+    let allowed = f64::from(BURST) + f64::from(RATE) * (flood_secs + 1.0);
+    println!(
+        "10x flood: {sent} sent over {flood_secs:.1} s, {stored} stored, {refused} refused (at most {allowed:.0} allowed)"
+    );
+    assert!(stored as f64 <= allowed, "{stored} got through");
+    assert!(refused >= sent / 2, "only {refused} of {sent} refused");
+    let kept = victim.history(mallory_peer, None).await.unwrap();
+    assert_eq!(kept.len(), stored);
+
+    // The honest peer was never throttled, and all it sent is delivered and stored.
+    let ids = chat.await.unwrap();
+    let mut waiting: std::collections::HashSet<_> = ids.iter().copied().collect();
+    tokio::time::timeout(STEP, async {
+        while !waiting.is_empty() {
+            if let Ok(NodeEvent::Delivered { id, .. }) = honest_events.recv().await {
+                waiting.remove(&id);
+            }
+        }
+    })
+    .await
+    .expect("the honest peer's messages were not all delivered");
+    let honest_peer = honest.peer_id();
+    while let Ok(event) = victim_events.try_recv() {
+        if let NodeEvent::Rejected { peer, reason } = event {
+            assert_ne!(peer, honest_peer, "the honest peer was refused: {reason}");
+        }
+    }
+    let history = victim.history(honest_peer, None).await.unwrap();
+    assert_eq!(history.len(), 20);
     victim.shutdown().await;
     honest.shutdown().await;
 }
