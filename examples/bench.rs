@@ -17,8 +17,9 @@
 //! counts: each `rsa` message costs an RSA-OAEP encryption and decryption). A few unpipelined
 //! warm-up messages per cipher are not counted (the first `aes` message sets up the session).
 //!
-//! Then files (`--file-mib`, 256 by default): a plain TCP copy and a raw libp2p copy (the
-//! nodes' transport, TCP + noise + yamux, with nothing on top) of that many bytes, and a file
+//! Then files (`--file-mib`, 256 by default): a plain TCP copy and two raw libp2p copies (the
+//! nodes' transport, TCP + noise + yamux, with nothing on top: all the bytes on one stream,
+//! and 4 MiB requests with 4 in flight, each on a stream of its own) of that many bytes, and a file
 //! of that size from node A to node B, B running in a child process of its own (this program
 //! with `--file-receiver`) so that its peak RSS is measured alone. The transfer rate counts
 //! from B's offer to the file in place, hash checked; the end-to-end rate also counts the
@@ -973,7 +974,175 @@ mod raw {
     }
 }
 
+/// The single-stream baseline: one libp2p stream (TCP, noise, yamux) that carries all the
+/// bytes, written from a 1 MiB buffer and read into a 64 KiB one and discarded. The request
+/// is the byte count; the bytes follow it on the stream.
+mod one_stream {
+    use futures::prelude::*;
+    use libp2p::StreamProtocol;
+    use libp2p::request_response;
+
+    pub(crate) const PROTOCOL: StreamProtocol = StreamProtocol::new("/encrypto-bench/stream/1");
+    const WRITE: usize = 1 << 20;
+    const READ: usize = 64 << 10;
+
+    #[derive(Clone, Default)]
+    pub(crate) struct Codec;
+
+    impl request_response::Codec for Codec {
+        type Protocol = StreamProtocol;
+        type Request = u64;
+        type Response = u64;
+
+        async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> std::io::Result<u64>
+        where
+            T: AsyncRead + Unpin + Send,
+        {
+            let mut len = [0u8; 8];
+            io.read_exact(&mut len).await?;
+            let want = u64::from_be_bytes(len);
+            let mut buf = vec![0u8; READ];
+            let mut got = 0u64;
+            while got < want {
+                let n = io.read(&mut buf).await?;
+                if n == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+                got += n as u64;
+            }
+            Ok(got)
+        }
+
+        async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> std::io::Result<u64>
+        where
+            T: AsyncRead + Unpin + Send,
+        {
+            let mut got = [0u8; 8];
+            io.read_exact(&mut got).await?;
+            Ok(u64::from_be_bytes(got))
+        }
+
+        async fn write_request<T>(
+            &mut self,
+            _: &StreamProtocol,
+            io: &mut T,
+            bytes: u64,
+        ) -> std::io::Result<()>
+        where
+            T: AsyncWrite + Unpin + Send,
+        {
+            io.write_all(&bytes.to_be_bytes()).await?;
+            let buf = vec![7u8; WRITE];
+            let mut left = bytes;
+            while left > 0 {
+                let n = left.min(WRITE as u64) as usize;
+                io.write_all(&buf[..n]).await?;
+                left -= n as u64;
+            }
+            io.flush().await
+        }
+
+        async fn write_response<T>(
+            &mut self,
+            _: &StreamProtocol,
+            io: &mut T,
+            got: u64,
+        ) -> std::io::Result<()>
+        where
+            T: AsyncWrite + Unpin + Send,
+        {
+            io.write_all(&got.to_be_bytes()).await?;
+            io.flush().await
+        }
+    }
+}
+
 type RawSwarm = libp2p::Swarm<libp2p::request_response::Behaviour<raw::Codec>>;
+type StreamSwarm = libp2p::Swarm<libp2p::request_response::Behaviour<one_stream::Codec>>;
+
+fn stream_swarm() -> Result<StreamSwarm> {
+    use libp2p::request_response::{self, ProtocolSupport};
+    Ok(libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default().nodelay(true),
+            libp2p::noise::Config::new,
+            libp2p::yamux::Config::default,
+        )?
+        .with_behaviour(|_| {
+            request_response::Behaviour::with_codec(
+                one_stream::Codec,
+                [(one_stream::PROTOCOL, ProtocolSupport::Full)],
+                request_response::Config::default().with_request_timeout(Duration::from_secs(300)),
+            )
+        })?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build())
+}
+
+/// Copies `bytes` over one libp2p stream between two swarms in this process (each polled on
+/// its own task): MB/s from the connection being up to the receiver's count coming back.
+async fn libp2p_stream_copy(bytes: u64, until: tokio::time::Instant) -> Result<f64> {
+    use futures::StreamExt;
+    use libp2p::request_response::{Event, Message};
+    use libp2p::swarm::SwarmEvent;
+    let mut receiver = stream_swarm()?;
+    receiver.listen_on("/ip4/127.0.0.1/tcp/0".parse()?)?;
+    let addr = loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = receiver.select_next_some().await {
+            break address;
+        }
+    };
+    let receiver_id = *receiver.local_peer_id();
+    let serving = tokio::spawn(async move {
+        loop {
+            if let SwarmEvent::Behaviour(Event::Message {
+                message:
+                    Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            }) = receiver.select_next_some().await
+            {
+                let _ = receiver.behaviour_mut().send_response(channel, request);
+            }
+        }
+    });
+    let mut sender = stream_swarm()?;
+    sender.add_peer_address(receiver_id, addr);
+    // Connect first (a tiny copy), so the timed copy starts on a connection that is up.
+    let result = timeout_at(until, async {
+        let mut started = None;
+        sender.behaviour_mut().send_request(&receiver_id, 1);
+        loop {
+            match sender.select_next_some().await {
+                SwarmEvent::Behaviour(Event::Message {
+                    message: Message::Response { response, .. },
+                    ..
+                }) => match started {
+                    None => {
+                        started = Some(Instant::now());
+                        sender.behaviour_mut().send_request(&receiver_id, bytes);
+                    }
+                    Some(at) => {
+                        if response != bytes {
+                            return Err(anyhow!("the receiver counted {response} bytes"));
+                        }
+                        return Ok(mbs(bytes, Instant::elapsed(&at)));
+                    }
+                },
+                SwarmEvent::Behaviour(Event::OutboundFailure { error, .. }) => {
+                    return Err(anyhow!("the one-stream libp2p copy failed: {error}"));
+                }
+                _ => {}
+            }
+        }
+    })
+    .await
+    .map_err(|_| anyhow!("the one-stream libp2p copy timed out"))?;
+    serving.abort();
+    result
+}
 
 fn raw_swarm() -> Result<RawSwarm> {
     use libp2p::request_response::{self, ProtocolSupport};
@@ -1193,6 +1362,11 @@ async fn measure_files(args: &Args, report: &mut Report) {
         Ok(v) => v,
         Err(e) => return report.fail("raw libp2p copy", &e),
     };
+    eprintln!("files: one-stream libp2p copy of {} MiB", args.file_mib);
+    let one = match libp2p_stream_copy(bytes, until).await {
+        Ok(v) => v,
+        Err(e) => return report.fail("one-stream libp2p copy", &e),
+    };
     eprintln!("files: a {} MiB file between two nodes", args.file_mib);
     let file = match file_transfer(args, bytes, until).await {
         Ok(v) => v,
@@ -1205,15 +1379,21 @@ async fn measure_files(args: &Args, report: &mut Report) {
         "",
     );
     report.row(
-        format!("raw libp2p stream copy (noise+yamux), {mib} MiB"),
+        format!("raw libp2p copy, one stream (noise+yamux), {mib} MiB"),
+        format!("{one:.0} MB/s"),
+        "",
+    );
+    report.row(
+        format!("raw libp2p copy, 4 MiB requests x4 in flight, {mib} MiB"),
         format!("{raw:.0} MB/s"),
         "",
     );
     report.row(
         format!("file transfer, {mib} MiB (offer -> file in place)"),
         format!(
-            "{:.0} MB/s ({:.0}% of raw libp2p)",
+            "{:.0} MB/s ({:.0}% of one stream, {:.0}% of x4)",
             file.transfer_mbs,
+            file.transfer_mbs / one * 100.0,
             file.transfer_mbs / raw * 100.0
         ),
         ">= 75% of raw libp2p",
