@@ -498,6 +498,18 @@ impl Main {
                 self.status = Some((format!("{} is verified", contact.name), false));
                 self.dirty_contacts = true;
             }
+            Update::RelaySet(contact) => {
+                let status = if contact.relay {
+                    format!(
+                        "{} now holds your files, sealed, for contacts who are offline",
+                        contact.name
+                    )
+                } else {
+                    format!("{} is no longer a relay for your files", contact.name)
+                };
+                self.status = Some((status, false));
+                self.dirty_contacts = true;
+            }
             Update::Error(message) => self.status = Some((message, true)),
             Update::Info(message) => self.status = Some((message, false)),
             Update::Ready(_) | Update::OpenFailed(_) | Update::NotificationsUnavailable => {}

@@ -89,6 +89,8 @@ pub(crate) enum Update {
     Added(Contact),
     /// A contact was marked verified.
     Verified(Contact),
+    /// A contact's relay mark was set or cleared.
+    RelaySet(Contact),
     /// A command failed: one line for the status bar.
     Error(String),
     /// Something the user should know: one line for the status bar.
@@ -355,6 +357,15 @@ impl Backend {
             "verify",
             move |h| async move { h.verify_contact(peer).await },
             |c| Some(Update::Verified(c)),
+        );
+    }
+
+    /// Marks a contact as a relay for our files (or clears the mark).
+    pub(crate) fn set_relay(&self, peer: PeerId, relay: bool) {
+        self.call(
+            "relay mark",
+            move |h| async move { h.set_relay(peer, relay).await },
+            |c| Some(Update::RelaySet(c)),
         );
     }
 

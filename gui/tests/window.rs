@@ -544,6 +544,37 @@ fn verify_shows_the_safety_number_and_marks_the_contact_verified() {
 }
 
 #[test]
+fn the_relay_toggle_marks_the_contact_as_a_relay_and_clears_it() {
+    let Pair { mut h, bob, .. } = pair();
+    h.get_by_label("Bob").click();
+    wait_until(&mut h, "the chat with Bob", |h| {
+        has_label(h, "Relay for my files")
+    });
+    let node = h.state().node().unwrap();
+    let relay_mark = |node: &encrypto_node::node::NodeHandle| {
+        bob.rt
+            .block_on(node.contact(bob.handle.peer_id()))
+            .unwrap()
+            .unwrap()
+            .relay
+    };
+    assert!(!relay_mark(&node));
+    h.get_by_label("Relay for my files").click();
+    wait_until(&mut h, "the relay status line", |h| {
+        has_label(
+            h,
+            "Bob now holds your files, sealed, for contacts who are offline",
+        )
+    });
+    assert!(relay_mark(&node), "the mark is not in the store");
+    h.get_by_label("Relay for my files").click();
+    wait_until(&mut h, "the relay cleared", |h| {
+        has_label(h, "Bob is no longer a relay for your files")
+    });
+    assert!(!relay_mark(&node));
+}
+
+#[test]
 fn a_file_from_the_peer_shows_as_a_card_and_lands_in_downloads() {
     let Pair {
         mut h,

@@ -37,11 +37,12 @@ impl Main {
             ui.label(RichText::new("Connecting to this peer…").color(theme::MUTED));
             return;
         };
-        let (name, cipher, verified, key_changed) = (
+        let (name, cipher, verified, key_changed, relay) = (
             row.contact.name.clone(),
             row.contact.cipher,
             row.contact.verified,
             row.contact.key_changed,
+            row.contact.relay,
         );
         let short = row.fingerprint.map(|f| f.short()).unwrap_or_default();
         egui::Panel::top("chat_header").show(ui, |ui| {
@@ -80,6 +81,19 @@ impl Main {
                 }
                 if ui.button("Delete chat…").clicked() {
                     self.dialog = Some(Dialog::Delete(peer));
+                }
+                if ui
+                    .add_enabled(
+                        !key_changed,
+                        egui::Button::selectable(relay, "Relay for my files"),
+                    )
+                    .on_hover_text(
+                        "when you send a file to someone who is offline, this contact holds it \
+                         for them, sealed: it never gets the key",
+                    )
+                    .clicked()
+                {
+                    backend.set_relay(peer, !relay);
                 }
                 if ui
                     .add_enabled(!key_changed, egui::Button::new("Attach file…"))
