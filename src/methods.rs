@@ -635,7 +635,12 @@ fn offer_json(f: &FileTransfer) -> Value {
         "name": f.name,
         "size": f.size,
         "sha256": f.sha256.map(hex::encode),
+        "relays": peer_strings(&f.relays),
     })
+}
+
+fn peer_strings(peers: &[PeerId]) -> Vec<String> {
+    peers.iter().map(ToString::to_string).collect()
 }
 
 /// One entry of `files`.
@@ -651,7 +656,7 @@ pub(crate) fn file_json(f: &FileTransfer) -> Value {
         "path": f.path.as_ref().map(|p| p.display().to_string()),
         "sha256": f.sha256.map(hex::encode),
         "error": f.error,
-        "relays": f.relays.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "relays": peer_strings(&f.relays),
     })
 }
 

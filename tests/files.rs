@@ -220,6 +220,56 @@ fn a_file_transfer_survives_kill_9_of_the_receiver_and_of_the_sender() {
     drop((da, db));
 }
 
+#[test]
+fn a_contact_marked_as_relay_carries_a_file_to_a_recipient_who_was_offline() {
+    let (alice, bob, carol) = (User::new("alice"), User::new("bob"), User::new("carol"));
+    let (da, db, _dc) = (alice.start(0), bob.start(0), carol.start(0));
+    let (carol_addr, bob_port) = (_dc.addr.clone(), db.port());
+    alice.one(&["add", &db.addr]);
+    alice.one(&["add", &carol_addr]);
+    bob.one(&["add", &carol_addr]);
+    alice.one(&["relay", "carol"]);
+
+    // Bob goes offline; Alice sends without naming a relay.
+    let (ok, _) = db.terminate();
+    assert!(ok);
+    eventually("alice sees bob gone", || {
+        alice
+            .json(&["peers"])
+            .iter()
+            .any(|p| p["name"] == "bob" && p["connected"] == false)
+    });
+    let (path, bytes) = random_file(alice.tmp.path(), "slides.pdf", 2_000_000, 40);
+    let sent = alice.one(&["send-file", "bob", path.to_str().unwrap()]);
+    let id = sent["file_id"].as_str().unwrap().to_owned();
+    let carol_id = carol.one(&["whoami"])["peer_id"].clone();
+    assert_eq!(sent["relays"], serde_json::json!([carol_id]));
+    complete(&carol, &id, "relay", 2);
+    let (ok, _) = da.terminate();
+    assert!(ok);
+
+    // Bob comes back with Alice gone: Carol passes the offer on and serves the file.
+    let _db = bob.start(bob_port);
+    let started = Instant::now();
+    eventually("carol passes the offer on", || {
+        bob.json(&["files"])
+            .iter()
+            .any(|f| f["file_id"] == id.as_str())
+    });
+    eprintln!(
+        "the offer reached bob {:?} after his start",
+        started.elapsed()
+    );
+    let got = complete(&bob, &id, "in", 3);
+    assert!(std::fs::read(got["path"].as_str().unwrap()).unwrap() == bytes);
+    eventually("carol drops her copy", || {
+        carol
+            .json(&["files"])
+            .iter()
+            .all(|f| f["file_id"] != id.as_str() || f["path"].is_null())
+    });
+}
+
 /// Whether a missing prerequisite fails the test instead of skipping it (CI runs as root).
 fn required() -> bool {
     std::env::var_os("ENCRYPTO_REQUIRE_NETNS").is_some_and(|v| v == "1")
