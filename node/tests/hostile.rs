@@ -13,8 +13,8 @@ use encrypto_crypto::envelope::{self, OutboundSession};
 use encrypto_crypto::{Identity, MessageId, PublicIdentity, RsaBits, SignedProfile, StorageKey};
 use encrypto_node::node::{self, NodeConfig, NodeEvent, NodeHandle};
 use encrypto_node::protocol::{
-    CborCodec, ChatPayload, EnvelopeBatch, MAX_BATCH_ENVELOPES, MSG_PROTOCOL, MsgRequest,
-    MsgResponse, PROFILE_PROTOCOL, ProfileRequest, ProfileResponse,
+    CborCodec, ChatPayload, EnvelopeBatch, MAX_BATCH_ENVELOPES, MAX_MSG_FRAME, MSG_PROTOCOL,
+    MsgRequest, MsgResponse, PROFILE_PROTOCOL, ProfileRequest, ProfileResponse,
 };
 use encrypto_node::store::Direction;
 use futures::StreamExt;
@@ -708,6 +708,202 @@ async fn a_peer_sending_ten_times_the_rate_limit_is_throttled_and_others_are_not
     }
     let history = victim.history(honest_peer, None).await.unwrap();
     assert_eq!(history.len(), 20);
+    victim.shutdown().await;
+    honest.shutdown().await;
+}
+
+/// Outbound-only codec of a peer that opens message streams and never finishes them: each
+/// request declares a frame of the given size, sends a few bytes of it, and then stalls.
+#[derive(Clone, Default)]
+struct StallCodec;
+
+impl request_response::Codec for StallCodec {
+    type Protocol = libp2p::StreamProtocol;
+    type Request = u32;
+    type Response = ();
+
+    async fn read_request<T>(&mut self, _: &Self::Protocol, _: &mut T) -> std::io::Result<u32>
+    where
+        T: futures::AsyncRead + Unpin + Send,
+    {
+        Err(std::io::ErrorKind::Unsupported.into())
+    }
+
+    async fn read_response<T>(&mut self, _: &Self::Protocol, _: &mut T) -> std::io::Result<()>
+    where
+        T: futures::AsyncRead + Unpin + Send,
+    {
+        futures::future::pending().await
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &Self::Protocol,
+        io: &mut T,
+        declared: u32,
+    ) -> std::io::Result<()>
+    where
+        T: futures::AsyncWrite + Unpin + Send,
+    {
+        use futures::AsyncWriteExt;
+        io.write_all(&declared.to_be_bytes()).await?;
+        io.write_all(&[0xa1; 100]).await?;
+        io.flush().await?;
+        futures::future::pending().await
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        _: &Self::Protocol,
+        _: &mut T,
+        (): (),
+    ) -> std::io::Result<()>
+    where
+        T: futures::AsyncWrite + Unpin + Send,
+    {
+        Err(std::io::ErrorKind::Unsupported.into())
+    }
+}
+
+fn resident_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .unwrap()
+        / 1024.0
+}
+
+/// A peer opens 400 message streams (under the per-connection limit of 512), declares a
+/// maximal frame on each, sends 100 bytes and stalls. The streams stay open, an honest peer's
+/// message still arrives within one step (30 s), and memory stays bounded (well under 256 MiB
+/// more than before; the figure is printed). Then it opens 2,000 more: over the limit, the
+/// victim closes that connection, and still serves the honest peer.
+#[tokio::test]
+async fn streams_opened_and_never_finished_do_not_lock_out_honest_peers() {
+    use libp2p::request_response::ProtocolSupport;
+    const STREAMS: u32 = 400;
+    const OVER: u32 = 2000;
+    let tmp = TempDir::new().unwrap();
+    let (victim, _victim_events, victim_addr) = start_node(&tmp, "victim", 71).await;
+    let (honest, mut honest_events, _) = start_node(&tmp, "honest", 72).await;
+    let victim_peer = victim.peer_id();
+    let before = resident_mib();
+
+    let mut staller = SwarmBuilder::with_existing_identity(identity(73).to_libp2p_keypair())
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|_| {
+            request_response::Behaviour::with_codec(
+                StallCodec,
+                [(MSG_PROTOCOL, ProtocolSupport::Outbound)],
+                request_response::Config::default()
+                    .with_request_timeout(Duration::from_secs(600))
+                    .with_max_concurrent_streams(100_000),
+            )
+        })
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(600)))
+        .build();
+    staller.add_peer_address(victim_peer, victim_addr.clone());
+    for _ in 0..STREAMS {
+        staller
+            .behaviour_mut()
+            .send_request(&victim_peer, MAX_MSG_FRAME as u32);
+    }
+    // The staller runs on its own task for the rest of the test.
+    let (opened_tx, mut opened_rx) = tokio::sync::watch::channel(0usize);
+    let (more_tx, mut more_rx) = tokio::sync::mpsc::channel::<u32>(1);
+    let stalling = tokio::spawn(async move {
+        let mut failed = 0usize;
+        loop {
+            let event = tokio::select! {
+                event = staller.select_next_some() => event,
+                Some(n) = more_rx.recv() => {
+                    for _ in 0..n {
+                        staller
+                            .behaviour_mut()
+                            .send_request(&victim_peer, MAX_MSG_FRAME as u32);
+                    }
+                    continue;
+                }
+            };
+            match event {
+                SwarmEvent::ConnectionEstablished { .. } => {}
+                SwarmEvent::Behaviour(request_response::Event::OutboundFailure {
+                    error, ..
+                }) => {
+                    if failed < 3 {
+                        println!("stalled stream failed: {error}");
+                    }
+                    failed += 1;
+                    let _ = opened_tx.send(failed);
+                }
+                _ => {}
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = resident_mib();
+
+    // An honest peer connects and chats in the middle of it.
+    let started = std::time::Instant::now();
+    honest
+        .add_peer(
+            victim_addr
+                .clone()
+                .with(libp2p::multiaddr::Protocol::P2p(victim_peer)),
+        )
+        .await
+        .unwrap();
+    let id = honest
+        .send_text(victim_peer, "past the stalled streams".into())
+        .await
+        .unwrap();
+    wait_for(&mut honest_events, |e| {
+        matches!(e, NodeEvent::Delivered { id: done, .. } if *done == id).then_some(())
+    })
+    .await;
+    let history = victim.history(honest.peer_id(), None).await.unwrap();
+    assert_eq!(history.len(), 1);
+    let refused = *opened_rx.borrow_and_update();
+    println!(
+        "{STREAMS} stalled streams: honest message delivered in {:?}; {refused} streams \
+         failed; resident memory {before:.0} MiB before, {during:.0} MiB with the streams open",
+        started.elapsed()
+    );
+    assert_eq!(refused, 0, "the stalled streams did not stay open");
+    assert!(
+        during - before < 256.0,
+        "memory grew from {before:.0} to {during:.0} MiB"
+    );
+
+    // Over the stream limit: the victim closes the staller's connection.
+    more_tx.send(OVER).await.unwrap();
+    tokio::time::timeout(STEP, opened_rx.wait_for(|n| *n >= STREAMS as usize))
+        .await
+        .expect("the connection over the stream limit was not closed")
+        .unwrap();
+    let id = honest
+        .send_text(victim_peer, "after the stream flood".into())
+        .await
+        .unwrap();
+    wait_for(&mut honest_events, |e| {
+        matches!(e, NodeEvent::Delivered { id: done, .. } if *done == id).then_some(())
+    })
+    .await;
+    assert_eq!(
+        victim.history(honest.peer_id(), None).await.unwrap().len(),
+        2
+    );
+    stalling.abort();
     victim.shutdown().await;
     honest.shutdown().await;
 }
