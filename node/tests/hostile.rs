@@ -619,26 +619,26 @@ async fn a_peer_sending_ten_times_the_rate_limit_is_throttled_and_others_are_not
     let mut rng = StdRng::seed_from_u64(64);
     let mut pending = std::collections::HashSet::new();
     let (mut stored, mut refused) = (0usize, 0usize);
-    let mut tally =
-        |event: SwarmEvent<HostileEvent>, pending: &mut std::collections::HashSet<_>| match event {
-            SwarmEvent::Behaviour(HostileEvent::Msg(request_response::Event::Message {
-                message:
-                    Message::Response {
-                        request_id,
-                        response,
-                    },
-                ..
-            })) if pending.remove(&request_id) => match response {
-                MsgResponse::Ack(_) => stored += 1,
-                MsgResponse::Rejected => refused += 1,
-            },
-            SwarmEvent::Behaviour(HostileEvent::Msg(
-                request_response::Event::OutboundFailure {
-                    request_id, error, ..
+    let mut tally = |event: SwarmEvent<HostileEvent>,
+                     pending: &mut std::collections::HashSet<_>| match event {
+        SwarmEvent::Behaviour(HostileEvent::Msg(request_response::Event::Message {
+            message:
+                Message::Response {
+                    request_id,
+                    response,
                 },
-            )) if pending.contains(&request_id) => panic!("a flood request failed: {error}"),
-            _ => {}
-        };
+            ..
+        })) if pending.remove(&request_id) => match response {
+            MsgResponse::Ack(_) => stored += 1,
+            MsgResponse::Rejected => refused += 1,
+        },
+        SwarmEvent::Behaviour(HostileEvent::Msg(request_response::Event::OutboundFailure {
+            request_id,
+            error,
+            ..
+        })) if pending.contains(&request_id) => panic!("a flood request failed: {error}"),
+        _ => {}
+    };
     let started = std::time::Instant::now();
     for wave in 0..WAVES {
         for i in 0..PER_WAVE {
