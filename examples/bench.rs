@@ -30,10 +30,12 @@
 //! - **DHT name lookup** over 30 nodes in this process (TCP on 127.0.0.1, mDNS off, RSA-2048
 //!   identities from a seeded RNG, since RSA key generation is slow; real sled stores), each
 //!   bootstrapped through the first and announcing its own name. Once the DHT has settled
-//!   (the first node finds every name, within a bounded wait), 10 nodes each look up 8 other
-//!   nodes' names, one lookup at a time, with `search_dht` (the DHT only: a provider query for
-//!   the name, then the providers' signed profile records): p50 and p99 over all 80 lookups,
-//!   each timed from the call to its answer, and how many answers lacked the node looked up;
+//!   (the first node finds every name, within a bounded wait, and then 10 s more pass: lookups
+//!   made in the first seconds after every name is found are much slower, see `DHT_QUIET`),
+//!   10 nodes each look up 8 other nodes' names, one lookup at a time, with `search_dht` (the
+//!   DHT only: a provider query for the name, then the providers' signed profile records): p50
+//!   and p99 over all 80 lookups, each timed from the call to its answer, and how many answers
+//!   lacked the node looked up;
 //! - **idle daemon RSS**: a node in a child process of its own (this program with
 //!   `--idle-node`), with a real data directory made as `encrypto init` makes one (keystore
 //!   sealed with the recommended Argon2id cost, RSA-3072 identity) and unlocked as `encrypto
