@@ -626,7 +626,8 @@ fn reserve_space(file: &File, len: u64) -> Result<(), String> {
     };
     let free = stat.blocks_available().saturating_mul(stat.fragment_size());
     let missing = len.saturating_sub(meta.blocks() * 512);
-    if free < missing.saturating_add(DISK_RESERVE) {
+    // A resumed download whose space is already taken needs nothing more.
+    if missing > 0 && free < missing.saturating_add(DISK_RESERVE) {
         return Err(format!(
             "the file needs {} more, {} is free, and {} is kept free",
             mib(missing),
