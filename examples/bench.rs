@@ -1183,10 +1183,16 @@ mod one_stream {
     }
 }
 
-type RawSwarm = libp2p::Swarm<libp2p::request_response::Behaviour<raw::Codec>>;
-type StreamSwarm = libp2p::Swarm<libp2p::request_response::Behaviour<one_stream::Codec>>;
-
-fn stream_swarm() -> Result<StreamSwarm> {
+/// A bare swarm on the nodes' transport (TCP with nodelay, noise, yamux) speaking one
+/// request-response protocol with `codec`: what the raw copies run on.
+fn bench_swarm<C>(
+    codec: C,
+    protocol: libp2p::StreamProtocol,
+    timeout: Duration,
+) -> Result<libp2p::Swarm<libp2p::request_response::Behaviour<C>>>
+where
+    C: libp2p::request_response::Codec<Protocol = libp2p::StreamProtocol> + Clone + Send + 'static,
+{
     use libp2p::request_response::{self, ProtocolSupport};
     Ok(libp2p::SwarmBuilder::with_new_identity()
         .with_tokio()
@@ -1197,13 +1203,25 @@ fn stream_swarm() -> Result<StreamSwarm> {
         )?
         .with_behaviour(|_| {
             request_response::Behaviour::with_codec(
-                one_stream::Codec,
-                [(one_stream::PROTOCOL, ProtocolSupport::Full)],
-                request_response::Config::default().with_request_timeout(Duration::from_secs(300)),
+                codec,
+                [(protocol, ProtocolSupport::Full)],
+                request_response::Config::default().with_request_timeout(timeout),
             )
         })?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
         .build())
+}
+
+fn stream_swarm() -> Result<libp2p::Swarm<libp2p::request_response::Behaviour<one_stream::Codec>>> {
+    bench_swarm(
+        one_stream::Codec,
+        one_stream::PROTOCOL,
+        Duration::from_secs(300),
+    )
+}
+
+fn raw_swarm() -> Result<libp2p::Swarm<libp2p::request_response::Behaviour<raw::Codec>>> {
+    bench_swarm(raw::Codec, raw::PROTOCOL, Duration::from_secs(120))
 }
 
 /// Copies `bytes` over one libp2p stream between two swarms in this process (each polled on
@@ -1268,26 +1286,6 @@ async fn libp2p_stream_copy(bytes: u64, until: tokio::time::Instant) -> Result<f
     .map_err(|_| anyhow!("the one-stream libp2p copy timed out"))?;
     serving.abort();
     result
-}
-
-fn raw_swarm() -> Result<RawSwarm> {
-    use libp2p::request_response::{self, ProtocolSupport};
-    Ok(libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            libp2p::tcp::Config::default().nodelay(true),
-            libp2p::noise::Config::new,
-            libp2p::yamux::Config::default,
-        )?
-        .with_behaviour(|_| {
-            request_response::Behaviour::with_codec(
-                raw::Codec,
-                [(raw::PROTOCOL, ProtocolSupport::Full)],
-                request_response::Config::default().with_request_timeout(Duration::from_secs(120)),
-            )
-        })?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build())
 }
 
 /// Copies `bytes` between two libp2p swarms in this process (each polled on its own task):

@@ -270,11 +270,6 @@ fn a_contact_marked_as_relay_carries_a_file_to_a_recipient_who_was_offline() {
     });
 }
 
-/// Whether a missing prerequisite fails the test instead of skipping it (CI runs as root).
-fn required() -> bool {
-    std::env::var_os("ENCRYPTO_REQUIRE_NETNS").is_some_and(|v| v == "1")
-}
-
 /// A small tmpfs mounted for one test, unmounted on drop.
 struct Tmpfs(PathBuf);
 
@@ -342,14 +337,7 @@ fn a_download_that_would_fill_the_disk_fails_cleanly_and_chats_go_on() {
     // 48 MiB file would leave less than the 64 MiB a download keeps free.
     let disk = match Tmpfs::mount(&bob.tmp.path().join("disk"), 96) {
         Ok(disk) => disk,
-        Err(reason) => {
-            assert!(
-                !required(),
-                "ENCRYPTO_REQUIRE_NETNS=1 but cannot run: {reason}"
-            );
-            eprintln!("SKIPPED the full-disk test: {reason}");
-            return;
-        }
+        Err(reason) => return support::skip("the full-disk test", &reason),
     };
     let moved = disk.0.join("data");
     let status = std::process::Command::new("cp")

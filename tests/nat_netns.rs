@@ -22,48 +22,13 @@ mod support;
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
-use support::{User, Watch, eventually, texts};
-
-/// Runs a command; the error names it and says what it printed.
-fn run(program: &str, args: &[&str]) -> Result<(), String> {
-    let out = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run `{program} {}`: {e}", args.join(" ")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{program} {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-fn ip(args: &[&str]) {
-    run("ip", args).unwrap();
-}
+use support::{User, Watch, eventually, ip, skip, texts};
 
 /// In namespace `ns`: `ip netns exec NS PROGRAM ARGS`.
 fn exec(ns: &str, program: &str, args: &[&str]) {
     let mut all = vec!["netns", "exec", ns, program];
     all.extend_from_slice(args);
-    run("ip", &all).unwrap();
-}
-
-/// Whether a missing prerequisite fails the test instead of skipping it.
-fn required() -> bool {
-    std::env::var_os("ENCRYPTO_REQUIRE_NETNS").is_some_and(|v| v == "1")
-}
-
-fn skip(reason: &str) {
-    assert!(
-        !required(),
-        "ENCRYPTO_REQUIRE_NETNS=1 but cannot run: {reason}"
-    );
-    eprintln!("SKIPPED nat_netns: {reason}");
+    support::run_command("ip", &all).unwrap();
 }
 
 /// The namespaces of one run, deleted on drop (with every interface inside them).
@@ -91,15 +56,18 @@ impl Drop for Topology {
 
 fn topology() -> Option<Topology> {
     if !nix::unistd::geteuid().is_root() {
-        skip("not running as root (network namespaces need it)");
+        skip(
+            "nat_netns",
+            "not running as root (network namespaces need it)",
+        );
         return None;
     }
-    if let Err(e) = run("ip", &["netns", "list"]) {
-        skip(&format!("`ip netns` does not work here: {e}"));
+    if let Err(e) = support::run_command("ip", &["netns", "list"]) {
+        skip("nat_netns", &format!("`ip netns` does not work here: {e}"));
         return None;
     }
-    if let Err(e) = run("nft", &["--version"]) {
-        skip(&format!("nftables is not installed: {e}"));
+    if let Err(e) = support::run_command("nft", &["--version"]) {
+        skip("nat_netns", &format!("nftables is not installed: {e}"));
         return None;
     }
     let pid = std::process::id();

@@ -25,7 +25,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{Daemon, User, texts};
+use support::{Daemon, User, ip, skip, texts};
 
 /// Messages each side sends while the link is cut.
 const QUEUED: usize = 50;
@@ -42,41 +42,6 @@ const NOTICE_WITHIN: Duration = Duration::from_secs(120);
 /// doubles up to 60 s).
 const HEAL_WITHIN: Duration = Duration::from_secs(150);
 
-/// Runs a command; the error names it and says what it printed.
-fn run(program: &str, args: &[&str]) -> Result<(), String> {
-    let out = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run `{program} {}`: {e}", args.join(" ")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{program} {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-fn ip(args: &[&str]) {
-    run("ip", args).unwrap();
-}
-
-/// Whether a missing prerequisite fails the test instead of skipping it.
-fn required() -> bool {
-    std::env::var_os("ENCRYPTO_REQUIRE_NETNS").is_some_and(|v| v == "1")
-}
-
-fn skip(reason: &str) {
-    assert!(
-        !required(),
-        "ENCRYPTO_REQUIRE_NETNS=1 but cannot run: {reason}"
-    );
-    eprintln!("SKIPPED partition_netns: {reason}");
-}
-
 /// Two namespaces joined by a veth pair; both deleted on drop (the veth goes with them).
 struct Link {
     namespaces: [String; 2],
@@ -86,11 +51,17 @@ struct Link {
 impl Link {
     fn new() -> Option<Link> {
         if !nix::unistd::geteuid().is_root() {
-            skip("not running as root (network namespaces need it)");
+            skip(
+                "partition_netns",
+                "not running as root (network namespaces need it)",
+            );
             return None;
         }
-        if let Err(e) = run("ip", &["netns", "list"]) {
-            skip(&format!("`ip netns` does not work here: {e}"));
+        if let Err(e) = support::run_command("ip", &["netns", "list"]) {
+            skip(
+                "partition_netns",
+                &format!("`ip netns` does not work here: {e}"),
+            );
             return None;
         }
         let pid = std::process::id();

@@ -92,6 +92,20 @@ async fn start_node_with(
     (handle, events, addr)
 }
 
+/// Sends a text from a real node and waits (one step at most) until it is acknowledged.
+async fn send_and_deliver(
+    from: &NodeHandle,
+    events: &mut broadcast::Receiver<NodeEvent>,
+    to: PeerId,
+    text: String,
+) {
+    let id = from.send_text(to, text).await.unwrap();
+    wait_for(events, |e| {
+        matches!(e, NodeEvent::Delivered { id: done, .. } if *done == id).then_some(())
+    })
+    .await;
+}
+
 fn hostile_swarm(me: &Identity) -> Swarm<Hostile> {
     // Our own codec, but with limits far above the victim's, so oversized frames go out.
     let big = 4 * 1024 * 1024;
@@ -337,13 +351,12 @@ async fn hostile_frames_are_rejected_and_honest_peers_still_served() {
         matches!(e, NodeEvent::ProfileVerified { peer, .. } if *peer == victim_peer).then_some(())
     })
     .await;
-    let id = honest
-        .send_text(victim_peer, "still there?".into())
-        .await
-        .unwrap();
-    wait_for(&mut honest_events, |e| {
-        matches!(e, NodeEvent::Delivered { id: d, .. } if *d == id).then_some(())
-    })
+    send_and_deliver(
+        &honest,
+        &mut honest_events,
+        victim_peer,
+        "still there?".into(),
+    )
     .await;
     let history = victim.history(honest.peer_id(), None).await.unwrap();
     assert_eq!(history.len(), 1);
@@ -541,13 +554,12 @@ async fn a_connection_flood_does_not_lock_out_honest_peers() {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     assert!(added, "locked out for {:?}", started.elapsed());
-    let id = honest
-        .send_text(victim_peer, "through the flood".into())
-        .await
-        .unwrap();
-    wait_for(&mut honest_events, |e| {
-        matches!(e, NodeEvent::Delivered { id: done, .. } if *done == id).then_some(())
-    })
+    send_and_deliver(
+        &honest,
+        &mut honest_events,
+        victim_peer,
+        "through the flood".into(),
+    )
     .await;
     println!(
         "flood of {} connections: honest peer connected and delivered in {:?}",
@@ -863,13 +875,12 @@ async fn streams_opened_and_never_finished_do_not_lock_out_honest_peers() {
         )
         .await
         .unwrap();
-    let id = honest
-        .send_text(victim_peer, "past the stalled streams".into())
-        .await
-        .unwrap();
-    wait_for(&mut honest_events, |e| {
-        matches!(e, NodeEvent::Delivered { id: done, .. } if *done == id).then_some(())
-    })
+    send_and_deliver(
+        &honest,
+        &mut honest_events,
+        victim_peer,
+        "past the stalled streams".into(),
+    )
     .await;
     let history = victim.history(honest.peer_id(), None).await.unwrap();
     assert_eq!(history.len(), 1);
@@ -891,13 +902,12 @@ async fn streams_opened_and_never_finished_do_not_lock_out_honest_peers() {
         .await
         .expect("the connection over the stream limit was not closed")
         .unwrap();
-    let id = honest
-        .send_text(victim_peer, "after the stream flood".into())
-        .await
-        .unwrap();
-    wait_for(&mut honest_events, |e| {
-        matches!(e, NodeEvent::Delivered { id: done, .. } if *done == id).then_some(())
-    })
+    send_and_deliver(
+        &honest,
+        &mut honest_events,
+        victim_peer,
+        "after the stream flood".into(),
+    )
     .await;
     assert_eq!(
         victim.history(honest.peer_id(), None).await.unwrap().len(),

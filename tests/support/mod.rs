@@ -329,3 +329,41 @@ pub fn restart(user: &User, port: u16) -> Daemon {
     let _ = std::fs::remove_file(user.socket());
     user.start(port)
 }
+
+/// Runs a command; the error names it and says what it printed.
+pub fn run_command(program: &str, args: &[&str]) -> Result<(), String> {
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run `{program} {}`: {e}", args.join(" ")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{program} {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// `ip ARGS`, which must succeed.
+pub fn ip(args: &[&str]) {
+    run_command("ip", args).unwrap();
+}
+
+/// Whether a test that needs root (namespaces, a tmpfs) must run rather than skip itself:
+/// CI sets `ENCRYPTO_REQUIRE_NETNS=1`.
+pub fn privileged_required() -> bool {
+    std::env::var_os("ENCRYPTO_REQUIRE_NETNS").is_some_and(|v| v == "1")
+}
+
+/// Skips `test` with a printed reason, or fails it where it must run.
+pub fn skip(test: &str, reason: &str) {
+    assert!(
+        !privileged_required(),
+        "ENCRYPTO_REQUIRE_NETNS=1 but {test} cannot run: {reason}"
+    );
+    eprintln!("SKIPPED {test}: {reason}");
+}
