@@ -156,6 +156,41 @@ fn messages(c: &mut Criterion) {
         b.iter(|| envelope::open(black_box(&env), &ctx, &mut inbound, &mut rng).expect("open"))
     });
 
+    // A batch of 16 as the node receives it: the signatures checked together
+    // (`verify_many`, on a thread of its own in the node), then each opened.
+    let batch: Vec<_> = (0..16)
+        .map(|_| {
+            let id = MessageId::random(&mut rng);
+            envelope::seal_aes(
+                &p.alice,
+                p.bob.public(),
+                &mut fresh,
+                id,
+                NOW,
+                &BODY,
+                &mut rng,
+            )
+            .expect("seal")
+        })
+        .collect();
+    g.throughput(Throughput::Elements(16));
+    g.bench_function("aes_open_200B_x16_one_by_one", |b| {
+        b.iter(|| {
+            for env in &batch {
+                envelope::open(black_box(env), &ctx, &mut inbound, &mut rng).expect("open");
+            }
+        })
+    });
+    g.bench_function("aes_open_200B_x16_batch_verified", |b| {
+        b.iter(|| {
+            for v in envelope::verify_many(black_box(batch.clone()), p.alice.public()) {
+                let v = v.expect("verified");
+                envelope::open_verified(&v, &ctx, &mut inbound, &mut rng).expect("open");
+            }
+        })
+    });
+    g.throughput(Throughput::Elements(1));
+
     g.bench_function("rsa_seal_200B", |b| {
         b.iter(|| {
             let id = MessageId::random(&mut rng);

@@ -777,6 +777,17 @@ pub(crate) fn check_signed_header(
     if !ctx.sender.verify(signed, signature) {
         return Err(OpenError(RejectReason::BadSignature));
     }
+    check_verified_header(ctx, sender, recipient, id, timestamp)
+}
+
+/// The checks of [`check_signed_header`] that follow the signature's.
+fn check_verified_header(
+    ctx: &OpenContext<'_>,
+    sender: &[u8; ED25519_LEN],
+    recipient: &[u8; ED25519_LEN],
+    id: &MessageId,
+    timestamp: u64,
+) -> Result<(), OpenError> {
     if *recipient != ctx.me.public().ed25519_bytes() {
         return Err(OpenError(RejectReason::WrongRecipient));
     }
@@ -841,6 +852,101 @@ pub fn open<R: CryptoRng + ?Sized>(
         &envelope.signed_bytes(),
         &envelope.signature,
     )?;
+    decrypt(envelope, ctx, sessions, rng)
+}
+
+/// An envelope whose structure, sender and signature have been checked against a sender's
+/// key by [`verify_many`]; [`open_verified`] does the rest of [`open`].
+#[derive(Debug, Clone)]
+pub struct Verified(Envelope);
+
+impl Verified {
+    /// The envelope.
+    pub fn envelope(&self) -> &Envelope {
+        &self.0
+    }
+}
+
+/// The first checks of [`open`] (structure, sender = `sender`, signature) for many envelopes
+/// from one sender, all their signatures in one Ed25519 batch verification (about half the
+/// work of checking them one by one); when the batch fails, each is checked on its own, so
+/// that only the bad ones are rejected. Meant for a thread other than the one that opens
+/// them: this is the part of opening that costs.
+///
+/// A batch accepts exactly the signatures made with `sender`'s key, as checking them one by
+/// one (strictly) does; the two can differ only on a signature its key holder crafted to
+/// differ (a nonce point of small order), so only on what that sender itself sent.
+pub fn verify_many(
+    envelopes: Vec<Envelope>,
+    sender: &PublicIdentity,
+) -> Vec<Result<Verified, OpenError>> {
+    let expected = sender.ed25519_bytes();
+    let checked: Vec<Result<Envelope, OpenError>> = envelopes
+        .into_iter()
+        .map(|env| {
+            env.check_structure()?;
+            if env.sender == expected {
+                Ok(env)
+            } else {
+                Err(OpenError(RejectReason::SenderMismatch))
+            }
+        })
+        .collect();
+    let signed: Vec<(Vec<u8>, [u8; SIGNATURE_LEN])> = checked
+        .iter()
+        .flatten()
+        .map(|env| (env.signed_bytes(), env.signature))
+        .collect();
+    let all_good = signed.len() > 1 && sender.verify_batch(&signed);
+    let mut signed = signed.iter();
+    checked
+        .into_iter()
+        .map(|env| {
+            let env = env?;
+            let good = all_good
+                || signed
+                    .next()
+                    .is_some_and(|(bytes, signature)| sender.verify(bytes, signature));
+            if good {
+                Ok(Verified(env))
+            } else {
+                Err(OpenError(RejectReason::BadSignature))
+            }
+        })
+        .collect()
+}
+
+/// [`open`] for an envelope [`verify_many`] checked: the remaining checks (sender = the pinned
+/// key of `ctx`, recipient, time window, replay), then the decryption.
+///
+/// # Errors
+/// As [`open`].
+pub fn open_verified<R: CryptoRng + ?Sized>(
+    verified: &Verified,
+    ctx: &OpenContext<'_>,
+    sessions: &mut InboundSessions,
+    rng: &mut R,
+) -> Result<Opened, OpenError> {
+    let envelope = &verified.0;
+    if envelope.sender != ctx.sender.ed25519_bytes() {
+        return Err(OpenError(RejectReason::SenderMismatch));
+    }
+    check_verified_header(
+        ctx,
+        &envelope.sender,
+        &envelope.recipient,
+        &envelope.id,
+        envelope.timestamp,
+    )?;
+    decrypt(envelope, ctx, sessions, rng)
+}
+
+fn decrypt<R: CryptoRng + ?Sized>(
+    envelope: &Envelope,
+    ctx: &OpenContext<'_>,
+    sessions: &mut InboundSessions,
+    rng: &mut R,
+) -> Result<Opened, OpenError> {
     let plaintext = match envelope.cipher {
         Cipher::Aes => open_aes(envelope, ctx.me, sessions, rng)?,
         Cipher::Rsa => open_rsa(envelope, ctx.me, rng)?,
@@ -1185,6 +1291,94 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.reason(), RejectReason::SenderMismatch);
+    }
+
+    /// `n` `aes` envelopes from Alice to Bob in one session, the text of each its index.
+    fn aes_envelopes(n: u8) -> Vec<Envelope> {
+        let mut r = rng(20);
+        let mut s = OutboundSession::new(&mut r, bob().public(), NOW).unwrap();
+        (0..n)
+            .map(|i| {
+                let id = MessageId::random(&mut r);
+                seal_aes(alice(), bob().public(), &mut s, id, NOW, &[i], &mut r).unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_verified_batch_opens_as_each_envelope_would() {
+        let envelopes = aes_envelopes(16);
+        let verified = verify_many(envelopes.clone(), alice().public());
+        let seen = never_seen();
+        let (mut one, mut batch) = (InboundSessions::default(), InboundSessions::default());
+        for (i, (env, v)) in envelopes.iter().zip(&verified).enumerate() {
+            let v = v.as_ref().expect("every signature is good");
+            let ctx = ctx(bob(), alice(), &seen);
+            let alone = open(env, &ctx, &mut one, &mut rng(3)).unwrap();
+            let opened = open_verified(v, &ctx, &mut batch, &mut rng(3)).unwrap();
+            assert_eq!(&opened.plaintext[..], &[u8::try_from(i).unwrap()]);
+            assert_eq!((opened.id, &opened.plaintext), (alone.id, &alone.plaintext));
+        }
+    }
+
+    #[test]
+    fn a_bad_envelope_in_a_batch_is_the_only_one_rejected() {
+        let mut envelopes = aes_envelopes(8);
+        envelopes[2].body[0] ^= 1; // the signature no longer matches
+        envelopes[5].signature = carol().sign(&envelopes[5].signed_bytes());
+        envelopes[6].version = 9;
+        let mut r = rng(4);
+        let mut s = OutboundSession::new(&mut r, bob().public(), NOW).unwrap();
+        let id = MessageId::random(&mut r);
+        envelopes.push(seal_aes(carol(), bob().public(), &mut s, id, NOW, b"x", &mut r).unwrap());
+        let reasons: Vec<Option<RejectReason>> = verify_many(envelopes, alice().public())
+            .into_iter()
+            .map(|v| v.err().map(|e| e.reason()))
+            .collect();
+        use RejectReason::{BadSignature, SenderMismatch, UnsupportedVersion};
+        let expected = [
+            None,
+            None,
+            Some(BadSignature),
+            None,
+            None,
+            Some(BadSignature),
+            Some(UnsupportedVersion(9)),
+            None,
+            Some(SenderMismatch),
+        ];
+        assert_eq!(reasons, expected);
+        // One envelope alone is checked on its own, with the same answer.
+        let mut alone = aes_envelopes(1);
+        alone[0].body[0] ^= 1;
+        let reason = verify_many(alone, alice().public())[0]
+            .as_ref()
+            .unwrap_err()
+            .reason();
+        assert_eq!(reason, BadSignature);
+    }
+
+    #[test]
+    fn a_verified_envelope_still_goes_through_the_other_checks() {
+        let verified = verify_many(aes_envelopes(2), alice().public());
+        let v = verified[0].as_ref().unwrap();
+        let seen = never_seen();
+        let mut sessions = InboundSessions::default();
+        // Opened with another sender's context: refused, whoever verified it.
+        let err = open_verified(v, &ctx(bob(), carol(), &seen), &mut sessions, &mut rng(5));
+        assert_eq!(err.unwrap_err().reason(), RejectReason::SenderMismatch);
+        // Not for this recipient.
+        let err = open_verified(v, &ctx(carol(), alice(), &seen), &mut sessions, &mut rng(5));
+        assert_eq!(err.unwrap_err().reason(), RejectReason::WrongRecipient);
+        // Already seen.
+        let always = |_: &[u8; 32], _: &MessageId| true;
+        let err = open_verified(v, &ctx(bob(), alice(), &always), &mut sessions, &mut rng(5));
+        assert_eq!(err.unwrap_err().reason(), RejectReason::Replayed);
+        // Too old.
+        let mut late = ctx(bob(), alice(), &seen);
+        late.now_ms = NOW + 400 * 24 * 3600 * 1000;
+        let err = open_verified(v, &late, &mut sessions, &mut rng(5));
+        assert_eq!(err.unwrap_err().reason(), RejectReason::TooOld);
     }
 
     #[test]

@@ -331,6 +331,23 @@ impl PublicIdentity {
         self.ed25519.verify_strict(message, &sig).is_ok()
     }
 
+    /// Whether every signature was made with this key over its message, checked in one
+    /// Ed25519 batch verification (see [`crate::envelope::verify_many`] for how it compares
+    /// with [`Self::verify`]). A key of small order, which [`Self::verify`] never accepts,
+    /// fails every batch.
+    pub(crate) fn verify_batch(&self, signed: &[(Vec<u8>, [u8; SIGNATURE_LEN])]) -> bool {
+        if self.ed25519.is_weak() {
+            return false;
+        }
+        let messages: Vec<&[u8]> = signed.iter().map(|(m, _)| &m[..]).collect();
+        let signatures: Vec<ed25519_dalek::Signature> = signed
+            .iter()
+            .map(|(_, s)| ed25519_dalek::Signature::from_bytes(s))
+            .collect();
+        let keys = vec![self.ed25519; signed.len()];
+        ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok()
+    }
+
     /// RSA-OAEP-SHA256 encryption of one block (at most [`Self::rsa_max_plaintext`] bytes).
     pub(crate) fn rsa_encrypt<R: CryptoRng + ?Sized>(
         &self,

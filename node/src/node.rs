@@ -34,7 +34,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use encrypto_crypto::control::{Control, ControlKind};
 use encrypto_crypto::envelope::{
     self, Envelope, InboundSessions, OpenContext, OpenPolicy, OutboundSession, RejectReason,
-    ReplayGuard, RotationPolicy,
+    ReplayGuard, RotationPolicy, Verified,
 };
 use encrypto_crypto::file::FileId;
 use encrypto_crypto::{
@@ -53,13 +53,14 @@ use crate::protocol::{
     ChatPayload, EnvelopeBatch, MsgRequest, MsgResponse, ProfileRequest, ProfileResponse,
 };
 use crate::store::{
-    Body, Contact, Direction, KnownPeer, OutboxItem, OutboxKind, Status, Store, StoreError,
-    StoredMessage, TransferRole,
+    Acknowledged, Body, Contact, Direction, KnownPeer, OutboxItem, OutboxKind, Status, Store,
+    StoreError, StoredMessage, TransferRole,
 };
 use crate::swarm::{self, Behaviour, BehaviourEvent, SwarmConfig};
 
 mod dht;
 mod files;
+mod inbound;
 mod nat;
 pub use dht::{DirectoryEntry, SEARCH_TIMEOUT};
 pub use files::FileTransfer;
@@ -854,6 +855,7 @@ pub fn start(
         directory: dht::Directory::default(),
         reach: nat::Reachability::default(),
         files: files::Files::default(),
+        requests: inbound::InboundQueue::default(),
     };
     actor.load_inbound_keys();
     actor.resume();
@@ -893,8 +895,8 @@ struct Actor {
     /// Inbound messages waiting for the group commit, and the requests that carried them.
     pending_incoming: Vec<StoredMessage>,
     pending_requests: Vec<PendingAck>,
-    /// Acknowledged outgoing messages waiting for the group commit: (peer, id, created_ms).
-    pending_acks: Vec<(PeerId, MessageId, u64)>,
+    /// Acknowledged outgoing messages waiting for the group commit.
+    pending_acks: Vec<(PeerId, Acknowledged)>,
     /// Group commits write without flushing; the flush runs on a blocking thread while the
     /// actor goes on pumping the swarm. Each write that something waits on takes a ticket;
     /// `durable` is the last ticket a finished flush covered.
@@ -919,6 +921,8 @@ struct Actor {
     reach: nat::Reachability,
     /// File transfers: downloads, serving, and their blocking jobs.
     files: files::Files,
+    /// Inbound message requests waiting for their turn, and their signature checks.
+    requests: inbound::InboundQueue,
 }
 
 fn now_ms() -> u64 {
@@ -946,6 +950,11 @@ impl Actor {
                 }
                 Some(done) = self.files.jobs.join_next(), if !self.files.jobs.is_empty() => {
                     self.on_file_job(done);
+                }
+                Some(done) = self.requests.jobs.join_next_with_id(),
+                    if !self.requests.jobs.is_empty() =>
+                {
+                    self.on_verified(done);
                 }
                 event = self.swarm.select_next_some() => self.handle_swarm_event(event),
                 _ = tick.tick() => self.retry_due(),
@@ -975,6 +984,10 @@ impl Actor {
                 }
                 if let Some(done) = self.files.jobs.try_join_next() {
                     self.on_file_job(done);
+                    progressed = true;
+                }
+                if let Some(done) = self.requests.jobs.try_join_next_with_id() {
+                    self.on_verified(done);
                     progressed = true;
                 }
                 if !progressed {
@@ -1190,15 +1203,15 @@ impl Actor {
         if self.pending_acks.is_empty() {
             return;
         }
-        let mut by_peer: HashMap<PeerId, Vec<(MessageId, u64)>> = HashMap::new();
-        for (peer, id, created) in std::mem::take(&mut self.pending_acks) {
-            by_peer.entry(peer).or_default().push((id, created));
+        let mut by_peer: HashMap<PeerId, Vec<Acknowledged>> = HashMap::new();
+        for (peer, acked) in std::mem::take(&mut self.pending_acks) {
+            by_peer.entry(peer).or_default().push(acked);
         }
         for (peer, acked) in by_peer {
             match self.store.write_completed_many(&peer, &acked) {
                 Ok(_) => {
                     self.note_write();
-                    for (id, _) in acked {
+                    for Acknowledged { id, .. } in acked {
                         self.emit(NodeEvent::Delivered { peer, id });
                     }
                 }
@@ -1816,7 +1829,7 @@ impl Actor {
                 Ok(items) => {
                     // Acknowledged but not yet recorded: not to be sent again.
                     let acked: HashSet<MessageId> =
-                        self.pending_acks.iter().map(|(_, id, _)| *id).collect();
+                        self.pending_acks.iter().map(|(_, a)| a.id).collect();
                     let queue = items
                         .into_iter()
                         .filter(|i| {
@@ -2069,21 +2082,18 @@ impl Actor {
                 warn!(%peer, error = %e, "cannot save the session");
             }
         }
-        // What the peer holds, for "show ciphertext": one write for the batch, flushed with the
-        // deliveries.
-        let sent: Vec<(MessageId, u64, Vec<u8>)> = flight
-            .envelopes
-            .into_iter()
-            .filter_map(|(id, bytes)| {
-                let created = done.iter().find(|(d, _)| *d == id)?.1;
-                Some((id, created, bytes))
-            })
-            .collect();
-        if let Err(e) = self.store.set_envelopes(&peer, &sent) {
-            warn!(%peer, error = %e, "cannot record sent envelopes");
-        }
+        // The envelopes the peer holds (for "show ciphertext") are recorded with the
+        // deliveries, in the same write.
+        let mut envelopes: HashMap<MessageId, Vec<u8>> = flight.envelopes.into_iter().collect();
         self.pending_acks
-            .extend(done.into_iter().map(|(id, created)| (peer, id, created)));
+            .extend(done.into_iter().map(|(id, created_ms)| {
+                let acked = Acknowledged {
+                    id,
+                    created_ms,
+                    envelope: envelopes.remove(&id),
+                };
+                (peer, acked)
+            }));
         if !missed.is_empty() {
             debug!(%peer, messages = missed.len(), "peer rejected part of a batch; will retry");
             self.requeue(peer);
@@ -2151,13 +2161,25 @@ impl Actor {
             Ok(None) => return self.reject(peer, channel, "not a contact yet".into()),
             Err(e) => return self.reject(peer, channel, e.to_string()),
         };
+        self.take_msg_request(peer, pinned, request, channel);
+    }
+
+    /// Handles a message request whose turn has come (see [`inbound`]).
+    fn handle_msg_request(
+        &mut self,
+        peer: PeerId,
+        pinned: Arc<Pinned>,
+        request: MsgRequest,
+        channel: ResponseChannel<MsgResponse>,
+    ) {
         let result = match request {
             MsgRequest::Envelope(bytes) => self.receive_envelope(peer, &pinned.public, &bytes),
             MsgRequest::Control(bytes) => {
                 self.receive_control(peer, pinned.contact.clone(), &pinned.public, &bytes)
             }
             MsgRequest::Envelopes(batch) => {
-                return self.receive_batch(peer, pinned, &batch, channel);
+                let checked = inbound::verify_batch(&batch, &pinned.public);
+                return self.receive_batch(peer, pinned, &batch, checked, channel);
             }
         };
         match result {
@@ -2180,51 +2202,6 @@ impl Actor {
         }
     }
 
-    /// Checks every envelope of a batch; the new ones join the group commit. One ack names
-    /// every envelope accepted (new or repeated); the others are left out, and the sender
-    /// retries them. A batch with nothing acceptable is rejected.
-    fn receive_batch(
-        &mut self,
-        peer: PeerId,
-        pinned: Arc<Pinned>,
-        batch: &EnvelopeBatch,
-        channel: ResponseChannel<MsgResponse>,
-    ) {
-        let mut ids = Vec::with_capacity(batch.len());
-        let mut new = false;
-        for bytes in batch.iter() {
-            match self.receive_envelope(peer, &pinned.public, bytes) {
-                Ok(Inbound::Ack(id)) => ids.push(id),
-                Ok(Inbound::Store(message)) => {
-                    ids.push(message.id);
-                    self.pending_incoming.push(message);
-                    new = true;
-                }
-                Err(reason) => {
-                    debug!(%peer, %reason, "envelope in a batch rejected");
-                    self.emit(NodeEvent::Rejected { peer, reason });
-                }
-            }
-        }
-        let ack = PendingAck {
-            peer,
-            pinned,
-            ids,
-            channel,
-        };
-        if ack.ids.is_empty() {
-            self.reject(
-                peer,
-                ack.channel,
-                "no envelope in the batch accepted".into(),
-            );
-        } else if new {
-            self.pending_requests.push(ack);
-        } else {
-            self.acknowledge_when_durable(ack);
-        }
-    }
-
     /// Verifies and opens an envelope; an error is the reason to reject.
     fn receive_envelope(
         &mut self,
@@ -2232,21 +2209,41 @@ impl Actor {
         public: &PublicIdentity,
         bytes: &[u8],
     ) -> Result<Inbound, String> {
-        let env = Envelope::from_bytes(bytes).map_err(|e| format!("{:?}", e.reason()))?;
+        let env = Envelope::from_bytes(bytes).map_err(|e| inbound::reason(&e))?;
+        let checked = envelope::verify_many(vec![env], public)
+            .pop()
+            .ok_or("internal: the envelope was not checked")?
+            .map_err(|e| inbound::reason(&e));
+        self.receive_verified(peer, public, bytes, checked)
+    }
+
+    /// Opens an envelope whose signature is checked (`bytes` is its encoding, kept in
+    /// history); an error is the reason to reject.
+    fn receive_verified(
+        &mut self,
+        peer: PeerId,
+        public: &PublicIdentity,
+        bytes: &[u8],
+        checked: Result<Verified, String>,
+    ) -> Result<Inbound, String> {
+        let verified = checked?;
         let seen = SeenIn {
             store: &self.store,
             peer,
         };
         let ctx = seen.context(&self.identity, public, self.config.open_policy);
-        let opened = match envelope::open(&env, &ctx, &mut self.inbound, &mut rand::rng()) {
-            Ok(opened) => opened,
-            // The sender retried after our ack was lost: acknowledge again, store nothing.
-            Err(e) if e.reason() == RejectReason::Replayed => return Ok(Inbound::Ack(env.id)),
-            Err(e) => return Err(format!("{:?}", e.reason())),
-        };
+        let opened =
+            match envelope::open_verified(&verified, &ctx, &mut self.inbound, &mut rand::rng()) {
+                Ok(opened) => opened,
+                // The sender retried after our ack was lost: acknowledge again, store nothing.
+                Err(e) if e.reason() == RejectReason::Replayed => {
+                    return Ok(Inbound::Ack(verified.envelope().id));
+                }
+                Err(e) => return Err(inbound::reason(&e)),
+            };
         if let Some(key_id) = opened.key_id
             && !self.persisted_keys.contains(&(peer, key_id))
-            && let Some(key) = self.inbound.get(&env.sender, &key_id)
+            && let Some(key) = self.inbound.get(&verified.envelope().sender, &key_id)
         {
             match self.store.put_inbound_key(&peer, &key_id, key) {
                 Ok(()) => {

@@ -91,7 +91,8 @@ use zeroize::Zeroizing;
 pub use error::StoreError;
 pub use files::{Transfer, TransferRole, TransferState};
 pub use types::{
-    Body, Contact, Direction, KnownPeer, OutboxItem, OutboxKind, Status, StoredMessage,
+    Acknowledged, Body, Contact, Direction, KnownPeer, OutboxItem, OutboxKind, Status,
+    StoredMessage,
 };
 
 use keys::{ChatTag, Subkeys, TreeId};
@@ -450,50 +451,6 @@ impl Store {
             .map_err(|e| inner.tx_error(e))
     }
 
-    /// Records the sealed envelopes of outgoing history entries `(id, timestamp_ms, bytes)` as
-    /// the peer acknowledged them (for "show ciphertext"; sealed with the storage key like the
-    /// rest of each entry), in one transaction. Entries that are gone are skipped. Returns how
-    /// many were updated. Not flushed.
-    ///
-    /// # Errors
-    /// [`StoreError::Record`] or [`StoreError::BadRecord`] if an entry does not open; write
-    /// failures.
-    pub fn set_envelopes(
-        &self,
-        peer: &PeerId,
-        sent: &[(MessageId, u64, Vec<u8>)],
-    ) -> Result<usize> {
-        if sent.is_empty() {
-            return Ok(0);
-        }
-        let keys: Vec<_> = sent
-            .iter()
-            .map(|(id, ts, _)| self.inner.message_key(peer, *ts, id))
-            .collect();
-        let inner = &self.inner;
-        inner
-            .tree(TreeId::Messages)
-            .transaction(|m| {
-                let mut updated = 0;
-                for (key, (_, _, bytes)) in keys.iter().zip(sent) {
-                    let Some(sealed) = m.get(key)? else {
-                        continue;
-                    };
-                    let mut record: MessageRecord = inner
-                        .open_value(TreeId::Messages, key, &sealed)
-                        .map_err(abort)?;
-                    record.envelope = Some(serde_bytes::ByteBuf::from(bytes.clone()));
-                    let sealed = inner
-                        .seal_value(TreeId::Messages, key, &record)
-                        .map_err(abort)?;
-                    m.insert(&key[..], sealed)?;
-                    updated += 1;
-                }
-                Ok(updated)
-            })
-            .map_err(|e| inner.tx_error(e))
-    }
-
     /// Deletes the whole history with `peer` in one atomic batch and returns how many
     /// messages it held. Flushed before returning. The contact, the outbox (messages still
     /// to be delivered) and the seen ids (which keep replays out) stay.
@@ -700,31 +657,42 @@ impl Store {
         peer: &PeerId,
         acked: &[(MessageId, u64)],
     ) -> Result<usize> {
-        let changed = self.write_completed_many(peer, acked)?;
+        let acked: Vec<Acknowledged> = acked
+            .iter()
+            .map(|&(id, created_ms)| Acknowledged {
+                id,
+                created_ms,
+                envelope: None,
+            })
+            .collect();
+        let changed = self.write_completed_many(peer, &acked)?;
         self.inner.flush()?;
         Ok(changed)
     }
 
     /// [`Store::complete_outgoing_many`] without the flush (see
-    /// [`Store::write_outgoing_many`]). A completion lost in a crash only means the message is
-    /// sent again, and the peer acknowledges the duplicate without storing it twice.
+    /// [`Store::write_outgoing_many`]), which also records in each history entry the sealed
+    /// envelope the peer acknowledged (for "show ciphertext"; sealed with the storage key
+    /// like the rest of the entry), in the same transaction. A completion lost in a crash
+    /// only means the message is sent again, and the peer acknowledges the duplicate without
+    /// storing it twice.
     ///
     /// # Errors
     /// Write failures.
-    pub fn write_completed_many(&self, peer: &PeerId, acked: &[(MessageId, u64)]) -> Result<usize> {
+    pub fn write_completed_many(&self, peer: &PeerId, acked: &[Acknowledged]) -> Result<usize> {
         let inner = &self.inner;
         let tag = inner.tag(peer);
         let keys: Vec<_> = acked
             .iter()
-            .map(|(id, created_ms)| keys::message_key(&tag, *created_ms, id))
+            .map(|a| keys::message_key(&tag, a.created_ms, &a.id))
             .collect();
         let (messages, outbox) = (inner.tree(TreeId::Messages), inner.tree(TreeId::Outbox));
         (messages, outbox)
             .transaction(|(m, o)| {
                 let mut changed = 0;
-                for key in &keys {
+                for (key, a) in keys.iter().zip(acked) {
                     let removed = o.remove(&key[..])?.is_some();
-                    let delivered = inner.mark_delivered(m, key)?;
+                    let delivered = inner.mark_delivered(m, key, a.envelope.as_deref())?;
                     if removed || delivered {
                         changed += 1;
                     }
@@ -1327,7 +1295,14 @@ impl Inner {
 
     /// Inside a transaction: marks an outgoing history entry delivered. A missing entry, one
     /// already delivered, or one that does not open (warned about) is left as it is.
-    fn mark_delivered(&self, m: &TransactionalTree, key: &[u8]) -> TxResult<bool> {
+    /// Marks an outgoing history entry delivered and records the envelope the peer holds;
+    /// `false`, writing nothing, if it is gone, not outgoing or already delivered.
+    fn mark_delivered(
+        &self,
+        m: &TransactionalTree,
+        key: &[u8],
+        envelope: Option<&[u8]>,
+    ) -> TxResult<bool> {
         let Some(sealed) = m.get(key)? else {
             return Ok(false);
         };
@@ -1342,6 +1317,9 @@ impl Inner {
             return Ok(false);
         }
         record.status = Status::Delivered;
+        if let Some(envelope) = envelope {
+            record.envelope = Some(serde_bytes::ByteBuf::from(envelope));
+        }
         let sealed = self
             .seal_value(TreeId::Messages, key, &record)
             .map_err(abort)?;

@@ -858,7 +858,12 @@ fn unflushed_writes_act_at_once_and_persist_after_a_flush() {
         // A repeat is caught before any flush.
         assert_eq!(store.write_incoming_many(&[m]).unwrap(), vec![false]);
         assert!(store.is_seen(&b, &id(3)).unwrap());
-        assert_eq!(store.write_completed_many(&a, &[(id(1), 10)]).unwrap(), 1);
+        let acked = Acknowledged {
+            id: id(1),
+            created_ms: 10,
+            envelope: Some(b"sealed one".to_vec()),
+        };
+        assert_eq!(store.write_completed_many(&a, &[acked]).unwrap(), 1);
         store.flush().unwrap();
     }
     let store = open(tmp.path());
@@ -868,6 +873,10 @@ fn unflushed_writes_act_at_once_and_persist_after_a_flush() {
     let history = store.history(&a, None).unwrap();
     assert_eq!(texts(&history), ["one", "two"]);
     assert_eq!(history[0].status, Status::Delivered);
+    // The envelope the peer acknowledged is recorded with the delivery; the other entry
+    // keeps what it had.
+    assert_eq!(history[0].envelope.as_deref(), Some(&b"sealed one"[..]));
+    assert_eq!(history[1].envelope, Some(vec![2; 40]));
     assert_eq!(texts(&store.history(&b, None).unwrap()), ["in"]);
     assert!(store.is_seen(&b, &id(3)).unwrap());
 }

@@ -194,6 +194,19 @@ pub struct OutboxItem {
     pub attempts: u32,
 }
 
+/// An outgoing message or control payload the peer acknowledged (see
+/// [`Store::write_completed_many`](crate::store::Store::write_completed_many)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acknowledged {
+    /// Its id.
+    pub id: MessageId,
+    /// Its outbox item's `created_ms` (part of the key).
+    pub created_ms: u64,
+    /// The sealed envelope the peer holds, recorded in the history entry for "show
+    /// ciphertext" (`None` for a control payload, which has no entry).
+    pub envelope: Option<Vec<u8>>,
+}
+
 /// A peer the node has learned about, remembered across restarts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KnownPeer {
