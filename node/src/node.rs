@@ -15,9 +15,11 @@
 //!   recipient, naming the messages it stored; only then is an outbox entry removed and
 //!   [`NodeEvent::Delivered`] emitted. Messages left out of an ack are sent again.
 //! - **Receiving**: an envelope from a pinned contact is verified and opened by the crypto
-//!   crate (signature before any RSA work), de-duplicated by message id, stored durably, and
-//!   only then acknowledged. A duplicate (the sender retrying after a lost ack) is acknowledged
-//!   again without a second copy, so history holds every message exactly once.
+//!   crate (signature before any RSA work; a batch's signatures are checked together on a
+//!   blocking thread, requests still handled in arrival order: see the `inbound` module),
+//!   de-duplicated by message id, stored durably, and only then acknowledged. A duplicate
+//!   (the sender retrying after a lost ack) is acknowledged again without a second copy, so
+//!   history holds every message exactly once.
 //! - **Group commit**: the actor gathers whatever commands and swarm events are ready, writes
 //!   the sends, receipts and acknowledgements among them (one store transaction each, not
 //!   flushed), and flushes on a blocking thread while it goes on serving the swarm. Callers
