@@ -9,6 +9,13 @@
 //! Requests are handled in the order they arrived: one that comes while a batch is being
 //! checked waits behind it (a delete-for-both must not overtake the messages sent before it),
 //! and a batch is taken up only when every request before it is done.
+//!
+//! The queue is bounded by what the network allows: each entry holds an inbound stream
+//! awaiting its response, and libp2p caps those per connection
+//! ([`MAX_STREAMS_PER_CONNECTION`](crate::swarm::MAX_STREAMS_PER_CONNECTION)), as the node
+//! caps connections; the rate limit refuses a batch before it is queued. At most
+//! [`MAX_CHECK_JOBS`] batches are checked at once, so a flood of batches never costs more
+//! threads than that.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -25,6 +32,9 @@ use crate::protocol::{EnvelopeBatch, MsgRequest, MsgResponse};
 /// A batch this small is checked on the actor's thread (when nothing waits before it): the
 /// hand-off to another thread would cost more than it saves.
 const CHECK_IN_PLACE_MAX: usize = 1;
+
+/// Most batches checked at the same time (one per core of the machines we aim at).
+const MAX_CHECK_JOBS: usize = 2;
 
 /// Each envelope of a batch as the blocking thread checked it: its structure, sender and
 /// signature, or why it is refused.
@@ -50,6 +60,8 @@ struct Queued {
 }
 
 enum Work {
+    /// A batch of envelopes waiting for a free check job.
+    Waiting(EnvelopeBatch),
     /// A batch of envelopes being checked by the job `Id`.
     Checking(Id),
     /// A batch of envelopes, checked.
@@ -103,14 +115,7 @@ impl Actor {
                 let checked = verify_batch(&batch, &pinned.public);
                 return self.receive_batch(peer, pinned, &batch, checked, channel);
             }
-            MsgRequest::Envelopes(batch) => {
-                let public = pinned.public.clone();
-                let job = self.requests.jobs.spawn_blocking(move || {
-                    let checked = verify_batch(&batch, &public);
-                    (batch, checked)
-                });
-                Work::Checking(job.id())
-            }
+            MsgRequest::Envelopes(batch) => Work::Waiting(batch),
             other if idle => return self.handle_msg_request(peer, pinned, other, channel),
             other => Work::Other(other),
         };
@@ -120,6 +125,28 @@ impl Actor {
             channel,
             work,
         });
+        self.start_checks();
+    }
+
+    /// Starts checking the oldest waiting batches, up to [`MAX_CHECK_JOBS`] at a time.
+    fn start_checks(&mut self) {
+        let InboundQueue { queue, jobs } = &mut self.requests;
+        for queued in queue.iter_mut() {
+            if jobs.len() >= MAX_CHECK_JOBS {
+                return;
+            }
+            queued.work = match std::mem::replace(&mut queued.work, Work::Failed) {
+                Work::Waiting(batch) => {
+                    let public = queued.pinned.public.clone();
+                    let job = jobs.spawn_blocking(move || {
+                        let checked = verify_batch(&batch, &public);
+                        (batch, checked)
+                    });
+                    Work::Checking(job.id())
+                }
+                other => other,
+            };
+        }
     }
 
     /// A batch's checks are done: handles every request whose turn has come.
@@ -140,7 +167,7 @@ impl Actor {
             queued.work = work;
         }
         while let Some(front) = self.requests.queue.front() {
-            if matches!(front.work, Work::Checking(_)) {
+            if matches!(front.work, Work::Waiting(_) | Work::Checking(_)) {
                 break;
             }
             let Some(queued) = self.requests.queue.pop_front() else {
@@ -159,9 +186,12 @@ impl Actor {
                 }
                 Work::Failed => self.reject(peer, channel, "the envelope check failed".into()),
                 Work::Other(request) => self.handle_msg_request(peer, pinned, request, channel),
-                Work::Checking(_) => unreachable!("the loop stops at a batch being checked"),
+                Work::Waiting(_) | Work::Checking(_) => {
+                    unreachable!("the loop stops at a batch not checked yet")
+                }
             }
         }
+        self.start_checks();
     }
 
     /// Opens every checked envelope of a batch; the new ones join the group commit. One ack
