@@ -19,6 +19,9 @@
 //! [`open`] checks, in this order: structure, sender = the pinned key, **signature**,
 //! recipient = us, timestamp window, replay; only then does it do any RSA or AES work. So no
 //! one who cannot sign as the contact can make a node decrypt anything (no decryption oracle).
+//! A receiver with many envelopes from one sender can split that in two: [`verify_many`] does
+//! the checks up to the signature for all of them at once (one batch verification, on any
+//! thread), and [`open_verified`] the rest for each, in the same order.
 //! Every failure is one opaque [`OpenError`] ("message rejected"); the precise
 //! [`RejectReason`] is available to logs and tests through [`OpenError::reason`].
 
