@@ -13,6 +13,7 @@
 //! machines that are known to have both).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -218,8 +219,15 @@ impl Spec {
 struct Running {
     handle: NodeHandle,
     events: broadcast::Receiver<NodeEvent>,
+    /// Events a wait passed over, for the next waits: the other node may act before this
+    /// one has seen everything it waits for first (Alice's text can arrive before Bob's
+    /// mDNS discovery of her is reported).
+    backlog: VecDeque<NodeEvent>,
     task: tokio::task::JoinHandle<()>,
 }
+
+/// Most events kept in a backlog (this test's nodes emit a few dozen).
+const BACKLOG_MAX: usize = 10_000;
 
 impl Running {
     fn start(spec: Spec) -> Result<Running, String> {
@@ -239,23 +247,34 @@ impl Running {
         Ok(Running {
             handle,
             events,
+            backlog: VecDeque::new(),
             task,
         })
     }
 
     /// Waits until `pick` returns `Some`, at most [`STEP`]; `what` names it in the error.
+    /// Events passed over by earlier waits are offered first, in the order they came.
     async fn wait_for<T>(
         &mut self,
         what: &str,
         mut pick: impl FnMut(&NodeEvent) -> Option<T>,
     ) -> Result<T, String> {
-        let events = &mut self.events;
+        for i in 0..self.backlog.len() {
+            if let Some(v) = pick(&self.backlog[i]) {
+                self.backlog.remove(i);
+                return Ok(v);
+            }
+        }
+        let (events, backlog) = (&mut self.events, &mut self.backlog);
         let found = tokio::time::timeout(STEP, async {
             loop {
                 match events.recv().await {
                     Ok(event) => {
                         if let Some(v) = pick(&event) {
                             return Ok(v);
+                        }
+                        if backlog.len() < BACKLOG_MAX {
+                            backlog.push_back(event);
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {}
