@@ -1224,6 +1224,25 @@ fn raw_swarm() -> Result<libp2p::Swarm<libp2p::request_response::Behaviour<raw::
     bench_swarm(raw::Codec, raw::PROTOCOL, Duration::from_secs(120))
 }
 
+/// Makes `swarm` listen on TCP 127.0.0.1, port 0; the address it got (within 10 s).
+async fn listen_local<B: libp2p::swarm::NetworkBehaviour>(
+    swarm: &mut libp2p::Swarm<B>,
+) -> Result<libp2p::Multiaddr> {
+    use futures::StreamExt;
+    swarm.listen_on("/ip4/127.0.0.1/tcp/0".parse()?)?;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let libp2p::swarm::SwarmEvent::NewListenAddr { address, .. } =
+                swarm.select_next_some().await
+            {
+                return address;
+            }
+        }
+    })
+    .await
+    .map_err(|_| anyhow!("a bench swarm got no listen address within 10 s"))
+}
+
 /// Copies `bytes` over one libp2p stream between two swarms in this process (each polled on
 /// its own task): MB/s from the connection being up to the receiver's count coming back.
 async fn libp2p_stream_copy(bytes: u64, until: tokio::time::Instant) -> Result<f64> {
@@ -1231,12 +1250,7 @@ async fn libp2p_stream_copy(bytes: u64, until: tokio::time::Instant) -> Result<f
     use libp2p::request_response::{Event, Message};
     use libp2p::swarm::SwarmEvent;
     let mut receiver = stream_swarm()?;
-    receiver.listen_on("/ip4/127.0.0.1/tcp/0".parse()?)?;
-    let addr = loop {
-        if let SwarmEvent::NewListenAddr { address, .. } = receiver.select_next_some().await {
-            break address;
-        }
-    };
+    let addr = listen_local(&mut receiver).await?;
     let receiver_id = *receiver.local_peer_id();
     let serving = tokio::spawn(async move {
         loop {
@@ -1297,12 +1311,7 @@ async fn libp2p_copy(bytes: u64, until: tokio::time::Instant) -> Result<f64> {
     const FRAME: u64 = 4 << 20;
     const IN_FLIGHT: usize = 4;
     let mut receiver = raw_swarm()?;
-    receiver.listen_on("/ip4/127.0.0.1/tcp/0".parse()?)?;
-    let addr = loop {
-        if let SwarmEvent::NewListenAddr { address, .. } = receiver.select_next_some().await {
-            break address;
-        }
-    };
+    let addr = listen_local(&mut receiver).await?;
     let receiver_id = *receiver.local_peer_id();
     let serving = tokio::spawn(async move {
         loop {

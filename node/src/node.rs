@@ -2179,6 +2179,8 @@ impl Actor {
             MsgRequest::Control(bytes) => {
                 self.receive_control(peer, pinned.contact.clone(), &pinned.public, &bytes)
             }
+            // Batches come through `take_msg_request`, which checks them off the actor; one
+            // handed here directly is checked in place.
             MsgRequest::Envelopes(batch) => {
                 let checked = inbound::verify_batch(&batch, &pinned.public);
                 return self.receive_batch(peer, pinned, &batch, checked, channel);
@@ -2283,7 +2285,7 @@ impl Actor {
         // Messages received before this payload are written first (a delete must not miss
         // them).
         self.commit_incoming();
-        let control = Control::from_bytes(bytes).map_err(|e| format!("{:?}", e.reason()))?;
+        let control = Control::from_bytes(bytes).map_err(|e| inbound::reason(&e))?;
         let seen = SeenIn {
             store: &self.store,
             peer,
@@ -2292,7 +2294,7 @@ impl Actor {
         let kind = match control.verify(&ctx) {
             Ok(kind) => kind.clone(),
             Err(e) if e.reason() == RejectReason::Replayed => return Ok(Inbound::Ack(control.id)),
-            Err(e) => return Err(format!("{:?}", e.reason())),
+            Err(e) => return Err(inbound::reason(&e)),
         };
         match kind {
             ControlKind::CipherSwitch { cipher } => {

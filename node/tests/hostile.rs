@@ -106,6 +106,11 @@ async fn send_and_deliver(
     .await;
 }
 
+/// `addr` with `/p2p/PEER` appended, as `add_peer` takes it.
+fn dialable(addr: &Multiaddr, peer: PeerId) -> Multiaddr {
+    addr.clone().with(libp2p::multiaddr::Protocol::P2p(peer))
+}
+
 fn hostile_swarm(me: &Identity) -> Swarm<Hostile> {
     // Our own codec, but with limits far above the victim's, so oversized frames go out.
     let big = 4 * 1024 * 1024;
@@ -542,9 +547,7 @@ async fn a_connection_flood_does_not_lock_out_honest_peers() {
     // and gets a message through.
     let started = std::time::Instant::now();
     let victim_peer = victim.peer_id();
-    let full = addr
-        .clone()
-        .with(libp2p::multiaddr::Protocol::P2p(victim_peer));
+    let full = dialable(&addr, victim_peer);
     let mut added = false;
     for _ in 0..30 {
         if honest.add_peer(full.clone()).await.is_ok() {
@@ -593,11 +596,7 @@ async fn a_peer_sending_ten_times_the_rate_limit_is_throttled_and_others_are_not
     let (honest, mut honest_events, _) = start_node(&tmp, "honest", 62).await;
     let victim_peer = victim.peer_id();
     honest
-        .add_peer(
-            victim_addr
-                .clone()
-                .with(libp2p::multiaddr::Protocol::P2p(victim_peer)),
-        )
+        .add_peer(dialable(&victim_addr, victim_peer))
         .await
         .unwrap();
     let mallory = identity(63);
@@ -868,11 +867,7 @@ async fn streams_opened_and_never_finished_do_not_lock_out_honest_peers() {
     // An honest peer connects and chats in the middle of it.
     let started = std::time::Instant::now();
     honest
-        .add_peer(
-            victim_addr
-                .clone()
-                .with(libp2p::multiaddr::Protocol::P2p(victim_peer)),
-        )
+        .add_peer(dialable(&victim_addr, victim_peer))
         .await
         .unwrap();
     send_and_deliver(

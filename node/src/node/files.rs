@@ -2030,7 +2030,7 @@ impl Actor {
         if !self.allow_inbound(&relay, 1) {
             return Err("rate limited".into());
         }
-        let env = Envelope::from_bytes(bytes).map_err(|e| format!("{:?}", e.reason()))?;
+        let env = Envelope::from_bytes(bytes).map_err(|e| super::inbound::reason(&e))?;
         let sender = encrypto_crypto::identity::peer_id_of(&env.sender)
             .ok_or("the envelope's sender is not a valid key")?;
         let pinned = self

@@ -75,12 +75,16 @@ enum Work {
 /// Parses each envelope of `batch` and checks its structure, sender and signature against
 /// `sender` (all signatures in one batch verification).
 pub(super) fn verify_batch(batch: &EnvelopeBatch, sender: &PublicIdentity) -> Checked {
-    let parsed: Vec<Result<Envelope, String>> = batch
+    let mut envelopes = Vec::with_capacity(batch.len());
+    let parsed: Vec<Result<(), String>> = batch
         .iter()
-        .map(|bytes| Envelope::from_bytes(bytes).map_err(|e| reason(&e)))
+        .map(|bytes| {
+            let envelope = Envelope::from_bytes(bytes).map_err(|e| reason(&e))?;
+            envelopes.push(envelope);
+            Ok(())
+        })
         .collect();
-    let mut verified =
-        envelope::verify_many(parsed.iter().flatten().cloned().collect(), sender).into_iter();
+    let mut verified = envelope::verify_many(envelopes, sender).into_iter();
     parsed
         .into_iter()
         .map(|p| {
@@ -93,7 +97,8 @@ pub(super) fn verify_batch(batch: &EnvelopeBatch, sender: &PublicIdentity) -> Ch
         .collect()
 }
 
-/// How a refused envelope is reported (the reason, not the opaque error text).
+/// How a refused envelope or control payload is reported (the reason, not the opaque error
+/// text).
 pub(super) fn reason(e: &OpenError) -> String {
     format!("{:?}", e.reason())
 }
