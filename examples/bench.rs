@@ -519,9 +519,12 @@ async fn launch(
     config: NodeConfig,
     until: tokio::time::Instant,
 ) -> Result<(Running, broadcast::Receiver<NodeEvent>)> {
-    let (handle, task) = node::start(identity, name, created_ms, storage_key, config)
+    let node::Started {
+        handle,
+        events,
+        task,
+    } = node::start(identity, name, created_ms, storage_key, config)
         .with_context(|| format!("starting node {name}"))?;
-    let events = handle.subscribe();
     // Wait until it listens, so it can be dialled.
     let mut listening = handle.subscribe();
     if timeout_at(until, handle.listen_addrs())

@@ -264,7 +264,9 @@ async fn serve(
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let public = contents.identity.public().clone();
-    let (node, task) = node::start(
+    let node::Started {
+        handle: node, task, ..
+    } = node::start(
         contents.identity,
         &contents.name,
         contents.created_ms,

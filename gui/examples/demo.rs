@@ -160,7 +160,7 @@ fn main() {
             loopback(&root.join("bob")),
         )
         .expect("Bob's node")
-        .0
+        .handle
     };
     let bob_addr: Multiaddr = rt.block_on(async {
         for _ in 0..100 {

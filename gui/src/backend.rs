@@ -457,7 +457,7 @@ async fn open_identity(
     let name = contents.name.clone();
     let mut config = setup.node;
     config.data_dir = setup.data_dir;
-    let (handle, _task) = encrypto_node::node::start(
+    let encrypto_node::node::Started { handle, events, .. } = encrypto_node::node::start(
         contents.identity,
         &contents.name,
         contents.created_ms,
@@ -468,7 +468,6 @@ async fn open_identity(
         NodeError::Store(StoreError::Locked { .. }) => OpenError::InUse(one_line(&e)),
         other => OpenError::Other(one_line(&other)),
     })?;
-    let events = handle.subscribe();
     Ok((
         Session {
             handle,

@@ -67,7 +67,7 @@ impl Peer {
                 loopback(data.path()),
             )
             .unwrap()
-            .0
+            .handle
         };
         Peer {
             rt,

@@ -459,7 +459,8 @@ impl NodeHandle {
         self.peer_id
     }
 
-    /// A new subscription to the node's events (from now on).
+    /// A new subscription to the node's events, from now on ([`Started::events`] has them
+    /// from the start).
     pub fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
         self.events.subscribe()
     }
@@ -792,8 +793,21 @@ enum Inbound {
     Store(StoredMessage),
 }
 
-/// Starts a node for an unlocked identity. The returned handle is the only way to talk to it;
-/// the task ends when [`NodeHandle::shutdown`] is called or every handle is dropped.
+/// A node just started by [`start`].
+#[derive(Debug)]
+pub struct Started {
+    /// The only way to talk to the node; clone it freely.
+    pub handle: NodeHandle,
+    /// A subscription made before the node's task first ran: it sees every event from the
+    /// start. One made later with [`NodeHandle::subscribe`] can miss what the node did in
+    /// between (on a multi-threaded runtime a peer may already be connected and verified).
+    pub events: broadcast::Receiver<NodeEvent>,
+    /// The node's task; it ends when [`NodeHandle::shutdown`] is called or every handle is
+    /// dropped.
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Starts a node for an unlocked identity.
 ///
 /// # Errors
 /// [`NodeError::Store`] if the store cannot be opened (locked by another process, damaged,
@@ -804,7 +818,7 @@ pub fn start(
     created_ms: u64,
     storage_key: StorageKey,
     config: NodeConfig,
-) -> Result<(NodeHandle, tokio::task::JoinHandle<()>), NodeError> {
+) -> Result<Started, NodeError> {
     let store = Store::open(
         &config.data_dir.join(crate::datadir::STORE_DIR),
         storage_key,
@@ -820,7 +834,7 @@ pub fn start(
         }
     }
     let (commands, rx) = mpsc::channel(256);
-    let (events, _) = broadcast::channel(EVENT_CAPACITY);
+    let (events, first_subscriber) = broadcast::channel(EVENT_CAPACITY);
     let peer_id = identity.peer_id();
     let mut actor = Actor {
         identity,
@@ -862,14 +876,15 @@ pub fn start(
     actor.load_inbound_keys();
     actor.resume();
     let task = tokio::spawn(actor.run(rx));
-    Ok((
-        NodeHandle {
+    Ok(Started {
+        handle: NodeHandle {
             commands,
             events,
             peer_id,
         },
+        events: first_subscriber,
         task,
-    ))
+    })
 }
 
 struct Actor {

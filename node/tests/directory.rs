@@ -43,7 +43,7 @@ async fn start(
     config.swarm.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
     config.swarm.mdns = false;
     config.bootstrap = bootstrap.into_iter().collect();
-    let (handle, _task) = node::start(
+    let node::Started { handle, .. } = node::start(
         identity(1000 + i as u64),
         name,
         1,

@@ -75,7 +75,9 @@ async fn start_node_with(
     config.swarm.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
     config.swarm.mdns = false;
     tweak(&mut config);
-    let (handle, _task) = node::start(
+    let node::Started {
+        handle, mut events, ..
+    } = node::start(
         identity(seed),
         name,
         1,
@@ -83,7 +85,6 @@ async fn start_node_with(
         config,
     )
     .unwrap();
-    let mut events = handle.subscribe();
     let addr = wait_for(&mut events, |e| match e {
         NodeEvent::Listening { addr } => Some(addr.clone()),
         _ => None,

@@ -234,7 +234,11 @@ impl Running {
         let mut config = NodeConfig::new(spec.dir);
         config.swarm.listen = vec!["/ip4/0.0.0.0/tcp/0".parse().unwrap()];
         config.swarm.mdns = true;
-        let (handle, task) = node::start(
+        let node::Started {
+            handle,
+            events,
+            task,
+        } = node::start(
             spec.identity,
             spec.name,
             1,
@@ -242,8 +246,6 @@ impl Running {
             config,
         )
         .map_err(|e| format!("{}: cannot start the node: {e}", spec.name))?;
-        // Subscribed before the actor task first runs (this runtime has one thread).
-        let events = handle.subscribe();
         Ok(Running {
             handle,
             events,

@@ -38,6 +38,16 @@ pub async fn wait_for<T>(
     .expect("event not seen within the step timeout")
 }
 
+/// With `RUST_LOG` set, the nodes' logs go to the test's output (shown when it fails).
+pub fn trace_if_asked() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 /// What it takes to start (and restart) one node.
 pub struct Spec {
     pub name: &'static str,
@@ -73,11 +83,16 @@ impl Spec {
     }
 
     pub async fn start(&mut self) -> Running {
+        trace_if_asked();
         let mut config = NodeConfig::new(self.dir.clone());
         config.swarm.listen = vec![self.listen.parse().unwrap()];
         config.swarm.mdns = false;
         (self.tweak)(&mut config);
-        let (handle, task) = node::start(
+        let node::Started {
+            handle,
+            mut events,
+            task,
+        } = node::start(
             self.identity(),
             self.name,
             1,
@@ -85,8 +100,6 @@ impl Spec {
             config,
         )
         .unwrap();
-        let mut events = handle.subscribe();
-        // On a multi-threaded runtime the node may be listening before the subscription.
         let addr = match handle.listen_addrs().await.unwrap().into_iter().next() {
             Some(addr) => addr,
             None => {
