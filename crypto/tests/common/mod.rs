@@ -10,8 +10,13 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 /// Path of a file under `crypto/tests/vectors/`.
+///
+/// `cargo test` sets `CARGO_MANIFEST_DIR` when it runs the test too, and that one is read
+/// first: the value compiled in is the checkout the binary was built in, and a test binary
+/// from a build cache shared between checkouts (as CI's is) may come from another one.
 pub fn vector_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
         .join("tests")
         .join("vectors")
         .join(name)
