@@ -486,6 +486,9 @@ async fn start_node(
         tokio::task::spawn_blocking(|| Identity::generate(&mut rand::rng(), RsaBits::default()))
             .await??;
     let mut config = local_config(dir)?;
+    // Every file the bench sends downloads by itself, whatever `--file-mib` says (the default
+    // limit, 1 GiB, would leave a larger one waiting for a fetch).
+    config.auto_download_max = u64::MAX;
     if !default_rate_limit {
         config.inbound_per_second = u32::MAX;
         config.inbound_burst = u32::MAX;
@@ -1424,6 +1427,19 @@ async fn file_receiver(dir: PathBuf) -> Result<()> {
     Ok(())
 }
 
+/// A child process that is killed and reaped if the figure using it fails (a timeout, a
+/// wrong hash), so that it does not outlive the bench holding its data directory.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// A file of `bytes` from node A (this process) to node B (a child process): transfer and
 /// end-to-end MB/s and B's peak RSS; the received file's SHA-256 must be the sender's.
 async fn file_transfer(
@@ -1437,14 +1453,20 @@ async fn file_transfer(
         .tempdir_in(&args.dir)?;
     let source = tmp.path().join("payload.bin");
     write_random_file(&source, bytes)?;
-    let mut child = std::process::Command::new(std::env::current_exe()?)
-        .arg("--file-receiver")
-        .arg(tmp.path().join("b"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
-        .spawn()
-        .context("starting the receiving node")?;
-    let stdout = child.stdout.take().context("no stdout from the receiver")?;
+    let mut child = Reaped(
+        std::process::Command::new(std::env::current_exe()?)
+            .arg("--file-receiver")
+            .arg(tmp.path().join("b"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .context("starting the receiving node")?,
+    );
+    let stdout = child
+        .0
+        .stdout
+        .take()
+        .context("no stdout from the receiver")?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(stdout).lines() {
@@ -1481,7 +1503,7 @@ async fn file_transfer(
     if Some(sha.to_owned()) != sent.sha256.map(hex::encode) {
         bail!("the received file's SHA-256 differs from the sender's");
     }
-    let _ = child.wait();
+    let _ = child.0.wait();
     a.handle.shutdown().await;
     Ok(FileFigures {
         transfer_mbs: bytes as f64 / 1e6 / secs.max(1e-9),

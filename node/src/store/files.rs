@@ -13,6 +13,9 @@ use zeroize::Zeroizing;
 use super::keys::{self, TRANSFER_KEY_LEN, TreeId};
 use super::{Result, Store};
 
+/// How many chunk marks [`Store::clear_chunks`] removes in one sled batch.
+const CLEAR_BATCH: usize = 256;
+
 /// Our part in a transfer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum TransferRole {
@@ -382,17 +385,29 @@ impl Store {
 
     /// Forgets every chunk mark of a transfer (it is complete, or removed).
     ///
+    /// The marks go in batches of [`CLEAR_BATCH`]: sled's memory for one batch grows with its
+    /// size (one batch for the 16,384 marks of a 4 GiB file raised the receiver's peak RSS by
+    /// about 30 MiB). A crash part-way leaves marks of chunks that are on disk, which is what
+    /// they say.
+    ///
     /// # Errors
     /// Write failures.
     pub fn clear_chunks(&self, file_id: &FileId, role: TransferRole, peer: &PeerId) -> Result<()> {
         let key = self.transfer_key(file_id, role, peer);
         let tree = self.inner.tree(TreeId::Chunks);
-        let mut batch = sled::Batch::default();
-        for entry in tree.scan_prefix(key) {
-            let (k, _) = entry.map_err(|e| self.inner.sled_error("read", e))?;
-            batch.remove(k);
+        let marks = tree
+            .scan_prefix(key)
+            .keys()
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| self.inner.sled_error("read", e))?;
+        for some in marks.chunks(CLEAR_BATCH) {
+            let mut batch = sled::Batch::default();
+            for k in some {
+                batch.remove(k.clone());
+            }
+            tree.apply_batch(batch)
+                .map_err(|e| self.inner.sled_error("write to", e))?;
         }
-        tree.apply_batch(batch)
-            .map_err(|e| self.inner.sled_error("write to", e))
+        Ok(())
     }
 }

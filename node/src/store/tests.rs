@@ -903,3 +903,40 @@ fn debug_output_carries_no_message_text() {
     };
     assert!(!format!("{file:?}").contains("secret"));
 }
+
+#[test]
+fn clearing_chunk_marks_takes_every_batch_and_only_that_transfer() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path());
+    let file = encrypto_crypto::file::FileId::from_bytes([9; 16]);
+    let other = encrypto_crypto::file::FileId::from_bytes([8; 16]);
+    // More marks than one clearing batch holds, and not a multiple of it.
+    let marks: Vec<u64> = (0..(3 * 256 + 17)).collect();
+    store
+        .mark_chunks(&file, TransferRole::Receive, &peer(1), &marks)
+        .unwrap();
+    store
+        .mark_chunks(&file, TransferRole::Relay, &peer(1), &[0, 5])
+        .unwrap();
+    store
+        .mark_chunks(&other, TransferRole::Receive, &peer(1), &[1, 2])
+        .unwrap();
+    store
+        .mark_chunks(&file, TransferRole::Receive, &peer(2), &[3])
+        .unwrap();
+    assert_eq!(
+        store
+            .chunks_held(&file, TransferRole::Receive, &peer(1))
+            .unwrap(),
+        marks
+    );
+
+    store
+        .clear_chunks(&file, TransferRole::Receive, &peer(1))
+        .unwrap();
+    let held = |f, role, p| store.chunks_held(f, role, &p).unwrap();
+    assert!(held(&file, TransferRole::Receive, peer(1)).is_empty());
+    assert_eq!(held(&file, TransferRole::Relay, peer(1)), vec![0, 5]);
+    assert_eq!(held(&other, TransferRole::Receive, peer(1)), vec![1, 2]);
+    assert_eq!(held(&file, TransferRole::Receive, peer(2)), vec![3]);
+}
