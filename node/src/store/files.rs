@@ -385,7 +385,7 @@ impl Store {
 
     /// Forgets every chunk mark of a transfer (it is complete, or removed).
     ///
-    /// The marks go in batches of [`CLEAR_BATCH`]: sled's memory for one batch grows with its
+    /// The marks go in batches of 256: sled's memory for one batch grows with its
     /// size (one batch for the 16,384 marks of a 4 GiB file raised the receiver's peak RSS by
     /// about 30 MiB). A crash part-way leaves marks of chunks that are on disk, which is what
     /// they say.
