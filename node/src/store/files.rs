@@ -387,8 +387,10 @@ impl Store {
     ///
     /// The marks go in batches of 256: sled's memory for one batch grows with its
     /// size (one batch for the 16,384 marks of a 4 GiB file raised the receiver's peak RSS by
-    /// about 30 MiB). A crash part-way leaves marks of chunks that are on disk, which is what
-    /// they say.
+    /// about 30 MiB). So this is not atomic: a crash part-way leaves some marks. The callers
+    /// clear before they remove a file, so what is left still names chunks on disk; marks of
+    /// a partial file already gone are cleared again when the download is next loaded, and
+    /// those of a completed transfer are never read.
     ///
     /// # Errors
     /// Write failures.
