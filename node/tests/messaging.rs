@@ -120,6 +120,71 @@ async fn a_thousand_messages_arrive_exactly_once_in_order() {
     b.stop().await;
 }
 
+/// Many callers at once make groups large enough to be written off the actor's thread; a
+/// cipher switch in the middle waits for the group being written. Every message arrives
+/// once, each caller's in the order it sent them, and every one is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_callers_and_a_cipher_switch_lose_and_repeat_nothing() {
+    const CALLERS: usize = 32;
+    const EACH: usize = 20;
+    let tmp = TempDir::new().unwrap();
+    let (mut sa, mut sb) = (
+        Spec::new(&tmp, "alice", 21, "/ip4/127.0.0.1/tcp/0"),
+        Spec::new(&tmp, "bob", 22, "/ip4/127.0.0.1/tcp/0"),
+    );
+    let (mut a, mut b) = (sa.start().await, sb.start().await);
+    connect(&mut a, &mut b).await;
+    let (pa, pb) = (a.handle.peer_id(), b.handle.peer_id());
+    let mut callers = tokio::task::JoinSet::new();
+    for c in 0..CALLERS {
+        let handle = a.handle.clone();
+        callers.spawn(async move {
+            let mut ids = Vec::new();
+            for i in 0..EACH {
+                ids.push(
+                    handle
+                        .send_text(pb, format!("caller {c:02} message {i:02}"))
+                        .await
+                        .unwrap(),
+                );
+            }
+            ids
+        });
+    }
+    a.handle.set_cipher(pb, Cipher::Aes).await.unwrap();
+    let mut ids = Vec::new();
+    while let Some(sent) = callers.join_next().await {
+        ids.extend(sent.unwrap());
+    }
+    assert_eq!(ids.len(), CALLERS * EACH);
+    delivered(&mut a, &ids).await;
+    wait_for(&mut b.events, |e| {
+        matches!(e, NodeEvent::CipherChanged { peer, cipher: Cipher::Aes, by: Direction::In } if *peer == pa)
+            .then_some(())
+    })
+    .await;
+
+    let received = texts(&b.handle.history(pa, None).await.unwrap(), Direction::In);
+    assert_eq!(received.len(), CALLERS * EACH, "each message once");
+    for c in 0..CALLERS {
+        let prefix = format!("caller {c:02} ");
+        let mine: Vec<&String> = received.iter().filter(|t| t.starts_with(&prefix)).collect();
+        let want: Vec<String> = (0..EACH)
+            .map(|i| format!("{prefix}message {i:02}"))
+            .collect();
+        assert_eq!(
+            mine,
+            want.iter().collect::<Vec<_>>(),
+            "caller {c}'s messages, in order"
+        );
+    }
+    let ha = a.handle.history(pb, None).await.unwrap();
+    assert_eq!(ha.len(), CALLERS * EACH);
+    assert!(ha.iter().all(|m| m.status == Status::Delivered));
+    a.stop().await;
+    b.stop().await;
+}
+
 #[tokio::test]
 async fn messages_sent_while_the_peer_is_offline_arrive_after_restarts() {
     let tmp = TempDir::new().unwrap();
