@@ -1,0 +1,146 @@
+//! Criterion benchmarks of the store writes a message costs. Run: `cargo bench -p
+//! encrypto-node --bench store`.
+//!
+//! Each figure is one group commit of [`GROUP`] messages as the node writes it (one sled
+//! transaction over two trees, no flush; the flush is its own figure), reported per message:
+//! the sender's send (history entry and outbox item), its delivery record (outbox item
+//! removed, history entry marked delivered with the envelope the peer holds) and the
+//! receiver's receipt (history entry and seen id). 200-byte texts and 423-byte envelopes, the
+//! sizes of a real `aes` message. The store grows over the run, as a chat does.
+#![allow(missing_docs)]
+
+use std::hint::black_box;
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use encrypto_crypto::{Cipher, MessageId, PeerId, StorageKey};
+use encrypto_node::Store;
+use encrypto_node::store::{
+    Acknowledged, Body, Direction, OutboxItem, OutboxKind, Status, StoredMessage,
+};
+
+/// Messages per group commit (what one actor turn gathers under load).
+const GROUP: usize = 64;
+const TEXT: [u8; 200] = [b'x'; 200];
+const ENVELOPE_LEN: usize = 423;
+
+fn peer() -> PeerId {
+    libp2p::identity::Keypair::ed25519_from_bytes([7; 32])
+        .expect("32 bytes are an ed25519 secret key")
+        .public()
+        .to_peer_id()
+}
+
+/// A run of message numbers, for ids and timestamps that never repeat.
+struct Numbers(u64);
+
+impl Numbers {
+    fn message(&mut self, peer: PeerId, direction: Direction) -> StoredMessage {
+        self.0 += 1;
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&self.0.to_be_bytes());
+        StoredMessage {
+            id: MessageId(id),
+            peer,
+            direction,
+            timestamp_ms: 1_767_225_600_000 + self.0,
+            cipher: Cipher::Aes,
+            body: Body::Text(String::from_utf8_lossy(&TEXT).into_owned()),
+            status: match direction {
+                Direction::In => Status::Received,
+                Direction::Out => Status::Queued,
+            },
+            envelope: (direction == Direction::In).then(|| vec![5; ENVELOPE_LEN]),
+        }
+    }
+
+    fn outgoing(&mut self, peer: PeerId) -> Vec<(StoredMessage, OutboxItem)> {
+        (0..GROUP)
+            .map(|_| {
+                let m = self.message(peer, Direction::Out);
+                let item = OutboxItem {
+                    id: m.id,
+                    peer,
+                    created_ms: m.timestamp_ms,
+                    cipher: Cipher::Aes,
+                    kind: OutboxKind::Text(String::from_utf8_lossy(&TEXT).into_owned()),
+                    attempts: 0,
+                };
+                (m, item)
+            })
+            .collect()
+    }
+}
+
+fn store_writes(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = Store::open(dir.path(), StorageKey::from_bytes([1; 32])).expect("store");
+    let peer = peer();
+    let mut numbers = Numbers(0);
+    let mut g = c.benchmark_group("store");
+    g.throughput(Throughput::Elements(GROUP as u64));
+
+    g.bench_function("send_x64", |b| {
+        b.iter_batched(
+            || numbers.outgoing(peer),
+            |pairs| store.write_outgoing_many(black_box(&pairs)).expect("write"),
+            BatchSize::PerIteration,
+        );
+    });
+    g.bench_function("delivered_x64", |b| {
+        b.iter_batched(
+            || {
+                let pairs = numbers.outgoing(peer);
+                store.write_outgoing_many(&pairs).expect("write");
+                pairs
+                    .iter()
+                    .map(|(m, _)| Acknowledged {
+                        id: m.id,
+                        created_ms: m.timestamp_ms,
+                        envelope: Some(vec![5; ENVELOPE_LEN]),
+                    })
+                    .collect::<Vec<_>>()
+            },
+            |acked| {
+                let changed = store.write_completed_many(&peer, black_box(&acked));
+                assert_eq!(changed.expect("write"), GROUP);
+            },
+            BatchSize::PerIteration,
+        );
+    });
+    g.bench_function("receive_x64", |b| {
+        b.iter_batched(
+            || {
+                (0..GROUP)
+                    .map(|_| numbers.message(peer, Direction::In))
+                    .collect::<Vec<_>>()
+            },
+            |messages| {
+                let fresh = store
+                    .write_incoming_many(black_box(&messages))
+                    .expect("write");
+                assert!(fresh.iter().all(|new| *new));
+            },
+            BatchSize::PerIteration,
+        );
+    });
+    g.bench_function("receive_x64+flush", |b| {
+        b.iter_batched(
+            || {
+                (0..GROUP)
+                    .map(|_| numbers.message(peer, Direction::In))
+                    .collect::<Vec<_>>()
+            },
+            |messages| {
+                store
+                    .write_incoming_many(black_box(&messages))
+                    .expect("write");
+                store.flush().expect("flush");
+            },
+            BatchSize::PerIteration,
+        );
+    });
+    g.finish();
+}
+
+criterion_group!(benches, store_writes);
+criterion_main!(benches);
