@@ -6,10 +6,12 @@
 //! the sender's send (history entry and outbox item), its delivery record (outbox item
 //! removed, history entry marked delivered with the envelope the peer holds) and the
 //! receiver's receipt (history entry and seen id). 200-byte texts and 423-byte envelopes, the
-//! sizes of a real `aes` message. The store grows over the run, as a chat does.
+//! sizes of a real `aes` message. The store grows over the run, as a chat does; the number of
+//! messages it ends with is printed.
 #![allow(missing_docs)]
 
 use std::hint::black_box;
+use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use encrypto_crypto::{Cipher, MessageId, PeerId, StorageKey};
@@ -78,6 +80,9 @@ fn store_writes(c: &mut Criterion) {
     let mut numbers = Numbers(0);
     let mut g = c.benchmark_group("store");
     g.throughput(Throughput::Elements(GROUP as u64));
+    // Every iteration adds a group for good: shorter runs keep the store to a chat's size.
+    g.warm_up_time(Duration::from_secs(1));
+    g.measurement_time(Duration::from_secs(3));
 
     g.bench_function("send_x64", |b| {
         b.iter_batched(
@@ -140,6 +145,7 @@ fn store_writes(c: &mut Criterion) {
         );
     });
     g.finish();
+    eprintln!("store: {} messages written in all", numbers.0);
 }
 
 criterion_group!(benches, store_writes);
