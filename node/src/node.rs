@@ -2494,7 +2494,11 @@ impl Actor {
                 num_established,
                 ..
             } => {
-                self.remember_peer(peer_id, Some(endpoint.get_remote_address()), None, None);
+                // An address we dialled can be dialled again; the far end of a connection we
+                // accepted is the peer's source port, ephemeral on most systems. Its listen
+                // addresses come with identify.
+                let dialled = endpoint.is_dialer().then(|| endpoint.get_remote_address());
+                self.remember_peer(peer_id, dialled, None, None);
                 self.track_connection(peer_id, connection_id, &endpoint);
                 if num_established.get() == 1 {
                     self.connected.insert(peer_id);

@@ -185,6 +185,49 @@ async fn concurrent_callers_and_a_cipher_switch_lose_and_repeat_nothing() {
     b.stop().await;
 }
 
+/// A node remembers where to redial a peer: the address it dialled, or the listen addresses
+/// the peer announces, never the source port of a connection the peer opened (an ephemeral
+/// port, which would crowd the real addresses out of the short list kept).
+#[tokio::test]
+async fn an_accepted_connection_leaves_only_dialable_addresses_remembered() {
+    let tmp = TempDir::new().unwrap();
+    // Alice listens on QUIC only, so her TCP dial to Bob cannot reuse a listening port: it
+    // comes from an ephemeral one, as from behind most NATs.
+    let (mut sa, mut sb) = (
+        Spec::new(&tmp, "alice", 23, "/ip4/127.0.0.1/udp/0/quic-v1"),
+        Spec::new(&tmp, "bob", 24, "/ip4/127.0.0.1/tcp/0"),
+    );
+    let (mut a, mut b) = (sa.start().await, sb.start().await);
+    connect(&mut a, &mut b).await;
+    let pa = a.handle.peer_id();
+    let listening: Vec<Multiaddr> = a.handle.listen_addrs().await.unwrap();
+    let known = |peers: Vec<encrypto_node::PeerInfo>| {
+        peers
+            .into_iter()
+            .find(|p| p.peer_id == pa)
+            .map(|p| p.addrs)
+            .unwrap_or_default()
+    };
+    // Identify brings Alice's listen address; wait (bounded) until Bob has it.
+    let mut addrs = Vec::new();
+    for _ in 0..100 {
+        addrs = known(b.handle.peers().await.unwrap());
+        if !addrs.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(!addrs.is_empty(), "Bob remembers no address for Alice");
+    for addr in &addrs {
+        assert!(
+            listening.contains(addr),
+            "Bob remembers {addr} for Alice, who listens on {listening:?}"
+        );
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
 #[tokio::test]
 async fn messages_sent_while_the_peer_is_offline_arrive_after_restarts() {
     let tmp = TempDir::new().unwrap();
