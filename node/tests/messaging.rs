@@ -120,9 +120,10 @@ async fn a_thousand_messages_arrive_exactly_once_in_order() {
     b.stop().await;
 }
 
-/// Many callers at once make groups large enough to be written off the actor's thread; a
-/// cipher switch in the middle waits for the group being written. Every message arrives
-/// once, each caller's in the order it sent them, and every one is delivered.
+/// Many callers at once make group commits with many waiters (flushed off the actor's
+/// thread); a cipher switch in the middle writes the sends gathered before it first and is
+/// queued after them. Every message arrives once, each caller's in the order it sent them,
+/// and every one is delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_callers_and_a_cipher_switch_lose_and_repeat_nothing() {
     const CALLERS: usize = 32;
