@@ -55,6 +55,14 @@ impl Numbers {
         }
     }
 
+    /// A group of received messages.
+    fn incoming(&mut self, peer: PeerId) -> Vec<StoredMessage> {
+        (0..GROUP)
+            .map(|_| self.message(peer, Direction::In))
+            .collect()
+    }
+
+    /// A group of sent messages with their outbox items.
     fn outgoing(&mut self, peer: PeerId) -> Vec<(StoredMessage, OutboxItem)> {
         (0..GROUP)
             .map(|_| {
@@ -114,11 +122,7 @@ fn store_writes(c: &mut Criterion) {
     });
     g.bench_function("receive_x64", |b| {
         b.iter_batched(
-            || {
-                (0..GROUP)
-                    .map(|_| numbers.message(peer, Direction::In))
-                    .collect::<Vec<_>>()
-            },
+            || numbers.incoming(peer),
             |messages| {
                 let fresh = store
                     .write_incoming_many(black_box(&messages))
@@ -130,11 +134,7 @@ fn store_writes(c: &mut Criterion) {
     });
     g.bench_function("receive_x64+flush", |b| {
         b.iter_batched(
-            || {
-                (0..GROUP)
-                    .map(|_| numbers.message(peer, Direction::In))
-                    .collect::<Vec<_>>()
-            },
+            || numbers.incoming(peer),
             |messages| {
                 store
                     .write_incoming_many(black_box(&messages))
