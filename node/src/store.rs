@@ -18,7 +18,7 @@
 //! |---|---|---|
 //! | `meta` | `format` / `check` | the format version (`u32` BE, the one value in clear) / a known plaintext, to tell a wrong key at open |
 //! | `contacts` | chat tag (16) | [`Contact`] |
-//! | `messages` | chat tag (16) ‖ timestamp ms (`u64` BE) ‖ message id (16) | [`StoredMessage`] |
+//! | `messages` | chat tag (16) ‖ timestamp ms (`u64` BE) ‖ message id (16); for a page, that of its first message ‖ its last timestamp ms (`u64` BE) ‖ count (`u16` BE) | [`StoredMessage`]; a page: several, oldest first (see `history`) |
 //! | `outbox` | same as `messages` (`created_ms`) | [`OutboxItem`] |
 //! | `seen` | keyed hash (16) of message id ‖ sender | when it was seen |
 //! | `outbound_sessions` | chat tag | the session's secret bytes |
@@ -65,11 +65,13 @@
 
 mod error;
 mod files;
+mod history;
 mod keys;
 #[cfg(test)]
 mod tests;
 mod types;
 
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
@@ -85,7 +87,7 @@ use encrypto_crypto::{KeyId, MessageId, PeerId};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
 use zeroize::Zeroizing;
 
 pub use error::StoreError;
@@ -96,14 +98,19 @@ pub use types::{
 };
 
 use keys::{ChatTag, Subkeys, TreeId};
-use types::{ContactRecord, MessageRecord, OutboxRecord, PeerRecord, SeenRecord};
+use types::{ContactRecord, OutboxRecord, PeerRecord, SeenRecord};
 
 /// Largest plaintext of one record (before sealing). A message with its envelope is at most
 /// about 160 KiB.
 pub const MAX_RECORD_LEN: usize = 512 * 1024;
 
-/// The store format this build writes and reads.
-const FORMAT_VERSION: u32 = 1;
+/// The store format this build writes and reads. Format 2 files a group's messages to one
+/// chat as a page (`store::history`); it reads format 1 stores as they are, and marks them
+/// format 2 at open so that a build that does not know pages refuses them rather than
+/// showing a history with pages missing.
+const FORMAT_VERSION: u32 = 2;
+/// The oldest format this build opens (and upgrades).
+const OLDEST_FORMAT: u32 = 1;
 const FORMAT_KEY: &[u8] = b"format";
 const CHECK_KEY: &[u8] = b"check";
 const CHECK_PLAINTEXT: &[u8] = b"encrypto store check v1";
@@ -333,164 +340,6 @@ impl Store {
         Ok(removed)
     }
 
-    // ---- history --------------------------------------------------------------------------
-
-    /// Adds or replaces one history entry (keyed by peer, timestamp and id). Not flushed: the
-    /// node's durable paths are [`Store::enqueue_outgoing`] and [`Store::store_incoming`].
-    ///
-    /// # Errors
-    /// [`StoreError::TooLarge`]; write failures.
-    pub fn put_message(&self, message: &StoredMessage) -> Result<()> {
-        let key = self
-            .inner
-            .message_key(&message.peer, message.timestamp_ms, &message.id);
-        let sealed =
-            self.inner
-                .seal_value(TreeId::Messages, &key, &MessageRecord::from(message))?;
-        self.inner.insert(TreeId::Messages, &key, sealed)
-    }
-
-    /// One history entry, if it exists.
-    ///
-    /// # Errors
-    /// [`StoreError::Record`] or [`StoreError::BadRecord`] if it does not open; read failures.
-    pub fn message(
-        &self,
-        peer: &PeerId,
-        timestamp_ms: u64,
-        id: &MessageId,
-    ) -> Result<Option<StoredMessage>> {
-        let key = self.inner.message_key(peer, timestamp_ms, id);
-        match self.inner.get(TreeId::Messages, &key)? {
-            Some(sealed) => Ok(Some(self.inner.open_record::<MessageRecord, _>(
-                TreeId::Messages,
-                &key,
-                &sealed,
-            )?)),
-            None => Ok(None),
-        }
-    }
-
-    /// The chat with `peer`, oldest first. With `limit`, only the newest `limit` messages
-    /// (still oldest first). Records that do not open are skipped with a warning.
-    ///
-    /// # Errors
-    /// Read failures.
-    pub fn history(&self, peer: &PeerId, limit: Option<usize>) -> Result<Vec<StoredMessage>> {
-        let tag = self.inner.tag(peer);
-        let tree = self.inner.tree(TreeId::Messages);
-        match limit {
-            None => self
-                .inner
-                .list::<MessageRecord, _>(TreeId::Messages, tree.scan_prefix(tag)),
-            Some(n) => {
-                let mut newest = self.inner.list::<MessageRecord, _>(
-                    TreeId::Messages,
-                    tree.scan_prefix(tag).rev().take(n),
-                )?;
-                newest.reverse();
-                Ok(newest)
-            }
-        }
-    }
-
-    /// A page of older history: the newest `limit` messages of the chat with `peer` filed
-    /// strictly before `before_ms`, oldest first. For scrolling back from the oldest message
-    /// shown.
-    ///
-    /// # Errors
-    /// Read failures.
-    pub fn history_before(
-        &self,
-        peer: &PeerId,
-        before_ms: u64,
-        limit: usize,
-    ) -> Result<Vec<StoredMessage>> {
-        let tag = self.inner.tag(peer);
-        let start = keys::message_key_floor(&tag, 0);
-        let end = keys::message_key_floor(&tag, before_ms);
-        let range = self.inner.tree(TreeId::Messages).range(start..end);
-        let mut page = self
-            .inner
-            .list::<MessageRecord, _>(TreeId::Messages, range.rev().take(limit))?;
-        page.reverse();
-        Ok(page)
-    }
-
-    /// Sets the status of one history entry. Returns `false` if there is no such entry. Not
-    /// flushed.
-    ///
-    /// # Errors
-    /// [`StoreError::Record`] or [`StoreError::BadRecord`] if the entry does not open; write
-    /// failures.
-    pub fn set_status(
-        &self,
-        peer: &PeerId,
-        timestamp_ms: u64,
-        id: &MessageId,
-        status: Status,
-    ) -> Result<bool> {
-        let key = self.inner.message_key(peer, timestamp_ms, id);
-        let inner = &self.inner;
-        inner
-            .tree(TreeId::Messages)
-            .transaction(|m| {
-                let Some(sealed) = m.get(key)? else {
-                    return Ok(false);
-                };
-                let mut record: MessageRecord = inner
-                    .open_value(TreeId::Messages, &key, &sealed)
-                    .map_err(abort)?;
-                record.status = status;
-                let sealed = inner
-                    .seal_value(TreeId::Messages, &key, &record)
-                    .map_err(abort)?;
-                m.insert(&key[..], sealed)?;
-                Ok(true)
-            })
-            .map_err(|e| inner.tx_error(e))
-    }
-
-    /// Deletes the whole history with `peer` in one atomic batch and returns how many
-    /// messages it held. Flushed before returning. The contact, the outbox (messages still
-    /// to be delivered) and the seen ids (which keep replays out) stay.
-    ///
-    /// # Errors
-    /// Read, write or flush failures.
-    pub fn delete_chat(&self, peer: &PeerId) -> Result<usize> {
-        let tag = self.inner.tag(peer);
-        let tree = self.inner.tree(TreeId::Messages);
-        let mut batch = sled::Batch::default();
-        let mut count = 0;
-        for entry in tree.scan_prefix(tag).keys() {
-            batch.remove(entry.map_err(|e| self.inner.sled_error("read", e))?);
-            count += 1;
-        }
-        tree.apply_batch(batch)
-            .map_err(|e| self.inner.sled_error("write to", e))?;
-        self.inner.flush()?;
-        Ok(count)
-    }
-
-    /// How many messages the chat with `peer` holds (counting records that might not open;
-    /// nothing is decrypted).
-    ///
-    /// # Errors
-    /// Read failures.
-    pub fn message_count(&self, peer: &PeerId) -> Result<usize> {
-        let mut count = 0;
-        for entry in self
-            .inner
-            .tree(TreeId::Messages)
-            .scan_prefix(self.inner.tag(peer))
-            .keys()
-        {
-            entry.map_err(|e| self.inner.sled_error("read", e))?;
-            count += 1;
-        }
-        Ok(count)
-    }
-
     // ---- outbox ---------------------------------------------------------------------------
 
     /// Files an outgoing chat message: its history entry and its outbox item, atomically (one
@@ -522,7 +371,7 @@ impl Store {
     /// As [`Store::enqueue_outgoing`], less flush failures.
     pub fn write_outgoing_many(&self, pairs: &[(StoredMessage, OutboxItem)]) -> Result<()> {
         let inner = &self.inner;
-        let mut prepared = Vec::with_capacity(pairs.len());
+        let mut items = Vec::with_capacity(pairs.len());
         for (message, item) in pairs {
             if message.id != item.id
                 || message.peer != item.peer
@@ -533,17 +382,19 @@ impl Store {
                     reason: "the history entry and the outbox item differ in id, peer or time",
                 });
             }
-            let key = inner.message_key(&message.peer, message.timestamp_ms, &message.id);
-            let sealed_message =
-                inner.seal_value(TreeId::Messages, &key, &MessageRecord::from(message))?;
+            let key = inner.message_key(&item.peer, item.created_ms, &item.id);
             let sealed_item = inner.seal_value(TreeId::Outbox, &key, &OutboxRecord::from(item))?;
-            prepared.push((key, sealed_message, sealed_item));
+            items.push((key, sealed_item));
         }
+        let messages: Vec<&StoredMessage> = pairs.iter().map(|(m, _)| m).collect();
+        let history = inner.file_messages(&messages)?;
         let (messages, outbox) = (inner.tree(TreeId::Messages), inner.tree(TreeId::Outbox));
         (messages, outbox)
             .transaction(|(m, o)| {
-                for (key, sealed_message, sealed_item) in &prepared {
-                    m.insert(&key[..], &sealed_message[..])?;
+                for (key, sealed) in &history {
+                    m.insert(&key[..], &sealed[..])?;
+                }
+                for (key, sealed_item) in &items {
                     o.insert(&key[..], &sealed_item[..])?;
                 }
                 Ok(())
@@ -686,14 +537,19 @@ impl Store {
             .iter()
             .map(|a| keys::message_key(&tag, a.created_ms, &a.id))
             .collect();
+        let entries = inner.entries_for(&tag, acked)?;
+        let by_id: HashMap<MessageId, &Acknowledged> = acked.iter().map(|a| (a.id, a)).collect();
         let (messages, outbox) = (inner.tree(TreeId::Messages), inner.tree(TreeId::Outbox));
         (messages, outbox)
             .transaction(|(m, o)| {
+                let delivered: HashSet<MessageId> = inner
+                    .mark_delivered(m, &entries, &by_id)?
+                    .into_iter()
+                    .collect();
                 let mut changed = 0;
                 for (key, a) in keys.iter().zip(acked) {
                     let removed = o.remove(&key[..])?.is_some();
-                    let delivered = inner.mark_delivered(m, key, a.envelope.as_deref())?;
-                    if removed || delivered {
+                    if removed || delivered.contains(&a.id) {
                         changed += 1;
                     }
                 }
@@ -747,29 +603,44 @@ impl Store {
     /// As [`Store::store_incoming`], less flush failures.
     pub fn write_incoming_many(&self, messages: &[StoredMessage]) -> Result<Vec<bool>> {
         let inner = &self.inner;
-        let mut prepared = Vec::with_capacity(messages.len());
+        let mut seen = Vec::with_capacity(messages.len());
         for message in messages {
-            let key = inner.message_key(&message.peer, message.timestamp_ms, &message.id);
-            let sealed = inner.seal_value(TreeId::Messages, &key, &MessageRecord::from(message))?;
             let seen_key = inner.subkeys.seen_key(&message.peer, &message.id);
-            let seen = SeenRecord {
+            let record = SeenRecord {
                 timestamp_ms: message.timestamp_ms,
             };
-            let sealed_seen = inner.seal_value(TreeId::Seen, &seen_key, &seen)?;
-            prepared.push((key, sealed, seen_key, sealed_seen));
+            let sealed_seen = inner.seal_value(TreeId::Seen, &seen_key, &record)?;
+            seen.push((seen_key, sealed_seen));
         }
-        let (history, seen) = (inner.tree(TreeId::Messages), inner.tree(TreeId::Seen));
-        (history, seen)
+        // Filed on the assumption that all are new, as they nearly always are; refiled in
+        // the transaction otherwise.
+        let all: Vec<&StoredMessage> = messages.iter().collect();
+        let filed_all = inner.file_messages(&all)?;
+        let (history, seen_ids) = (inner.tree(TreeId::Messages), inner.tree(TreeId::Seen));
+        (history, seen_ids)
             .transaction(|(m, s)| {
-                let mut stored = Vec::with_capacity(prepared.len());
-                for (key, sealed, seen_key, sealed_seen) in &prepared {
-                    if s.get(seen_key)?.is_some() {
-                        stored.push(false);
-                        continue;
+                let mut stored = Vec::with_capacity(seen.len());
+                for (seen_key, sealed_seen) in &seen {
+                    let new = s.get(seen_key)?.is_none();
+                    if new {
+                        s.insert(&seen_key[..], &sealed_seen[..])?;
                     }
+                    stored.push(new);
+                }
+                let refiled;
+                let filed = if stored.iter().all(|&new| new) {
+                    &filed_all
+                } else {
+                    let fresh: Vec<&StoredMessage> = messages
+                        .iter()
+                        .zip(&stored)
+                        .filter_map(|(m, &new)| new.then_some(m))
+                        .collect();
+                    refiled = inner.file_messages(&fresh).map_err(abort)?;
+                    &refiled
+                };
+                for (key, sealed) in filed {
                     m.insert(&key[..], &sealed[..])?;
-                    s.insert(&seen_key[..], &sealed_seen[..])?;
-                    stored.push(true);
                 }
                 Ok(stored)
             })
@@ -1078,7 +949,7 @@ impl Inner {
         let version = <[u8; 4]>::try_from(&format[..])
             .map(u32::from_be_bytes)
             .map_err(|_| self.damaged("its format record is malformed"))?;
-        if version != FORMAT_VERSION {
+        if !(OLDEST_FORMAT..=FORMAT_VERSION).contains(&version) {
             return Err(StoreError::UnsupportedVersion {
                 path: self.path.clone(),
                 version,
@@ -1097,7 +968,17 @@ impl Inner {
         } else {
             None
         };
-        self.check_generation(expected, &marker)
+        self.check_generation(expected, &marker)?;
+        if version < FORMAT_VERSION {
+            // Every older format's records read as they are: only the number changes.
+            self.insert(
+                TreeId::Meta,
+                FORMAT_KEY,
+                FORMAT_VERSION.to_be_bytes().to_vec(),
+            )?;
+            self.flush()?;
+        }
+        Ok(())
     }
 
     /// Finds damage inside sled's log, which sled itself does not report: it reads its log up
@@ -1291,40 +1172,6 @@ impl Inner {
             }
         }
         Ok(out)
-    }
-
-    /// Inside a transaction: marks an outgoing history entry delivered. A missing entry, one
-    /// already delivered, or one that does not open (warned about) is left as it is.
-    /// Marks an outgoing history entry delivered and records the envelope the peer holds;
-    /// `false`, writing nothing, if it is gone, not outgoing or already delivered.
-    fn mark_delivered(
-        &self,
-        m: &TransactionalTree,
-        key: &[u8],
-        envelope: Option<&[u8]>,
-    ) -> TxResult<bool> {
-        let Some(sealed) = m.get(key)? else {
-            return Ok(false);
-        };
-        let mut record: MessageRecord = match self.open_value(TreeId::Messages, key, &sealed) {
-            Ok(record) => record,
-            Err(e) => {
-                tracing::warn!(error = %e, "acknowledged message's history entry does not open; left as it is");
-                return Ok(false);
-            }
-        };
-        if record.direction != Direction::Out || record.status == Status::Delivered {
-            return Ok(false);
-        }
-        record.status = Status::Delivered;
-        if let Some(envelope) = envelope {
-            record.envelope = Some(serde_bytes::ByteBuf::from(envelope));
-        }
-        let sealed = self
-            .seal_value(TreeId::Messages, key, &record)
-            .map_err(abort)?;
-        m.insert(key, sealed)?;
-        Ok(true)
     }
 
     fn bad_record(&self, tree: TreeId, reason: String) -> StoreError {

@@ -117,6 +117,90 @@ pub(super) fn message_key(
     k
 }
 
+/// Length of a history page's key: tag, first timestamp, first id, last timestamp, count.
+pub(super) const PAGE_KEY_LEN: usize = MESSAGE_KEY_LEN + 8 + 2;
+
+/// What a key of the `messages` tree files: one message, or a page of several (see
+/// `store::history`). Its length tells which.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Slot {
+    /// One message, filed at its own time and id.
+    One { timestamp_ms: u64, id: [u8; 16] },
+    /// A page of `count` messages filed from `first_ms` to `last_ms` (inclusive).
+    Page {
+        first_ms: u64,
+        last_ms: u64,
+        count: u16,
+    },
+}
+
+impl Slot {
+    /// The earliest time a message of this entry is filed at (the key sorts by it).
+    pub(super) fn first_ms(self) -> u64 {
+        match self {
+            Slot::One { timestamp_ms, .. } => timestamp_ms,
+            Slot::Page { first_ms, .. } => first_ms,
+        }
+    }
+
+    /// The latest time a message of this entry is filed at.
+    pub(super) fn last_ms(self) -> u64 {
+        match self {
+            Slot::One { timestamp_ms, .. } => timestamp_ms,
+            Slot::Page { last_ms, .. } => last_ms,
+        }
+    }
+
+    /// How many messages the entry holds.
+    pub(super) fn count(self) -> usize {
+        match self {
+            Slot::One { .. } => 1,
+            Slot::Page { count, .. } => usize::from(count),
+        }
+    }
+}
+
+/// `tag || first_ms || first id || last_ms || count` (integers big-endian): a page of a chat's
+/// messages, sorted with single messages by its first time.
+pub(super) fn page_key(
+    tag: &ChatTag,
+    first_ms: u64,
+    first_id: &MessageId,
+    last_ms: u64,
+    count: u16,
+) -> [u8; PAGE_KEY_LEN] {
+    let mut k = [0u8; PAGE_KEY_LEN];
+    k[..MESSAGE_KEY_LEN].copy_from_slice(&message_key(tag, first_ms, first_id));
+    k[MESSAGE_KEY_LEN..MESSAGE_KEY_LEN + 8].copy_from_slice(&last_ms.to_be_bytes());
+    k[MESSAGE_KEY_LEN + 8..].copy_from_slice(&count.to_be_bytes());
+    k
+}
+
+/// What a key of the `messages` tree files, or `None` for a key the store never writes.
+pub(super) fn slot(key: &[u8]) -> Option<Slot> {
+    let u64_at = |at: usize| {
+        let bytes: [u8; 8] = key.get(at..at + 8)?.try_into().ok()?;
+        Some(u64::from_be_bytes(bytes))
+    };
+    match key.len() {
+        MESSAGE_KEY_LEN => Some(Slot::One {
+            timestamp_ms: u64_at(TAG_LEN)?,
+            id: key[TAG_LEN + 8..].try_into().ok()?,
+        }),
+        PAGE_KEY_LEN => {
+            let first_ms = u64_at(TAG_LEN)?;
+            let last_ms = u64_at(MESSAGE_KEY_LEN)?;
+            let count = u16::from_be_bytes(key[MESSAGE_KEY_LEN + 8..].try_into().ok()?);
+            (last_ms >= first_ms && count >= 2).then_some(Slot::Page {
+                first_ms,
+                last_ms,
+                count,
+            })
+        }
+        _ => None,
+    }
+}
+
 /// `tag || timestamp_ms`: the first key of a chat at or after `timestamp_ms`.
 pub(super) fn message_key_floor(tag: &ChatTag, timestamp_ms: u64) -> [u8; TAG_LEN + 8] {
     let mut k = [0u8; TAG_LEN + 8];

@@ -766,12 +766,12 @@ fn a_newer_format_is_refused() {
         store
             .inner
             .tree(TreeId::Meta)
-            .insert(FORMAT_KEY, &2u32.to_be_bytes())
+            .insert(FORMAT_KEY, &(FORMAT_VERSION + 1).to_be_bytes())
             .unwrap();
     }
     let err = Store::open(dir.path(), key(1)).unwrap_err();
     assert!(
-        matches!(err, StoreError::UnsupportedVersion { version: 2, .. }),
+        matches!(err, StoreError::UnsupportedVersion { version: 3, .. }),
         "{err}"
     );
     assert!(err.to_string().contains("upgrade Encrypto"), "{err}");
@@ -939,4 +939,318 @@ fn clearing_chunk_marks_takes_every_batch_and_only_that_transfer() {
     assert_eq!(held(&file, TransferRole::Relay, peer(1)), vec![0, 5]);
     assert_eq!(held(&other, TransferRole::Receive, peer(1)), vec![1, 2]);
     assert_eq!(held(&file, TransferRole::Receive, peer(2)), vec![3]);
+}
+
+// ---- history pages ----------------------------------------------------------------------
+
+fn nth_id(n: u32) -> MessageId {
+    let mut id = [0u8; 16];
+    id[..4].copy_from_slice(&n.to_be_bytes());
+    MessageId(id)
+}
+
+/// An outgoing message numbered `n` (its id and text), with its outbox item.
+fn numbered(peer: PeerId, ts: u64, n: u32) -> (StoredMessage, OutboxItem) {
+    let (mut m, mut item) = outgoing(peer, ts, 0, &format!("m{n}"));
+    m.id = nth_id(n);
+    m.envelope = None;
+    item.id = m.id;
+    (m, item)
+}
+
+/// The key lengths of the `messages` tree, in key order: which entries are pages.
+fn entry_kinds(store: &Store) -> Vec<usize> {
+    store
+        .inner
+        .tree(TreeId::Messages)
+        .iter()
+        .keys()
+        .map(|k| k.unwrap().len())
+        .collect()
+}
+
+const ONE: usize = keys::MESSAGE_KEY_LEN;
+const PAGE: usize = keys::PAGE_KEY_LEN;
+
+#[test]
+fn a_group_to_one_chat_is_one_page_that_reads_like_single_messages() {
+    let dir = TempDir::new().unwrap();
+    let (a, b) = (peer(1), peer(2));
+    let to_a: Vec<_> = (1..=10)
+        .map(|n| numbered(a, 1000 + u64::from(n), n))
+        .collect();
+    let to_b: Vec<_> = (11..=13).map(|n| numbered(b, 1000, n)).collect();
+    let sent: Vec<StoredMessage> = to_a.iter().map(|(m, _)| m.clone()).collect();
+    {
+        let store = open(dir.path());
+        // One group, the two chats interleaved.
+        let mut group = to_a.clone();
+        group.splice(3..3, to_b.clone());
+        store.enqueue_outgoing_many(&group).unwrap();
+        assert_eq!(entry_kinds(&store), [PAGE, PAGE]);
+
+        assert_eq!(store.history(&a, None).unwrap(), sent);
+        assert_eq!(store.history(&a, Some(3)).unwrap(), sent[7..]);
+        assert_eq!(store.history_before(&a, 1005, 2).unwrap(), sent[2..4]);
+        assert_eq!(store.message_count(&a).unwrap(), 10);
+        assert_eq!(store.message_count(&b).unwrap(), 3);
+        assert_eq!(
+            store.message(&a, 1005, &nth_id(5)).unwrap().as_ref(),
+            Some(&sent[4])
+        );
+        assert_eq!(store.message(&a, 1006, &nth_id(5)).unwrap(), None);
+
+        // Changing one message rewrites it in its page.
+        assert!(
+            store
+                .set_status(&a, 1005, &nth_id(5), Status::Sent)
+                .unwrap()
+        );
+        let mut edited = sent[5].clone();
+        edited.body = Body::Text("edited".into());
+        store.put_message(&edited).unwrap();
+        assert_eq!(entry_kinds(&store), [PAGE, PAGE]);
+        let history = store.history(&a, None).unwrap();
+        assert_eq!(history[4].status, Status::Sent);
+        assert_eq!(history[5], edited);
+        assert_eq!(history.len(), 10);
+
+        // Deliveries of part of the page, with their envelopes.
+        let acked: Vec<Acknowledged> = (1..=4)
+            .map(|n| Acknowledged {
+                id: nth_id(n),
+                created_ms: 1000 + u64::from(n),
+                envelope: Some(vec![n as u8; 300]),
+            })
+            .collect();
+        assert_eq!(store.write_completed_many(&a, &acked).unwrap(), 4);
+        assert_eq!(store.write_completed_many(&a, &acked).unwrap(), 0);
+        store.flush().unwrap();
+    }
+    let store = open(dir.path());
+    let history = store.history(&a, None).unwrap();
+    for (n, m) in (1..=10u8).zip(&history) {
+        if n <= 4 {
+            assert_eq!(m.status, Status::Delivered);
+            assert_eq!(m.envelope, Some(vec![n; 300]));
+        } else {
+            assert_ne!(m.status, Status::Delivered);
+            assert_eq!(m.envelope, None);
+        }
+    }
+    assert_eq!(store.outbox_for(&a).unwrap().len(), 6);
+    assert_eq!(store.delete_chat(&a).unwrap(), 10);
+    assert_eq!(store.history(&b, None).unwrap().len(), 3);
+    assert_eq!(entry_kinds(&store), [PAGE]);
+}
+
+#[test]
+fn pages_are_cut_by_time_span_count_and_size() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path());
+    let a = peer(1);
+    // 0, 50 and 100 are within a page's span of the first; 101 is not; 250 is alone.
+    let spread: Vec<_> = [0, 50, 100, 101, 250]
+        .iter()
+        .zip(1..)
+        .map(|(&ts, n)| numbered(a, ts, n))
+        .collect();
+    store.enqueue_outgoing_many(&spread).unwrap();
+    assert_eq!(entry_kinds(&store), [PAGE, ONE, ONE]);
+    assert_eq!(store.message_count(&a).unwrap(), 5);
+    assert_eq!(store.delete_chat(&a).unwrap(), 5);
+
+    // More than a page holds, all in one millisecond.
+    let many: Vec<_> = (0..=history::PAGE_MAX_MESSAGES as u32)
+        .map(|n| numbered(a, 7, n))
+        .collect();
+    store.enqueue_outgoing_many(&many).unwrap();
+    assert_eq!(entry_kinds(&store), [PAGE, ONE]);
+    assert_eq!(store.history(&a, None).unwrap().len(), many.len());
+    assert_eq!(store.delete_chat(&a).unwrap(), many.len());
+
+    // Large texts: three to a page, which still takes the largest envelopes on delivery.
+    let text = "x".repeat(crate::node::MAX_TEXT_LEN / 2);
+    let big: Vec<_> = (1..=4)
+        .map(|n| {
+            let (mut m, mut item) = numbered(a, 9, n);
+            m.body = Body::Text(text.clone());
+            item.kind = OutboxKind::Text(text.clone());
+            (m, item)
+        })
+        .collect();
+    store.enqueue_outgoing_many(&big).unwrap();
+    assert_eq!(entry_kinds(&store), [PAGE, ONE]);
+    let acked: Vec<Acknowledged> = (1..=4)
+        .map(|n| Acknowledged {
+            id: nth_id(n),
+            created_ms: 9,
+            envelope: Some(vec![1; encrypto_crypto::envelope::MAX_ENVELOPE_LEN]),
+        })
+        .collect();
+    assert_eq!(store.write_completed_many(&a, &acked).unwrap(), 4);
+    let history = store.history(&a, None).unwrap();
+    assert!(history.iter().all(|m| m.status == Status::Delivered
+        && m.envelope.as_ref().map(Vec::len) == Some(encrypto_crypto::envelope::MAX_ENVELOPE_LEN)));
+}
+
+#[test]
+fn incoming_repeats_are_left_out_of_the_page() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path());
+    let a = peer(1);
+    let m: Vec<StoredMessage> = (1..=5)
+        .map(|n| {
+            let mut m = msg(a, 500 + u64::from(n), 0, Direction::In, &format!("m{n}"));
+            m.id = nth_id(n);
+            m
+        })
+        .collect();
+    let stored = store
+        .store_incoming_many(&[m[0].clone(), m[1].clone(), m[2].clone()])
+        .unwrap();
+    assert_eq!(stored, [true, true, true]);
+    let stored = store
+        .store_incoming_many(&[m[1].clone(), m[3].clone(), m[3].clone(), m[4].clone()])
+        .unwrap();
+    assert_eq!(stored, [false, true, false, true]);
+    assert_eq!(entry_kinds(&store), [PAGE, PAGE]);
+    assert_eq!(store.history(&a, None).unwrap(), m);
+    assert_eq!(store.message_count(&a).unwrap(), 5);
+}
+
+/// A small deterministic generator (xorshift), so that a failure names its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+#[test]
+fn history_of_pages_and_single_messages_reads_as_one_sorted_list() {
+    let a = peer(1);
+    for seed in 1..=6u64 {
+        let dir = TempDir::new().unwrap();
+        let store = open(dir.path());
+        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut model: Vec<StoredMessage> = Vec::new();
+        let mut n = 0u32;
+        // Groups sent, groups received with the sender's (older, overlapping) times, and
+        // single messages, all in the same stretch of time.
+        for _ in 0..40 {
+            let base = rng.below(3_000);
+            let size = 1 + rng.below(12);
+            let mut group = Vec::new();
+            for _ in 0..size {
+                n += 1;
+                let (mut m, item) = numbered(a, base + rng.below(150), n);
+                if rng.below(3) == 0 {
+                    m.direction = Direction::In;
+                    m.status = Status::Received;
+                }
+                group.push((m, item));
+            }
+            match rng.below(3) {
+                0 => {
+                    let incoming: Vec<StoredMessage> = group
+                        .iter()
+                        .map(|(m, _)| StoredMessage {
+                            direction: Direction::In,
+                            status: Status::Received,
+                            ..m.clone()
+                        })
+                        .collect();
+                    store.store_incoming_many(&incoming).unwrap();
+                    model.extend(incoming);
+                }
+                1 => {
+                    let outgoing: Vec<_> = group
+                        .into_iter()
+                        .map(|(m, i)| {
+                            (
+                                StoredMessage {
+                                    direction: Direction::Out,
+                                    status: Status::Queued,
+                                    ..m
+                                },
+                                i,
+                            )
+                        })
+                        .collect();
+                    store.enqueue_outgoing_many(&outgoing).unwrap();
+                    model.extend(outgoing.into_iter().map(|(m, _)| m));
+                }
+                _ => {
+                    for (m, _) in group {
+                        store.put_message(&m).unwrap();
+                        model.push(m);
+                    }
+                }
+            }
+        }
+        model.sort_by_key(|m| (m.timestamp_ms, m.id.0));
+        assert!(
+            entry_kinds(&store).contains(&PAGE),
+            "seed {seed}: no pages made"
+        );
+        assert_eq!(store.history(&a, None).unwrap(), model, "seed {seed}");
+        assert_eq!(store.message_count(&a).unwrap(), model.len(), "seed {seed}");
+        for limit in [0, 1, 2, 7, 30, 100, model.len(), model.len() + 5] {
+            let newest = &model[model.len().saturating_sub(limit)..];
+            assert_eq!(
+                store.history(&a, Some(limit)).unwrap(),
+                newest,
+                "seed {seed}, newest {limit}"
+            );
+        }
+        for _ in 0..30 {
+            let before = rng.below(3_300);
+            let limit = rng.below(40) as usize;
+            let older: Vec<_> = model
+                .iter()
+                .filter(|m| m.timestamp_ms < before)
+                .cloned()
+                .collect();
+            let expected = &older[older.len().saturating_sub(limit)..];
+            assert_eq!(
+                store.history_before(&a, before, limit).unwrap(),
+                expected,
+                "seed {seed}, {limit} before {before}"
+            );
+        }
+        for m in model.iter().step_by(7) {
+            assert_eq!(
+                store.message(&a, m.timestamp_ms, &m.id).unwrap().as_ref(),
+                Some(m),
+                "seed {seed}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_format_1_store_opens_and_is_marked_format_2() {
+    let dir = TempDir::new().unwrap();
+    let a = peer(1);
+    let m = msg(a, 10, 1, Direction::In, "from format 1");
+    {
+        let store = open(dir.path());
+        // Format 1 filed every message alone, as `put_message` does for a new one.
+        store.put_message(&m).unwrap();
+        store
+            .inner
+            .tree(TreeId::Meta)
+            .insert(FORMAT_KEY, &1u32.to_be_bytes())
+            .unwrap();
+    }
+    let store = open(dir.path());
+    assert_eq!(store.history(&a, None).unwrap(), vec![m]);
+    let format = store.inner.get(TreeId::Meta, FORMAT_KEY).unwrap().unwrap();
+    assert_eq!(format[..], FORMAT_VERSION.to_be_bytes());
+    assert_eq!(FORMAT_VERSION, 2);
 }
