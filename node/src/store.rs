@@ -67,6 +67,7 @@ mod error;
 mod files;
 mod history;
 mod keys;
+mod outbox;
 #[cfg(test)]
 mod tests;
 mod types;
@@ -98,7 +99,7 @@ pub use types::{
 };
 
 use keys::{ChatTag, Subkeys, TreeId};
-use types::{ContactRecord, OutboxRecord, PeerRecord, SeenRecord};
+use types::{ContactRecord, PeerRecord, SeenRecord};
 
 /// Largest plaintext of one record (before sealing). A message with its envelope is at most
 /// about 160 KiB.
@@ -371,7 +372,6 @@ impl Store {
     /// As [`Store::enqueue_outgoing`], less flush failures.
     pub fn write_outgoing_many(&self, pairs: &[(StoredMessage, OutboxItem)]) -> Result<()> {
         let inner = &self.inner;
-        let mut items = Vec::with_capacity(pairs.len());
         for (message, item) in pairs {
             if message.id != item.id
                 || message.peer != item.peer
@@ -382,104 +382,29 @@ impl Store {
                     reason: "the history entry and the outbox item differ in id, peer or time",
                 });
             }
-            let key = inner.message_key(&item.peer, item.created_ms, &item.id);
-            let sealed_item = inner.seal_value(TreeId::Outbox, &key, &OutboxRecord::from(item))?;
-            items.push((key, sealed_item));
         }
+        // The outbox is cut into pages as history is: message and item share id and time.
         let messages: Vec<&StoredMessage> = pairs.iter().map(|(m, _)| m).collect();
-        let history = inner.file_messages(&messages)?;
+        let mut history = Vec::new();
+        let mut items = Vec::new();
+        for (tag, run) in inner.cut(&messages) {
+            let run_messages: Vec<&StoredMessage> = run.iter().map(|&i| &pairs[i].0).collect();
+            let run_items: Vec<&OutboxItem> = run.iter().map(|&i| &pairs[i].1).collect();
+            history.push(inner.file_run(&tag, &run_messages)?);
+            items.push(inner.file_items(&tag, &run_items)?);
+        }
         let (messages, outbox) = (inner.tree(TreeId::Messages), inner.tree(TreeId::Outbox));
         (messages, outbox)
             .transaction(|(m, o)| {
                 for (key, sealed) in &history {
                     m.insert(&key[..], &sealed[..])?;
                 }
-                for (key, sealed_item) in &items {
-                    o.insert(&key[..], &sealed_item[..])?;
+                for (key, sealed) in &items {
+                    o.insert(&key[..], &sealed[..])?;
                 }
                 Ok(())
             })
             .map_err(|e| inner.tx_error(e))
-    }
-
-    /// Files an outbox item that has no history entry (a control payload), then flushes.
-    ///
-    /// # Errors
-    /// [`StoreError::TooLarge`]; write or flush failures.
-    pub fn enqueue_control(&self, item: &OutboxItem) -> Result<()> {
-        let key = self
-            .inner
-            .message_key(&item.peer, item.created_ms, &item.id);
-        let sealed = self
-            .inner
-            .seal_value(TreeId::Outbox, &key, &OutboxRecord::from(item))?;
-        self.inner.insert(TreeId::Outbox, &key, sealed)?;
-        self.inner.flush()
-    }
-
-    /// Replaces an outbox item that is still there (to count an attempt, say); returns
-    /// `false`, writing nothing, if it was completed meanwhile. Not flushed.
-    ///
-    /// # Errors
-    /// [`StoreError::TooLarge`]; write failures.
-    pub fn update_outbox(&self, item: &OutboxItem) -> Result<bool> {
-        let inner = &self.inner;
-        let key = inner.message_key(&item.peer, item.created_ms, &item.id);
-        let sealed = inner.seal_value(TreeId::Outbox, &key, &OutboxRecord::from(item))?;
-        inner
-            .tree(TreeId::Outbox)
-            .transaction(|o| {
-                if o.get(key)?.is_none() {
-                    return Ok(false);
-                }
-                o.insert(&key[..], &sealed[..])?;
-                Ok(true)
-            })
-            .map_err(|e| inner.tx_error(e))
-    }
-
-    /// Every outbox item, oldest first (by `created_ms`, then id). Items that do not open are
-    /// skipped with a warning and stay on disk.
-    ///
-    /// # Errors
-    /// Read failures.
-    pub fn outbox(&self) -> Result<Vec<OutboxItem>> {
-        let mut items: Vec<OutboxItem> = self
-            .inner
-            .list::<OutboxRecord, _>(TreeId::Outbox, self.inner.tree(TreeId::Outbox).iter())?;
-        items.sort_by_key(|i| (i.created_ms, i.id));
-        Ok(items)
-    }
-
-    /// Whether anything is queued for `peer` (keys only: nothing is opened).
-    ///
-    /// # Errors
-    /// Read failures.
-    pub fn has_outbox_for(&self, peer: &PeerId) -> Result<bool> {
-        let tag = self.inner.tag(peer);
-        match self
-            .inner
-            .tree(TreeId::Outbox)
-            .scan_prefix(tag)
-            .keys()
-            .next()
-        {
-            None => Ok(false),
-            Some(Ok(_)) => Ok(true),
-            Some(Err(e)) => Err(engine_error(self.inner.path.clone(), "read", e)),
-        }
-    }
-
-    /// The outbox items for `peer`, oldest first.
-    ///
-    /// # Errors
-    /// Read failures.
-    pub fn outbox_for(&self, peer: &PeerId) -> Result<Vec<OutboxItem>> {
-        let tag = self.inner.tag(peer);
-        self.inner.list::<OutboxRecord, _>(
-            TreeId::Outbox,
-            self.inner.tree(TreeId::Outbox).scan_prefix(tag),
-        )
     }
 
     /// The peer acknowledged `id`: removes its outbox item and marks its outgoing history
@@ -533,27 +458,24 @@ impl Store {
     pub fn write_completed_many(&self, peer: &PeerId, acked: &[Acknowledged]) -> Result<usize> {
         let inner = &self.inner;
         let tag = inner.tag(peer);
-        let keys: Vec<_> = acked
-            .iter()
-            .map(|a| keys::message_key(&tag, a.created_ms, &a.id))
-            .collect();
-        let entries = inner.entries_for(&tag, acked)?;
+        let mut times: Vec<u64> = acked.iter().map(|a| a.created_ms).collect();
+        times.sort_unstable();
+        times.dedup();
+        let in_history = inner.entries_at(TreeId::Messages, &tag, &times)?;
+        let in_outbox = inner.entries_at(TreeId::Outbox, &tag, &times)?;
         let by_id: HashMap<MessageId, &Acknowledged> = acked.iter().map(|a| (a.id, a)).collect();
         let (messages, outbox) = (inner.tree(TreeId::Messages), inner.tree(TreeId::Outbox));
         (messages, outbox)
             .transaction(|(m, o)| {
                 let delivered: HashSet<MessageId> = inner
-                    .mark_delivered(m, &entries, &by_id)?
+                    .mark_delivered(m, &in_history, &by_id)?
                     .into_iter()
                     .collect();
-                let mut changed = 0;
-                for (key, a) in keys.iter().zip(acked) {
-                    let removed = o.remove(&key[..])?.is_some();
-                    if removed || delivered.contains(&a.id) {
-                        changed += 1;
-                    }
-                }
-                Ok(changed)
+                let removed = inner.remove_acknowledged(o, &in_outbox, &by_id)?;
+                Ok(by_id
+                    .keys()
+                    .filter(|id| removed.contains(id) || delivered.contains(id))
+                    .count())
             })
             .map_err(|e| inner.tx_error(e))
     }
@@ -900,15 +822,6 @@ impl Inner {
 
     fn tag(&self, peer: &PeerId) -> ChatTag {
         self.subkeys.chat_tag(peer)
-    }
-
-    fn message_key(
-        &self,
-        peer: &PeerId,
-        timestamp_ms: u64,
-        id: &MessageId,
-    ) -> [u8; keys::MESSAGE_KEY_LEN] {
-        keys::message_key(&self.tag(peer), timestamp_ms, id)
     }
 
     /// Checks the format version and that the check record opens with our key; initialises a

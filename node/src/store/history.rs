@@ -72,39 +72,51 @@ fn order(m: &StoredMessage) -> (u64, [u8; 16]) {
 }
 
 impl Inner {
-    /// The records that file `messages` (any chats, any order): for each chat, its messages
-    /// by time, cut into pages (or lone records) by [`PAGE_SPAN_MS`], [`PAGE_MAX_MESSAGES`]
-    /// and [`PAGE_BUDGET`]. Returns (key, sealed record) pairs.
+    /// The records that file `messages` (any chats, any order), cut as [`Inner::cut`] does.
+    /// Returns (key, sealed record) pairs.
     pub(super) fn file_messages(&self, messages: &[&StoredMessage]) -> Result<Vec<Filed>> {
-        let mut sorted: Vec<(ChatTag, &StoredMessage)> =
-            messages.iter().map(|m| (self.tag(&m.peer), *m)).collect();
-        sorted.sort_by_key(|&(tag, m)| (tag, order(m)));
-        let mut filed = Vec::new();
-        let mut start = 0;
-        while start < sorted.len() {
-            let (tag, first) = sorted[start];
-            let mut end = start + 1;
-            let mut size = filed_len(first);
-            while let Some(&(next_tag, next)) = sorted.get(end) {
-                size += filed_len(next);
-                if next_tag != tag
-                    || next.timestamp_ms - first.timestamp_ms > PAGE_SPAN_MS
-                    || end - start >= PAGE_MAX_MESSAGES
-                    || size > PAGE_BUDGET
-                {
-                    break;
-                }
-                end += 1;
+        self.cut(messages)
+            .into_iter()
+            .map(|(tag, run)| {
+                let run: Vec<&StoredMessage> = run.iter().map(|&i| messages[i]).collect();
+                self.file_run(&tag, &run)
+            })
+            .collect()
+    }
+
+    /// How `messages` (any chats, any order) are filed: for each chat, its messages by time,
+    /// cut into runs by [`PAGE_SPAN_MS`], [`PAGE_MAX_MESSAGES`] and [`PAGE_BUDGET`]. A run
+    /// of several is a page, a run of one a lone record. Returns the runs as indices into
+    /// `messages`, each with its chat's tag.
+    pub(super) fn cut(&self, messages: &[&StoredMessage]) -> Vec<(ChatTag, Vec<usize>)> {
+        let mut sorted: Vec<(ChatTag, usize)> = messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (self.tag(&m.peer), i))
+            .collect();
+        sorted.sort_by_key(|&(tag, i)| (tag, order(messages[i])));
+        let mut runs: Vec<(ChatTag, Vec<usize>)> = Vec::new();
+        let mut size = 0;
+        for (tag, i) in sorted {
+            let m = messages[i];
+            size += filed_len(m);
+            if let Some((run_tag, run)) = runs.last_mut()
+                && *run_tag == tag
+                && m.timestamp_ms - messages[run[0]].timestamp_ms <= PAGE_SPAN_MS
+                && run.len() < PAGE_MAX_MESSAGES
+                && size <= PAGE_BUDGET
+            {
+                run.push(i);
+                continue;
             }
-            let run: Vec<&StoredMessage> = sorted[start..end].iter().map(|&(_, m)| m).collect();
-            filed.push(self.file_run(&tag, &run)?);
-            start = end;
+            size = filed_len(m);
+            runs.push((tag, vec![i]));
         }
-        Ok(filed)
+        runs
     }
 
     /// One record for `run` (one chat's messages, in order): a lone message's own, or a page.
-    fn file_run(&self, tag: &ChatTag, run: &[&StoredMessage]) -> Result<Filed> {
+    pub(super) fn file_run(&self, tag: &ChatTag, run: &[&StoredMessage]) -> Result<Filed> {
         let (first, last) = (run[0], run[run.len() - 1]);
         if let [only] = run {
             let key = keys::message_key(tag, only.timestamp_ms, &only.id);
@@ -210,10 +222,16 @@ impl Inner {
         Ok(found)
     }
 
-    /// The entries of chat `tag` that may hold a message filed at one of `times` (sorted):
-    /// lone records at such a time, and pages whose span covers one. Keys only are read.
-    fn entries_at(&self, tag: &ChatTag, times: &[u64]) -> Result<Vec<(sled::IVec, Slot)>> {
-        let tree = self.tree(TreeId::Messages);
+    /// The entries of chat `tag` in `tree` (history or outbox) that may hold a message filed
+    /// at one of `times` (sorted): lone records at such a time, and pages whose span covers
+    /// one. Keys only are read.
+    pub(super) fn entries_at(
+        &self,
+        tree: TreeId,
+        tag: &ChatTag,
+        times: &[u64],
+    ) -> Result<Vec<(sled::IVec, Slot)>> {
+        let tree = self.tree(tree);
         let mut out = Vec::new();
         let mut i = 0;
         while i < times.len() {
@@ -255,7 +273,7 @@ impl Inner {
         id: &MessageId,
     ) -> Result<Option<(sled::IVec, Slot, Vec<StoredMessage>)>> {
         let own = keys::message_key(tag, timestamp_ms, id);
-        for (key, slot) in self.entries_at(tag, &[timestamp_ms])? {
+        for (key, slot) in self.entries_at(TreeId::Messages, tag, &[timestamp_ms])? {
             match slot {
                 Slot::One { .. } if key[..] != own[..] => continue,
                 _ => {}
@@ -346,19 +364,6 @@ impl Inner {
             marked.extend(changed.into_iter().map(|i| messages[i].id));
         }
         Ok(marked)
-    }
-
-    /// The history entries that may hold the messages of `acked`, for
-    /// [`Inner::mark_delivered`].
-    pub(super) fn entries_for(
-        &self,
-        tag: &ChatTag,
-        acked: &[Acknowledged],
-    ) -> Result<Vec<(sled::IVec, Slot)>> {
-        let mut times: Vec<u64> = acked.iter().map(|a| a.created_ms).collect();
-        times.sort_unstable();
-        times.dedup();
-        self.entries_at(tag, &times)
     }
 }
 

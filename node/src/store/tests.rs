@@ -548,7 +548,7 @@ fn an_ack_for_a_history_entry_that_does_not_open_still_clears_the_outbox() {
     let a = peer(1);
     let (m, i) = outgoing(a, 10, 1, "x");
     store.enqueue_outgoing(&m, &i).unwrap();
-    let key = store.inner.message_key(&a, 10, &m.id);
+    let key = keys::message_key(&store.inner.tag(&a), 10, &m.id);
     store
         .inner
         .insert(TreeId::Messages, &key, vec![1; 64])
@@ -960,9 +960,13 @@ fn numbered(peer: PeerId, ts: u64, n: u32) -> (StoredMessage, OutboxItem) {
 
 /// The key lengths of the `messages` tree, in key order: which entries are pages.
 fn entry_kinds(store: &Store) -> Vec<usize> {
+    key_lengths(store, TreeId::Messages)
+}
+
+fn key_lengths(store: &Store, tree: TreeId) -> Vec<usize> {
     store
         .inner
-        .tree(TreeId::Messages)
+        .tree(tree)
         .iter()
         .keys()
         .map(|k| k.unwrap().len())
@@ -981,6 +985,10 @@ fn a_group_to_one_chat_is_one_page_that_reads_like_single_messages() {
         .collect();
     let to_b: Vec<_> = (11..=13).map(|n| numbered(b, 1000, n)).collect();
     let sent: Vec<StoredMessage> = to_a.iter().map(|(m, _)| m.clone()).collect();
+    let tried = OutboxItem {
+        attempts: 3,
+        ..to_a[6].1.clone()
+    };
     {
         let store = open(dir.path());
         // One group, the two chats interleaved.
@@ -988,6 +996,12 @@ fn a_group_to_one_chat_is_one_page_that_reads_like_single_messages() {
         group.splice(3..3, to_b.clone());
         store.enqueue_outgoing_many(&group).unwrap();
         assert_eq!(entry_kinds(&store), [PAGE, PAGE]);
+        assert_eq!(key_lengths(&store, TreeId::Outbox), [PAGE, PAGE]);
+        let items: Vec<OutboxItem> = to_a.iter().map(|(_, i)| i.clone()).collect();
+        assert_eq!(store.outbox_for(&a).unwrap(), items);
+        // An attempt counted on an item in a page.
+        assert!(store.update_outbox(&tried).unwrap());
+        assert_eq!(store.outbox_for(&a).unwrap()[6], tried);
 
         assert_eq!(store.history(&a, None).unwrap(), sent);
         assert_eq!(store.history(&a, Some(3)).unwrap(), sent[7..]);
@@ -1038,7 +1052,26 @@ fn a_group_to_one_chat_is_one_page_that_reads_like_single_messages() {
             assert_eq!(m.envelope, None);
         }
     }
-    assert_eq!(store.outbox_for(&a).unwrap().len(), 6);
+    let left = store.outbox_for(&a).unwrap();
+    assert_eq!(
+        left.iter().map(|i| i.id).collect::<Vec<_>>(),
+        (5..=10).map(nth_id).collect::<Vec<_>>()
+    );
+    assert_eq!(left[2].attempts, 3);
+    assert!(store.has_outbox_for(&a).unwrap());
+    // The rest, acknowledged: the page leaves the outbox with its last item.
+    let rest: Vec<(MessageId, u64)> = left.iter().map(|i| (i.id, i.created_ms)).collect();
+    assert_eq!(store.complete_outgoing_many(&a, &rest).unwrap(), 6);
+    assert!(!store.has_outbox_for(&a).unwrap());
+    assert_eq!(key_lengths(&store, TreeId::Outbox), [PAGE]);
+    assert!(!store.update_outbox(&tried).unwrap());
+    assert!(
+        store
+            .history(&a, None)
+            .unwrap()
+            .iter()
+            .all(|m| m.status == Status::Delivered)
+    );
     assert_eq!(store.delete_chat(&a).unwrap(), 10);
     assert_eq!(store.history(&b, None).unwrap().len(), 3);
     assert_eq!(entry_kinds(&store), [PAGE]);

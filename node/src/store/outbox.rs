@@ -1,0 +1,235 @@
+//! The outbox: what was accepted for sending and not yet acknowledged.
+//!
+//! Like history (see `store::history`), a group of messages to one chat is filed as one
+//! *page* of outbox items, under a page key with the same layout as history's; an item
+//! written alone (a control payload, a message sent on its own) has its own key. A page's
+//! key keeps the span and count it was written with: items leave the page as the peer
+//! acknowledges them, the page is rewritten under the same key (its span still bounds the
+//! items left), and removed with its last item.
+
+use std::collections::{HashMap, HashSet};
+
+use encrypto_crypto::{MessageId, PeerId};
+use serde::{Deserialize, Serialize};
+use sled::transaction::TransactionalTree;
+
+use super::history::Filed;
+use super::keys::{self, ChatTag, Slot, TreeId};
+use super::types::OutboxRecord;
+use super::{
+    Acknowledged, Inner, OutboxItem, Result, Store, StoreError, TxResult, abort, engine_error,
+};
+
+/// A page of outbox items to one chat, oldest first.
+#[derive(Serialize, Deserialize)]
+struct OutboxPageRecord {
+    items: Vec<OutboxRecord>,
+}
+
+impl Inner {
+    /// One outbox record for `run` (one chat's items, in order): a lone item's own, or a
+    /// page.
+    pub(super) fn file_items(&self, tag: &ChatTag, run: &[&OutboxItem]) -> Result<Filed> {
+        let (first, last) = (run[0], run[run.len() - 1]);
+        if let [only] = run {
+            let key = keys::message_key(tag, only.created_ms, &only.id);
+            let sealed = self.seal_value(TreeId::Outbox, &key, &OutboxRecord::from(*only))?;
+            return Ok((key.to_vec(), sealed));
+        }
+        let count = u16::try_from(run.len()).map_err(|_| StoreError::Invalid {
+            what: "outbox page",
+            reason: "more items than a page holds",
+        })?;
+        let key = keys::page_key(tag, first.created_ms, &first.id, last.created_ms, count);
+        self.seal_items(&key, run.iter().copied())
+            .map(|sealed| (key.to_vec(), sealed))
+    }
+
+    fn seal_items<'a>(
+        &self,
+        key: &[u8],
+        items: impl Iterator<Item = &'a OutboxItem>,
+    ) -> Result<Vec<u8>> {
+        let page = OutboxPageRecord {
+            items: items.map(OutboxRecord::from).collect(),
+        };
+        self.seal_value(TreeId::Outbox, key, &page)
+    }
+
+    /// The items of one entry of the outbox.
+    fn open_items(&self, key: &[u8], slot: Slot, sealed: &[u8]) -> Result<Vec<OutboxItem>> {
+        let records = match slot {
+            Slot::One { .. } => {
+                vec![self.open_value::<OutboxRecord>(TreeId::Outbox, key, sealed)?]
+            }
+            Slot::Page { .. } => {
+                self.open_value::<OutboxPageRecord>(TreeId::Outbox, key, sealed)?
+                    .items
+            }
+        };
+        records
+            .into_iter()
+            .map(|r| OutboxItem::try_from(r).map_err(|e| self.bad_record(TreeId::Outbox, e)))
+            .collect()
+    }
+
+    /// Every item of `entries`, oldest first. Entries that do not open are skipped with a
+    /// warning and stay on disk.
+    fn list_items(
+        &self,
+        entries: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
+    ) -> Result<Vec<OutboxItem>> {
+        let mut items = Vec::new();
+        for entry in entries {
+            let (key, sealed) = entry.map_err(|e| self.sled_error("read", e))?;
+            let opened = keys::slot(&key)
+                .ok_or_else(|| {
+                    self.bad_record(
+                        TreeId::Outbox,
+                        "filed under a key the store does not write".into(),
+                    )
+                })
+                .and_then(|slot| self.open_items(&key, slot, &sealed));
+            match opened {
+                Ok(opened) => items.extend(opened),
+                Err(e) => tracing::warn!(error = %e, "skipping a stored record"),
+            }
+        }
+        items.sort_by_key(|i| (i.created_ms, i.id));
+        Ok(items)
+    }
+
+    /// Inside a transaction: removes the items of `acked` (by id and time) from `entries`
+    /// (from [`Inner::entries_at`] on the outbox). Returns the ids removed.
+    pub(super) fn remove_acknowledged(
+        &self,
+        o: &TransactionalTree,
+        entries: &[(sled::IVec, Slot)],
+        acked: &HashMap<MessageId, &Acknowledged>,
+    ) -> TxResult<HashSet<MessageId>> {
+        let is_acked = |id: &MessageId, created_ms: u64| {
+            acked.get(id).is_some_and(|a| a.created_ms == created_ms)
+        };
+        let mut removed = HashSet::new();
+        for (key, slot) in entries {
+            if let Slot::One { timestamp_ms, id } = *slot {
+                let id = MessageId(id);
+                if is_acked(&id, timestamp_ms) && o.remove(&key[..])?.is_some() {
+                    removed.insert(id);
+                }
+                continue;
+            }
+            let Some(sealed) = o.get(key)? else {
+                continue;
+            };
+            let items = match self.open_items(key, *slot, &sealed) {
+                Ok(items) => items,
+                Err(e) => {
+                    tracing::warn!(error = %e, "an outbox page does not open; left as it is");
+                    continue;
+                }
+            };
+            let (done, left): (Vec<_>, Vec<_>) =
+                items.iter().partition(|i| is_acked(&i.id, i.created_ms));
+            if done.is_empty() {
+                continue;
+            }
+            if left.is_empty() {
+                o.remove(&key[..])?;
+            } else {
+                let sealed = self.seal_items(key, left.into_iter()).map_err(abort)?;
+                o.insert(&key[..], sealed)?;
+            }
+            removed.extend(done.iter().map(|i| i.id));
+        }
+        Ok(removed)
+    }
+}
+
+impl Store {
+    /// Files an outbox item that has no history entry (a control payload), then flushes.
+    ///
+    /// # Errors
+    /// [`StoreError::TooLarge`]; write or flush failures.
+    pub fn enqueue_control(&self, item: &OutboxItem) -> Result<()> {
+        let inner = &self.inner;
+        let (key, sealed) = inner.file_items(&inner.tag(&item.peer), &[item])?;
+        inner.insert(TreeId::Outbox, &key, sealed)?;
+        inner.flush()
+    }
+
+    /// Replaces an outbox item that is still there (to count an attempt, say); returns
+    /// `false`, writing nothing, if it was completed meanwhile. Not flushed.
+    ///
+    /// # Errors
+    /// [`StoreError::TooLarge`]; [`StoreError::Record`] or [`StoreError::BadRecord`] if the
+    /// page holding it does not open; write failures.
+    pub fn update_outbox(&self, item: &OutboxItem) -> Result<bool> {
+        let inner = &self.inner;
+        let tag = inner.tag(&item.peer);
+        for (key, slot) in inner.entries_at(TreeId::Outbox, &tag, &[item.created_ms])? {
+            let Some(old) = inner.get(TreeId::Outbox, &key)? else {
+                continue;
+            };
+            let mut items = inner.open_items(&key, slot, &old)?;
+            let Some(at) = items
+                .iter()
+                .position(|i| i.id == item.id && i.created_ms == item.created_ms)
+            else {
+                continue;
+            };
+            items[at] = item.clone();
+            let sealed = match slot {
+                Slot::One { .. } => {
+                    inner.seal_value(TreeId::Outbox, &key, &OutboxRecord::from(item))?
+                }
+                Slot::Page { .. } => inner.seal_items(&key, items.iter())?,
+            };
+            // Only if the entry is unchanged since it was read: a completion meanwhile wins.
+            return inner
+                .tree(TreeId::Outbox)
+                .compare_and_swap(&key, Some(&old), Some(sealed))
+                .map(|swapped| swapped.is_ok())
+                .map_err(|e| inner.sled_error("write to", e));
+        }
+        Ok(false)
+    }
+
+    /// Every outbox item, oldest first (by `created_ms`, then id). Items that do not open are
+    /// skipped with a warning and stay on disk.
+    ///
+    /// # Errors
+    /// Read failures.
+    pub fn outbox(&self) -> Result<Vec<OutboxItem>> {
+        self.inner
+            .list_items(self.inner.tree(TreeId::Outbox).iter())
+    }
+
+    /// Whether anything is queued for `peer` (keys only: nothing is opened).
+    ///
+    /// # Errors
+    /// Read failures.
+    pub fn has_outbox_for(&self, peer: &PeerId) -> Result<bool> {
+        let tag = self.inner.tag(peer);
+        match self
+            .inner
+            .tree(TreeId::Outbox)
+            .scan_prefix(tag)
+            .keys()
+            .next()
+        {
+            None => Ok(false),
+            Some(Ok(_)) => Ok(true),
+            Some(Err(e)) => Err(engine_error(self.inner.path.clone(), "read", e)),
+        }
+    }
+
+    /// The outbox items for `peer`, oldest first.
+    ///
+    /// # Errors
+    /// Read failures.
+    pub fn outbox_for(&self, peer: &PeerId) -> Result<Vec<OutboxItem>> {
+        let inner = &self.inner;
+        inner.list_items(inner.tree(TreeId::Outbox).scan_prefix(inner.tag(peer)))
+    }
+}
