@@ -3,11 +3,12 @@
 //!
 //! Each figure is one group commit of [`GROUP`] messages as the node writes it (one sled
 //! transaction over two trees, no flush; the flush is its own figure), reported per message:
-//! the sender's send (history entry and outbox item), its delivery record (outbox item
-//! removed, history entry marked delivered with the envelope the peer holds) and the
-//! receiver's receipt (history entry and seen id). 200-byte texts and 423-byte envelopes, the
-//! sizes of a real `aes` message. The store grows over the run, as a chat does; the number of
-//! messages it ends with is printed.
+//! the sender's send (one history page and one outbox page for the group), its delivery
+//! record (the outbox page removed, the history page rewritten with the messages marked
+//! delivered and the envelopes the peer holds) and the receiver's receipt (one history page,
+//! and a seen id for each message). 200-byte texts and 423-byte envelopes, the sizes of a
+//! real `aes` message, 1 ms apart (a group fits one page). The store grows over the run, as a
+//! chat does; the number of messages it ends with is printed.
 #![allow(missing_docs)]
 
 use std::hint::black_box;
