@@ -19,7 +19,7 @@
 //! | `meta` | `format` / `check` | the format version (`u32` BE, the one value in clear) / a known plaintext, to tell a wrong key at open |
 //! | `contacts` | chat tag (16) | [`Contact`] |
 //! | `messages` | chat tag (16) ‖ timestamp ms (`u64` BE) ‖ message id (16); for a page, that of its first message ‖ its last timestamp ms (`u64` BE) ‖ count (`u16` BE) | [`StoredMessage`]; a page: several, oldest first (see `history`) |
-//! | `outbox` | same as `messages` (`created_ms`) | [`OutboxItem`] |
+//! | `outbox` | same as `messages` (`created_ms`); a page as in `messages`, with the count it was written with | [`OutboxItem`]; a page: several, oldest first (see `outbox`) |
 //! | `seen` | keyed hash (16) of message id ‖ sender | when it was seen |
 //! | `outbound_sessions` | chat tag | the session's secret bytes |
 //! | `inbound_keys` | chat tag ‖ keyed hash (16) of the key id | key id ‖ key |
@@ -387,7 +387,15 @@ impl Store {
         let messages: Vec<&StoredMessage> = pairs.iter().map(|(m, _)| m).collect();
         let mut history = Vec::new();
         let mut items = Vec::new();
-        for (tag, run) in inner.cut(&messages) {
+        let len = |i: usize| {
+            let (message, item) = &pairs[i];
+            let payload = match &item.kind {
+                OutboxKind::Text(text) => text.len(),
+                OutboxKind::Control(bytes) | OutboxKind::Payload(bytes) => bytes.len(),
+            };
+            history::outgoing_len(message, payload)
+        };
+        for (tag, run) in inner.cut(&messages, len) {
             let run_messages: Vec<&StoredMessage> = run.iter().map(|&i| &pairs[i].0).collect();
             let run_items: Vec<&OutboxItem> = run.iter().map(|&i| &pairs[i].1).collect();
             history.push(inner.file_run(&tag, &run_messages)?);

@@ -37,7 +37,7 @@ use super::{
 pub(super) const PAGE_SPAN_MS: u64 = 100;
 /// The most messages one page holds.
 pub(super) const PAGE_MAX_MESSAGES: usize = 128;
-/// The most a page's messages may add up to, by [`filed_len`]: half a record, so that a
+/// The most a page's messages may add up to, by [`filed_len`] or [`outgoing_len`]: half a record, so that a
 /// page always fits when its messages' envelopes are recorded on delivery.
 const PAGE_BUDGET: usize = MAX_RECORD_LEN / 2;
 /// What a message's record adds beyond its body and envelope (id, peer, time, cipher,
@@ -53,17 +53,30 @@ pub(super) struct PageRecord {
     messages: Vec<MessageRecord>,
 }
 
-/// A bound on what `m` takes in a page, including the envelope a delivery records.
-fn filed_len(m: &StoredMessage) -> usize {
-    let body = match &m.body {
+/// What `m`'s body takes in its record.
+fn body_len(m: &StoredMessage) -> usize {
+    match &m.body {
         Body::Text(text) => text.len(),
         Body::File { name, .. } => name.len(),
-    };
+    }
+}
+
+/// A bound on what `m` takes in a page, including the envelope a delivery records (a
+/// message without one is taken to be a text, whose envelope seals its body).
+pub(super) fn filed_len(m: &StoredMessage) -> usize {
+    let body = body_len(m);
     let envelope = m
         .envelope
         .as_ref()
         .map_or(body + ENVELOPE_OVERHEAD, Vec::len);
     body + envelope + RECORD_OVERHEAD
+}
+
+/// [`filed_len`] for an outgoing message whose envelope will seal `payload_len` bytes (a
+/// file offer's payload, which may carry its manifest, is much larger than the history's
+/// body): a bound on both its history entry once delivered and its outbox item.
+pub(super) fn outgoing_len(m: &StoredMessage, payload_len: usize) -> usize {
+    body_len(m) + payload_len + ENVELOPE_OVERHEAD + RECORD_OVERHEAD
 }
 
 /// The order of a chat's history: by time, then id.
@@ -75,7 +88,7 @@ impl Inner {
     /// The records that file `messages` (any chats, any order), cut as [`Inner::cut`] does.
     /// Returns (key, sealed record) pairs.
     pub(super) fn file_messages(&self, messages: &[&StoredMessage]) -> Result<Vec<Filed>> {
-        self.cut(messages)
+        self.cut(messages, |i| filed_len(messages[i]))
             .into_iter()
             .map(|(tag, run)| {
                 let run: Vec<&StoredMessage> = run.iter().map(|&i| messages[i]).collect();
@@ -85,10 +98,15 @@ impl Inner {
     }
 
     /// How `messages` (any chats, any order) are filed: for each chat, its messages by time,
-    /// cut into runs by [`PAGE_SPAN_MS`], [`PAGE_MAX_MESSAGES`] and [`PAGE_BUDGET`]. A run
-    /// of several is a page, a run of one a lone record. Returns the runs as indices into
-    /// `messages`, each with its chat's tag.
-    pub(super) fn cut(&self, messages: &[&StoredMessage]) -> Vec<(ChatTag, Vec<usize>)> {
+    /// cut into runs by [`PAGE_SPAN_MS`], [`PAGE_MAX_MESSAGES`] and [`PAGE_BUDGET`], where
+    /// `len(i)` bounds what the `i`th message takes. A run of several is a page, a run of
+    /// one a lone record. Returns the runs as indices into `messages`, each with its chat's
+    /// tag.
+    pub(super) fn cut(
+        &self,
+        messages: &[&StoredMessage],
+        len: impl Fn(usize) -> usize,
+    ) -> Vec<(ChatTag, Vec<usize>)> {
         let mut sorted: Vec<(ChatTag, usize)> = messages
             .iter()
             .enumerate()
@@ -99,7 +117,7 @@ impl Inner {
         let mut size = 0;
         for (tag, i) in sorted {
             let m = messages[i];
-            size += filed_len(m);
+            size += len(i);
             if let Some((run_tag, run)) = runs.last_mut()
                 && *run_tag == tag
                 && m.timestamp_ms - messages[run[0]].timestamp_ms <= PAGE_SPAN_MS
@@ -109,7 +127,7 @@ impl Inner {
                 run.push(i);
                 continue;
             }
-            size = filed_len(m);
+            size = len(i);
             runs.push((tag, vec![i]));
         }
         runs
@@ -179,6 +197,9 @@ impl Inner {
         before_ms: Option<u64>,
         limit: usize,
     ) -> Result<Vec<StoredMessage>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
         let tree = self.tree(TreeId::Messages);
         let entries = match before_ms {
             Some(before) => {
@@ -187,9 +208,6 @@ impl Inner {
             None => tree.scan_prefix(tag),
         };
         let before = before_ms.unwrap_or(u64::MAX);
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
         let mut found: Vec<StoredMessage> = Vec::new();
         // The oldest time among the newest `limit` found so far, once there are that many.
         let mut kept_from: Option<u64> = None;

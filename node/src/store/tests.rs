@@ -1128,6 +1128,50 @@ fn pages_are_cut_by_time_span_count_and_size() {
 }
 
 #[test]
+fn many_file_offers_in_one_group_are_paged_by_their_payloads() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path());
+    let a = peer(1);
+    // Offers that carry a manifest inline: the outbox item and the envelope are far larger
+    // than the history's body (a file name). Twenty in one group once filled a page past
+    // what a record may hold, and the whole group failed.
+    let payload = vec![7u8; 33 * 1024];
+    let offers: Vec<_> = (1..=20)
+        .map(|n| {
+            let (mut m, mut item) = numbered(a, 50, n);
+            m.body = Body::File {
+                file_id: [n as u8; 16],
+                name: format!("file {n}.bin"),
+                size: 1 << 30,
+            };
+            item.kind = OutboxKind::Payload(payload.clone());
+            (m, item)
+        })
+        .collect();
+    store.enqueue_outgoing_many(&offers).unwrap();
+    let pages = key_lengths(&store, TreeId::Outbox);
+    assert!(
+        pages.len() > 1,
+        "one page for 20 offers of 33 KiB: {pages:?}"
+    );
+    assert_eq!(store.outbox_for(&a).unwrap().len(), 20);
+    // Delivered with envelopes as large as the payloads: every envelope is kept.
+    let acked: Vec<Acknowledged> = (1..=20)
+        .map(|n| Acknowledged {
+            id: nth_id(n),
+            created_ms: 50,
+            envelope: Some(vec![n as u8; payload.len() + 600]),
+        })
+        .collect();
+    assert_eq!(store.write_completed_many(&a, &acked).unwrap(), 20);
+    let history = store.history(&a, None).unwrap();
+    assert_eq!(history.len(), 20);
+    assert!(history.iter().all(|m| m.status == Status::Delivered
+        && m.envelope.as_ref().map(Vec::len) == Some(payload.len() + 600)));
+    assert!(store.outbox().unwrap().is_empty());
+}
+
+#[test]
 fn incoming_repeats_are_left_out_of_the_page() {
     let dir = TempDir::new().unwrap();
     let store = open(dir.path());
