@@ -136,21 +136,26 @@ impl Inner {
     /// One record for `run` (one chat's messages, in order): a lone message's own, or a page.
     pub(super) fn file_run(&self, tag: &ChatTag, run: &[&StoredMessage]) -> Result<Filed> {
         let (first, last) = (run[0], run[run.len() - 1]);
-        if let [only] = run {
-            let key = keys::message_key(tag, only.timestamp_ms, &only.id);
-            let sealed = self.seal_value(TreeId::Messages, &key, &MessageRecord::from(*only))?;
-            return Ok((key.to_vec(), sealed));
-        }
-        let count = u16::try_from(run.len()).map_err(|_| StoreError::Invalid {
+        let key = keys::run_key(
+            tag,
+            (first.timestamp_ms, &first.id),
+            last.timestamp_ms,
+            run.len(),
+        )
+        .ok_or(StoreError::Invalid {
             what: "history page",
             reason: "more messages than a page holds",
         })?;
-        let key = keys::page_key(tag, first.timestamp_ms, &first.id, last.timestamp_ms, count);
-        let page = PageRecord {
-            messages: run.iter().map(|m| MessageRecord::from(*m)).collect(),
+        let sealed = match run {
+            [only] => self.seal_value(TreeId::Messages, &key, &MessageRecord::from(*only))?,
+            _ => {
+                let page = PageRecord {
+                    messages: run.iter().map(|m| MessageRecord::from(*m)).collect(),
+                };
+                self.seal_value(TreeId::Messages, &key, &page)?
+            }
         };
-        let sealed = self.seal_value(TreeId::Messages, &key, &page)?;
-        Ok((key.to_vec(), sealed))
+        Ok((key, sealed))
     }
 
     /// The messages of one entry of the `messages` tree.

@@ -176,6 +176,26 @@ pub(super) fn page_key(
     k
 }
 
+/// The key that files a run of `count` records of one chat (history entries or outbox items),
+/// the first filed at `first` (time and id), the last at `last_ms`: the first record's own
+/// key if it is alone, else a page key. `None` if `count` is 0 or more than a page key can
+/// say.
+pub(super) fn run_key(
+    tag: &ChatTag,
+    first: (u64, &MessageId),
+    last_ms: u64,
+    count: usize,
+) -> Option<Vec<u8>> {
+    match count {
+        0 => None,
+        1 => Some(message_key(tag, first.0, first.1).to_vec()),
+        _ => {
+            let count = u16::try_from(count).ok()?;
+            Some(page_key(tag, first.0, first.1, last_ms, count).to_vec())
+        }
+    }
+}
+
 /// What a key of the `messages` tree files, or `None` for a key the store never writes.
 pub(super) fn slot(key: &[u8]) -> Option<Slot> {
     let u64_at = |at: usize| {

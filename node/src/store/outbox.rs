@@ -31,18 +31,21 @@ impl Inner {
     /// page.
     pub(super) fn file_items(&self, tag: &ChatTag, run: &[&OutboxItem]) -> Result<Filed> {
         let (first, last) = (run[0], run[run.len() - 1]);
-        if let [only] = run {
-            let key = keys::message_key(tag, only.created_ms, &only.id);
-            let sealed = self.seal_value(TreeId::Outbox, &key, &OutboxRecord::from(*only))?;
-            return Ok((key.to_vec(), sealed));
-        }
-        let count = u16::try_from(run.len()).map_err(|_| StoreError::Invalid {
+        let key = keys::run_key(
+            tag,
+            (first.created_ms, &first.id),
+            last.created_ms,
+            run.len(),
+        )
+        .ok_or(StoreError::Invalid {
             what: "outbox page",
             reason: "more items than a page holds",
         })?;
-        let key = keys::page_key(tag, first.created_ms, &first.id, last.created_ms, count);
-        self.seal_items(&key, run.iter().copied())
-            .map(|sealed| (key.to_vec(), sealed))
+        let sealed = match run {
+            [only] => self.seal_value(TreeId::Outbox, &key, &OutboxRecord::from(*only))?,
+            _ => self.seal_items(&key, run.iter().copied())?,
+        };
+        Ok((key, sealed))
     }
 
     fn seal_items<'a>(
