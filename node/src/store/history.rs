@@ -37,14 +37,16 @@ use super::{
 pub(super) const PAGE_SPAN_MS: u64 = 100;
 /// The most messages one page holds.
 pub(super) const PAGE_MAX_MESSAGES: usize = 128;
-/// The most a page's messages may add up to, by [`filed_len`] or [`outgoing_len`]: half a record, so that a
-/// page always fits when its messages' envelopes are recorded on delivery.
+/// The most a page's messages may add up to, by [`filed_len`] or [`outgoing_len`]: half a
+/// record, so that a page fits when its messages' envelopes are recorded on delivery even if
+/// those estimates fall short by half.
 const PAGE_BUDGET: usize = MAX_RECORD_LEN / 2;
 /// What a message's record adds beyond its body and envelope (id, peer, time, cipher,
 /// status: about 80 bytes), generously.
 const RECORD_OVERHEAD: usize = 256;
-/// What sealing adds to a body to make its envelope (header, signature, an `rsa` chat's
-/// wrapped key: about 600 bytes at most), generously.
+/// What sealing adds to a body to make its envelope: about 220 bytes for an `aes` text
+/// (a 200-byte text makes a 423-byte envelope); an `rsa` one grows with its body (an
+/// RSA-OAEP block for every 318 bytes, about a fifth more), which the budget's margin covers.
 const ENVELOPE_OVERHEAD: usize = 1024;
 
 /// A page: several messages of one chat, oldest first.
