@@ -89,6 +89,9 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// Most commands and swarm events handled before the pending writes are committed (one flush
 /// for the whole group).
 const MAX_BATCH: usize = 512;
+/// How long the node with the greater peer id waits before it dials a peer that mDNS found
+/// (see the mDNS arm of `handle_behaviour_event`).
+const MDNS_DIAL_DELAY: Duration = Duration::from_secs(1);
 /// How long [`NodeHandle::add_peer`] waits for the peer's verified profile.
 pub const ADD_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -863,6 +866,7 @@ pub fn start(
         waiting: VecDeque::new(),
         unflushed: HashSet::new(),
         retry_at: HashMap::new(),
+        mdns_dials: HashMap::new(),
         backoff: HashMap::new(),
         buckets: HashMap::new(),
         last_ts: 0,
@@ -926,6 +930,9 @@ struct Actor {
     /// Outgoing messages written but not flushed yet: not sent before they are durable.
     unflushed: HashSet<MessageId>,
     retry_at: HashMap<PeerId, Instant>,
+    /// Peers found through mDNS that this node dials at the given time unless connected by
+    /// then.
+    mdns_dials: HashMap<PeerId, Instant>,
     backoff: HashMap<PeerId, Duration>,
     buckets: HashMap<PeerId, Bucket>,
     last_ts: u64,
@@ -1764,11 +1771,30 @@ impl Actor {
         }
     }
 
+    /// Dials a peer that mDNS found, unless connected meanwhile.
+    fn dial_discovered(&mut self, peer: PeerId) {
+        if !self.connected.contains(&peer)
+            && let Err(e) = self.swarm.dial(peer)
+        {
+            debug!(%peer, error = %e, "cannot dial a discovered peer");
+        }
+    }
+
     fn retry_due(&mut self) {
         self.pump_all();
         self.expire_searches();
         self.announce_if_due();
         let now = Instant::now();
+        let mdns_due: Vec<PeerId> = self
+            .mdns_dials
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in mdns_due {
+            self.mdns_dials.remove(&peer);
+            self.dial_discovered(peer);
+        }
         if now.duration_since(self.last_prune) >= PRUNE_EVERY {
             self.last_prune = now;
             self.prune_seen();
@@ -2502,6 +2528,7 @@ impl Actor {
                 self.track_connection(peer_id, connection_id, &endpoint);
                 if num_established.get() == 1 {
                     self.connected.insert(peer_id);
+                    self.mdns_dials.remove(&peer_id);
                     self.emit(NodeEvent::PeerConnected { peer: peer_id });
                     self.send_profile(peer_id);
                     self.backoff.remove(&peer_id);
@@ -2546,20 +2573,31 @@ impl Actor {
         match event {
             BehaviourEvent::Mdns(mdns::Event::Discovered(list)) => {
                 for (peer, addr) in list {
+                    // Not given to Kademlia here: a routing table's first peer starts a
+                    // bootstrap that dials it at once, from both sides (see below). Identify
+                    // gives Kademlia the peer's listen addresses once connected.
                     self.swarm.add_peer_address(peer, addr.clone());
-                    self.swarm
-                        .behaviour_mut()
-                        .kad
-                        .add_address(&peer, addr.clone());
                     self.remember_peer(peer, Some(&addr), None, Some(Via::Mdns));
                     self.emit(NodeEvent::PeerDiscovered {
                         peer,
                         via: Via::Mdns,
                     });
-                    if !self.connected.contains(&peer)
-                        && let Err(e) = self.swarm.dial(peer)
-                    {
-                        debug!(%peer, error = %e, "cannot dial a discovered peer");
+                    if self.connected.contains(&peer) {
+                        continue;
+                    }
+                    // Two nodes on a LAN find each other within milliseconds. When both
+                    // dialled at once, from their listening ports (which libp2p reuses for
+                    // dials) to each other's, the two SYNs made one TCP connection
+                    // (simultaneous open) on which both started noise as the initiator: both
+                    // dials failed ("Handshake failed"), and nothing tried again (the mDNS
+                    // test failed so in CI once). So the lesser peer id dials now, and the
+                    // other only if no connection came within a second.
+                    if self.identity.peer_id() < peer {
+                        self.dial_discovered(peer);
+                    } else {
+                        self.mdns_dials
+                            .entry(peer)
+                            .or_insert(Instant::now() + MDNS_DIAL_DELAY);
                     }
                 }
             }
