@@ -1854,7 +1854,13 @@ impl Actor {
                 (*d * 2).min(self.config.retry_max)
             });
         self.backoff.insert(peer, next);
-        self.retry_at.entry(peer).or_insert(Instant::now() + next);
+        // A quarter either way: two nodes that failed to reach each other at the same moment
+        // (both dialling at once after a restart, say: one simultaneous-open TCP connection on
+        // which both noise handshakes fail) would otherwise try again at the same moment too.
+        let jittered = next.mul_f64(rand::random_range(0.75..1.25));
+        self.retry_at
+            .entry(peer)
+            .or_insert(Instant::now() + jittered);
     }
 
     /// Sends what the outbox holds for `peer`, if it is connected; otherwise dials it and
