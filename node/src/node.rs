@@ -703,6 +703,19 @@ impl NodeHandle {
     }
 }
 
+/// Removes from `timers` the peers whose time has come by `now`, and returns them.
+fn take_due(timers: &mut HashMap<PeerId, Instant>, now: Instant) -> Vec<PeerId> {
+    let due: Vec<PeerId> = timers
+        .iter()
+        .filter(|(_, at)| **at <= now)
+        .map(|(peer, _)| *peer)
+        .collect();
+    for peer in &due {
+        timers.remove(peer);
+    }
+    due
+}
+
 /// A token bucket per peer for inbound frames.
 struct Bucket {
     tokens: f64,
@@ -1785,28 +1798,14 @@ impl Actor {
         self.expire_searches();
         self.announce_if_due();
         let now = Instant::now();
-        let mdns_due: Vec<PeerId> = self
-            .mdns_dials
-            .iter()
-            .filter(|(_, at)| **at <= now)
-            .map(|(peer, _)| *peer)
-            .collect();
-        for peer in mdns_due {
-            self.mdns_dials.remove(&peer);
+        for peer in take_due(&mut self.mdns_dials, now) {
             self.dial_discovered(peer);
         }
         if now.duration_since(self.last_prune) >= PRUNE_EVERY {
             self.last_prune = now;
             self.prune_seen();
         }
-        let due: Vec<PeerId> = self
-            .retry_at
-            .iter()
-            .filter(|(_, at)| **at <= now)
-            .map(|(peer, _)| *peer)
-            .collect();
-        for peer in due {
-            self.retry_at.remove(&peer);
+        for peer in take_due(&mut self.retry_at, now) {
             if self.connected.contains(&peer) {
                 self.deliver(peer);
                 continue;

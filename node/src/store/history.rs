@@ -317,6 +317,31 @@ impl Inner {
         Ok(None)
     }
 
+    /// Applies `change` to the message `id` filed at `timestamp_ms` in chat `tag` and writes
+    /// back the entry holding it (its page, or its own record). Returns `false`, writing
+    /// nothing, if there is no such message. Not flushed.
+    fn rewrite(
+        &self,
+        tag: &ChatTag,
+        timestamp_ms: u64,
+        id: &MessageId,
+        change: impl FnOnce(&mut StoredMessage),
+    ) -> Result<bool> {
+        let Some((key, slot, mut messages)) = self.find(tag, timestamp_ms, id)? else {
+            return Ok(false);
+        };
+        let Some(message) = messages
+            .iter_mut()
+            .find(|m| m.id == *id && m.timestamp_ms == timestamp_ms)
+        else {
+            return Ok(false);
+        };
+        change(message);
+        let sealed = self.refile(&key, slot, &messages)?;
+        self.insert(TreeId::Messages, &key, sealed)?;
+        Ok(true)
+    }
+
     /// Replaces the entry at `key` (a page or a lone record) with `messages`, unchanged in
     /// number and order.
     fn refile(&self, key: &[u8], slot: Slot, messages: &[StoredMessage]) -> Result<Vec<u8>> {
@@ -405,19 +430,14 @@ impl Store {
     pub fn put_message(&self, message: &StoredMessage) -> Result<()> {
         let inner = &self.inner;
         let tag = inner.tag(&message.peer);
-        if let Some((key, slot, mut messages)) =
-            inner.find(&tag, message.timestamp_ms, &message.id)?
-        {
-            for m in &mut messages {
-                if m.id == message.id && m.timestamp_ms == message.timestamp_ms {
-                    *m = message.clone();
-                }
-            }
-            let sealed = inner.refile(&key, slot, &messages)?;
-            return inner.insert(TreeId::Messages, &key, sealed);
+        let replaced = inner.rewrite(&tag, message.timestamp_ms, &message.id, |m| {
+            *m = message.clone();
+        })?;
+        if !replaced {
+            let (key, sealed) = inner.file_run(&tag, &[message])?;
+            inner.insert(TreeId::Messages, &key, sealed)?;
         }
-        let (key, sealed) = inner.file_run(&tag, &[message])?;
-        inner.insert(TreeId::Messages, &key, sealed)
+        Ok(())
     }
 
     /// One history entry, if it exists.
@@ -488,12 +508,10 @@ impl Store {
         id: &MessageId,
         status: Status,
     ) -> Result<bool> {
-        let Some(mut message) = self.message(peer, timestamp_ms, id)? else {
-            return Ok(false);
-        };
-        message.status = status;
-        self.put_message(&message)?;
-        Ok(true)
+        self.inner
+            .rewrite(&self.inner.tag(peer), timestamp_ms, id, |m| {
+                m.status = status
+            })
     }
 
     /// Deletes the whole history with `peer` in one atomic batch and returns how many
