@@ -20,7 +20,8 @@
 //! | `contacts` | chat tag (16) | [`Contact`] |
 //! | `messages` | chat tag (16) ‖ timestamp ms (`u64` BE) ‖ message id (16); for a page, that of its first message ‖ its last timestamp ms (`u64` BE) ‖ count (`u16` BE) | [`StoredMessage`]; a page: several, oldest first (see `history`) |
 //! | `outbox` | same as `messages` (`created_ms`); a page as in `messages`, with the count it was written with | [`OutboxItem`]; a page: several, oldest first (see `outbox`) |
-//! | `seen` | keyed hash (16) of message id ‖ sender | when it was seen |
+//! | `seen_index` | `0` ‖ sequence number (`u64` BE) for a log record, `1` ‖ the lowest hash it covers for a chunk (see `seen`) | entries: keyed hash (16) of message id ‖ sender, then the payload's time (`u64` BE) |
+//! | `seen` | keyed hash (16) of message id ‖ sender (formats 1 and 2 only: read and pruned, no longer written) | when it was seen |
 //! | `outbound_sessions` | chat tag | the session's secret bytes |
 //! | `inbound_keys` | chat tag ‖ keyed hash (16) of the key id | key id ‖ key |
 //! | `peers` | chat tag | [`KnownPeer`] |
@@ -68,6 +69,7 @@ mod files;
 mod history;
 mod keys;
 mod outbox;
+mod seen;
 #[cfg(test)]
 mod tests;
 mod types;
@@ -77,8 +79,8 @@ use std::fs;
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -99,17 +101,18 @@ pub use types::{
 };
 
 use keys::{ChatTag, Subkeys, TreeId};
-use types::{ContactRecord, PeerRecord, SeenRecord};
+use types::{ContactRecord, PeerRecord};
 
 /// Largest plaintext of one record (before sealing). A message with its envelope is at most
 /// about 160 KiB.
 pub const MAX_RECORD_LEN: usize = 512 * 1024;
 
 /// The store format this build writes and reads. Format 2 files a group's messages to one
-/// chat as a page (`store::history`); it reads format 1 stores as they are, and marks them
-/// format 2 at open so that a build that does not know pages refuses them rather than
-/// showing a history with pages missing.
-const FORMAT_VERSION: u32 = 2;
+/// chat as a page (`store::history`); format 3 keeps seen ids in the `seen_index` tree
+/// (`store::seen`). This build reads older stores as they are, and marks them format 3 at
+/// open, so that a build that does not know pages or the index refuses them rather than
+/// showing a history with pages missing or filing a repeat twice.
+const FORMAT_VERSION: u32 = 3;
 /// The oldest format this build opens (and upgrades).
 const OLDEST_FORMAT: u32 = 1;
 const FORMAT_KEY: &[u8] = b"format";
@@ -155,6 +158,8 @@ struct Inner {
     /// The generation written at open (0 until the store is checked): a clean close writes
     /// the next one.
     generation: AtomicU64,
+    /// The seen ids' log in memory (see `seen`), loaded at open.
+    seen: Mutex<seen::SeenIndex>,
 }
 
 impl Drop for Inner {
@@ -191,6 +196,7 @@ impl Store {
     pub fn open(dir: &Path, key: StorageKey) -> Result<Store> {
         let store = Self::open_unchecked(dir, key)?;
         store.inner.check_format_and_key()?;
+        store.inner.load_seen()?;
         Ok(store)
     }
 
@@ -249,6 +255,7 @@ impl Store {
                 key,
                 subkeys,
                 generation: AtomicU64::new(0),
+                seen: Mutex::default(),
             }),
         })
     }
@@ -490,18 +497,10 @@ impl Store {
 
     // ---- incoming and seen ids ------------------------------------------------------------
 
-    /// Whether a message (or control payload) `id` from `sender` was already accepted.
-    ///
-    /// # Errors
-    /// Read failures.
-    pub fn is_seen(&self, sender: &PeerId, id: &MessageId) -> Result<bool> {
-        let key = self.inner.subkeys.seen_key(sender, id);
-        Ok(self.inner.get(TreeId::Seen, &key)?.is_some())
-    }
-
-    /// Files an incoming message exactly once: in one transaction, checks its id against the
-    /// seen ids of its sender (`message.peer`), inserts it into history and marks the id seen;
-    /// then flushes. Returns `false`, writing nothing, for a duplicate. When this returns the
+    /// Files an incoming message exactly once: checks its id against the seen ids of its
+    /// sender (`message.peer`), then in one transaction inserts it into history and records
+    /// the id seen (see `store::seen`; the check and the write are one step for every other
+    /// writer); then flushes. Returns `false`, writing nothing, for a duplicate. When this returns the
     /// message is durable and may be acknowledged.
     ///
     /// # Errors
@@ -523,109 +522,6 @@ impl Store {
             self.inner.flush()?;
         }
         Ok(stored)
-    }
-
-    /// [`Store::store_incoming_many`] without the flush (see [`Store::write_outgoing_many`]):
-    /// the messages may be acknowledged only after the next [`Store::flush`]. A repeat is
-    /// detected as soon as this returns, flushed or not.
-    ///
-    /// # Errors
-    /// As [`Store::store_incoming`], less flush failures.
-    pub fn write_incoming_many(&self, messages: &[StoredMessage]) -> Result<Vec<bool>> {
-        let inner = &self.inner;
-        let mut seen = Vec::with_capacity(messages.len());
-        for message in messages {
-            let seen_key = inner.subkeys.seen_key(&message.peer, &message.id);
-            let record = SeenRecord {
-                timestamp_ms: message.timestamp_ms,
-            };
-            let sealed_seen = inner.seal_value(TreeId::Seen, &seen_key, &record)?;
-            seen.push((seen_key, sealed_seen));
-        }
-        // Filed on the assumption that all are new, as they nearly always are; refiled in
-        // the transaction otherwise.
-        let all: Vec<&StoredMessage> = messages.iter().collect();
-        let filed_all = inner.file_messages(&all)?;
-        let (history, seen_ids) = (inner.tree(TreeId::Messages), inner.tree(TreeId::Seen));
-        (history, seen_ids)
-            .transaction(|(m, s)| {
-                let mut stored = Vec::with_capacity(seen.len());
-                for (seen_key, sealed_seen) in &seen {
-                    let new = s.get(seen_key)?.is_none();
-                    if new {
-                        s.insert(&seen_key[..], &sealed_seen[..])?;
-                    }
-                    stored.push(new);
-                }
-                let refiled;
-                let filed = if stored.iter().all(|&new| new) {
-                    &filed_all
-                } else {
-                    let fresh: Vec<&StoredMessage> = messages
-                        .iter()
-                        .zip(&stored)
-                        .filter_map(|(m, &new)| new.then_some(m))
-                        .collect();
-                    refiled = inner.file_messages(&fresh).map_err(abort)?;
-                    &refiled
-                };
-                for (key, sealed) in filed {
-                    m.insert(&key[..], &sealed[..])?;
-                }
-                Ok(stored)
-            })
-            .map_err(|e| inner.tx_error(e))
-    }
-
-    /// Marks `id` from `sender` seen without storing a message (for control payloads, once
-    /// acted on). Returns `false` if it was already seen. Flushed before returning.
-    /// `timestamp_ms` is the payload's time, used by [`Store::prune_seen`].
-    ///
-    /// # Errors
-    /// Write or flush failures.
-    pub fn mark_seen(&self, sender: &PeerId, id: &MessageId, timestamp_ms: u64) -> Result<bool> {
-        let key = self.inner.subkeys.seen_key(sender, id);
-        let sealed = self
-            .inner
-            .seal_value(TreeId::Seen, &key, &SeenRecord { timestamp_ms })?;
-        let fresh = self
-            .inner
-            .tree(TreeId::Seen)
-            .compare_and_swap(key, None as Option<&[u8]>, Some(sealed))
-            .map_err(|e| self.inner.sled_error("write to", e))?
-            .is_ok();
-        if fresh {
-            self.inner.flush()?;
-        }
-        Ok(fresh)
-    }
-
-    /// Forgets seen ids filed with a timestamp before `before_ms`. Safe only for ids the
-    /// receiver would reject as too old anyway (the crypto's `OpenPolicy::max_age_ms`, minus
-    /// a margin). Entries that do not open are kept. Returns how many were removed. Not
-    /// flushed.
-    ///
-    /// # Errors
-    /// Read or write failures.
-    pub fn prune_seen(&self, before_ms: u64) -> Result<usize> {
-        let inner = &self.inner;
-        let tree = inner.tree(TreeId::Seen);
-        let mut batch = sled::Batch::default();
-        let mut count = 0;
-        for entry in tree.iter() {
-            let (key, sealed) = entry.map_err(|e| inner.sled_error("read", e))?;
-            match inner.open_value::<SeenRecord>(TreeId::Seen, &key, &sealed) {
-                Ok(seen) if seen.timestamp_ms < before_ms => {
-                    batch.remove(key);
-                    count += 1;
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "keeping a seen id that does not open"),
-            }
-        }
-        tree.apply_batch(batch)
-            .map_err(|e| inner.sled_error("write to", e))?;
-        Ok(count)
     }
 
     // ---- crypto sessions ------------------------------------------------------------------

@@ -23,6 +23,7 @@ pub(super) enum TreeId {
     Messages,
     Outbox,
     Seen,
+    SeenIndex,
     OutboundSessions,
     InboundKeys,
     Peers,
@@ -33,12 +34,13 @@ pub(super) enum TreeId {
 }
 
 impl TreeId {
-    pub(super) const ALL: [TreeId; 12] = [
+    pub(super) const ALL: [TreeId; 13] = [
         TreeId::Meta,
         TreeId::Contacts,
         TreeId::Messages,
         TreeId::Outbox,
         TreeId::Seen,
+        TreeId::SeenIndex,
         TreeId::OutboundSessions,
         TreeId::InboundKeys,
         TreeId::Peers,
@@ -56,6 +58,7 @@ impl TreeId {
             TreeId::Messages => "messages",
             TreeId::Outbox => "outbox",
             TreeId::Seen => "seen",
+            TreeId::SeenIndex => "seen_index",
             TreeId::OutboundSessions => "outbound_sessions",
             TreeId::InboundKeys => "inbound_keys",
             TreeId::Peers => "peers",
@@ -74,6 +77,7 @@ impl TreeId {
             TreeId::Messages => "message",
             TreeId::Outbox => "outbox item",
             TreeId::Seen => "seen message id",
+            TreeId::SeenIndex => "seen message ids",
             TreeId::OutboundSessions => "outbound session",
             TreeId::InboundKeys => "inbound session key",
             TreeId::Peers => "known peer",

@@ -771,7 +771,7 @@ fn a_newer_format_is_refused() {
     }
     let err = Store::open(dir.path(), key(1)).unwrap_err();
     assert!(
-        matches!(err, StoreError::UnsupportedVersion { version: 3, .. }),
+        matches!(err, StoreError::UnsupportedVersion { version, .. } if version == FORMAT_VERSION + 1),
         "{err}"
     );
     assert!(err.to_string().contains("upgrade Encrypto"), "{err}");
@@ -1311,7 +1311,7 @@ fn history_of_pages_and_single_messages_reads_as_one_sorted_list() {
 }
 
 #[test]
-fn a_format_1_store_opens_and_is_marked_format_2() {
+fn a_format_1_store_opens_and_is_marked_with_this_format() {
     let dir = TempDir::new().unwrap();
     let a = peer(1);
     let m = msg(a, 10, 1, Direction::In, "from format 1");
@@ -1329,5 +1329,138 @@ fn a_format_1_store_opens_and_is_marked_format_2() {
     assert_eq!(store.history(&a, None).unwrap(), vec![m]);
     let format = store.inner.get(TreeId::Meta, FORMAT_KEY).unwrap().unwrap();
     assert_eq!(format[..], FORMAT_VERSION.to_be_bytes());
-    assert_eq!(FORMAT_VERSION, 2);
+    assert_eq!(FORMAT_VERSION, 3);
+}
+
+#[test]
+fn an_older_stores_seen_ids_are_still_read_and_pruned() {
+    let dir = TempDir::new().unwrap();
+    let a = peer(1);
+    {
+        let store = open(dir.path());
+        // Formats 1 and 2 kept one record per id in the `seen` tree.
+        for (n, ts) in [(1, 100), (2, 900)] {
+            let key = store.inner.subkeys.seen_key(&a, &id(n));
+            let sealed = store
+                .inner
+                .seal_value(TreeId::Seen, &key, &types::SeenRecord { timestamp_ms: ts })
+                .unwrap();
+            store.inner.insert(TreeId::Seen, &key, sealed).unwrap();
+        }
+        store
+            .inner
+            .tree(TreeId::Meta)
+            .insert(FORMAT_KEY, &2u32.to_be_bytes())
+            .unwrap();
+    }
+    let store = open(dir.path());
+    assert!(store.is_seen(&a, &id(1)).unwrap());
+    assert!(
+        !store
+            .store_incoming(&msg(a, 100, 1, Direction::In, "repeat"))
+            .unwrap()
+    );
+    assert!(!store.mark_seen(&a, &id(2), 900).unwrap());
+    assert!(store.history(&a, None).unwrap().is_empty());
+    assert!(store.mark_seen(&a, &id(3), 950).unwrap());
+    // Pruning forgets the old tree's old ids, and the index's.
+    assert_eq!(store.prune_seen(500).unwrap(), 1);
+    assert!(!store.is_seen(&a, &id(1)).unwrap());
+    assert!(store.is_seen(&a, &id(2)).unwrap());
+    assert!(store.is_seen(&a, &id(3)).unwrap());
+    assert_eq!(store.prune_seen(1000).unwrap(), 2);
+    assert!(store.inner.tree(TreeId::Seen).is_empty());
+    assert!(!store.is_seen(&a, &id(2)).unwrap());
+    assert!(!store.is_seen(&a, &id(3)).unwrap());
+}
+
+/// Seen ids written in groups and alone, across merges of the log, chunk splits, prunes and
+/// reopens, with small limits, against a map of what was accepted.
+#[test]
+fn seen_ids_through_merges_splits_prunes_and_reopens_match_a_model() {
+    let senders = [peer(1), peer(2)];
+    let mut chunks_seen = 0;
+    for seed in 1..=4u64 {
+        let dir = TempDir::new().unwrap();
+        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut store = open(dir.path());
+        store.set_seen_limits(40, 4);
+        // (sender, id) -> the time it was first accepted with.
+        let mut model: HashMap<(usize, u32), u64> = HashMap::new();
+        let mut filed = [0usize; 2];
+        let pick = |rng: &mut Rng| (rng.below(2) as usize, rng.below(300) as u32);
+        for step in 0..150 {
+            match rng.below(10) {
+                0..=5 => {
+                    let mut group = Vec::new();
+                    let mut expected = Vec::new();
+                    let mut in_group = HashSet::new();
+                    for _ in 0..1 + rng.below(12) {
+                        let (s, n) = pick(&mut rng);
+                        let ts = 1_000 + rng.below(1_000);
+                        let (mut m, _) = numbered(senders[s], ts, n);
+                        m.direction = Direction::In;
+                        m.status = Status::Received;
+                        let new = !model.contains_key(&(s, n)) && in_group.insert((s, n));
+                        expected.push(new);
+                        group.push((s, n, m));
+                    }
+                    let messages: Vec<StoredMessage> =
+                        group.iter().map(|(_, _, m)| m.clone()).collect();
+                    let stored = store.store_incoming_many(&messages).unwrap();
+                    assert_eq!(stored, expected, "seed {seed} step {step}");
+                    for ((s, n, m), new) in group.iter().zip(stored) {
+                        if new {
+                            model.insert((*s, *n), m.timestamp_ms);
+                            filed[*s] += 1;
+                        }
+                    }
+                }
+                6 => {
+                    let (s, n) = pick(&mut rng);
+                    let ts = 1_000 + rng.below(1_000);
+                    let new = !model.contains_key(&(s, n));
+                    assert_eq!(
+                        store.mark_seen(&senders[s], &nth_id(n), ts).unwrap(),
+                        new,
+                        "seed {seed} step {step}"
+                    );
+                    model.entry((s, n)).or_insert(ts);
+                }
+                7 => {
+                    let cutoff = 1_000 + rng.below(400);
+                    let old = model.values().filter(|&&ts| ts < cutoff).count();
+                    assert_eq!(store.prune_seen(cutoff).unwrap(), old, "seed {seed}");
+                    model.retain(|_, ts| *ts >= cutoff);
+                }
+                8 => {
+                    drop(store);
+                    store = open(dir.path());
+                    store.set_seen_limits(40, 4);
+                }
+                _ => {
+                    for _ in 0..20 {
+                        let (s, n) = pick(&mut rng);
+                        assert_eq!(
+                            store.is_seen(&senders[s], &nth_id(n)).unwrap(),
+                            model.contains_key(&(s, n)),
+                            "seed {seed} step {step}"
+                        );
+                    }
+                }
+            }
+        }
+        for s in 0..2 {
+            for n in 0..300 {
+                assert_eq!(
+                    store.is_seen(&senders[s], &nth_id(n)).unwrap(),
+                    model.contains_key(&(s, n)),
+                    "seed {seed}: sender {s}, id {n}"
+                );
+            }
+            assert_eq!(store.message_count(&senders[s]).unwrap(), filed[s]);
+        }
+        chunks_seen = chunks_seen.max(store.seen_records().0);
+    }
+    assert!(chunks_seen > 10, "the log was merged and chunks split");
 }
