@@ -499,9 +499,9 @@ impl Store {
 
     /// Files an incoming message exactly once: checks its id against the seen ids of its
     /// sender (`message.peer`), then in one transaction inserts it into history and records
-    /// the id seen (see `store::seen`; the check and the write are one step for every other
-    /// writer); then flushes. Returns `false`, writing nothing, for a duplicate. When this returns the
-    /// message is durable and may be acknowledged.
+    /// the id seen (see `store::seen`; no other writer comes between the check and the
+    /// write); then flushes. Returns `false`, writing nothing, for a duplicate. When this
+    /// returns the message is durable and may be acknowledged.
     ///
     /// # Errors
     /// [`StoreError::TooLarge`]; write or flush failures.
