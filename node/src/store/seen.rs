@@ -495,42 +495,19 @@ fn next_bound(chunks: &mut std::iter::Peekable<sled::Iter>) -> Option<SeenHash> 
 
 /// Whether the packed, sorted entries `plain` hold `hash`.
 fn find(plain: &[u8], hash: &SeenHash) -> bool {
-    let (mut lo, mut hi) = (0, plain.len() / ENTRY_LEN);
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        let at = &plain[mid * ENTRY_LEN..mid * ENTRY_LEN + HASH_LEN];
-        match at.cmp(&hash[..]) {
-            std::cmp::Ordering::Less => lo = mid + 1,
-            std::cmp::Ordering::Greater => hi = mid,
-            std::cmp::Ordering::Equal => return true,
-        }
-    }
-    false
+    let (entries, _) = plain.as_chunks::<ENTRY_LEN>();
+    entries
+        .binary_search_by(|e| e[..HASH_LEN].cmp(&hash[..]))
+        .is_ok()
 }
 
-/// The union of two runs sorted by hash, sorted, each hash once.
+/// The union of two runs sorted by hash, sorted, each hash once (`a`'s entry where both
+/// hold it).
 fn merge_sorted(a: &[Entry], b: &[Entry]) -> Vec<Entry> {
-    let mut out = Vec::with_capacity(a.len() + b.len());
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() && j < b.len() {
-        match a[i].hash.cmp(&b[j].hash) {
-            std::cmp::Ordering::Less => {
-                out.push(a[i]);
-                i += 1;
-            }
-            std::cmp::Ordering::Greater => {
-                out.push(b[j]);
-                j += 1;
-            }
-            std::cmp::Ordering::Equal => {
-                out.push(a[i]);
-                i += 1;
-                j += 1;
-            }
-        }
-    }
-    out.extend_from_slice(&a[i..]);
-    out.extend_from_slice(&b[j..]);
+    let mut out = [a, b].concat();
+    // Stable: of two equal hashes, `a`'s comes first and is the one kept.
+    out.sort_by_key(|e| e.hash);
+    out.dedup_by_key(|e| e.hash);
     out
 }
 

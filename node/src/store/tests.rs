@@ -26,6 +26,15 @@ fn open(dir: &Path) -> Store {
     Store::open(dir, key(1)).unwrap()
 }
 
+/// Writes `version` as the store's format, as a build of that format would have.
+fn set_format(store: &Store, version: u32) {
+    store
+        .inner
+        .tree(TreeId::Meta)
+        .insert(FORMAT_KEY, &version.to_be_bytes())
+        .unwrap();
+}
+
 fn msg(peer: PeerId, ts: u64, n: u8, direction: Direction, text: &str) -> StoredMessage {
     StoredMessage {
         id: id(n),
@@ -763,11 +772,7 @@ fn a_newer_format_is_refused() {
     let dir = TempDir::new().unwrap();
     {
         let store = open(dir.path());
-        store
-            .inner
-            .tree(TreeId::Meta)
-            .insert(FORMAT_KEY, &(FORMAT_VERSION + 1).to_be_bytes())
-            .unwrap();
+        set_format(&store, FORMAT_VERSION + 1);
     }
     let err = Store::open(dir.path(), key(1)).unwrap_err();
     assert!(
@@ -1319,11 +1324,7 @@ fn a_format_1_store_opens_and_is_marked_with_this_format() {
         let store = open(dir.path());
         // Format 1 filed every message alone, as `put_message` does for a new one.
         store.put_message(&m).unwrap();
-        store
-            .inner
-            .tree(TreeId::Meta)
-            .insert(FORMAT_KEY, &1u32.to_be_bytes())
-            .unwrap();
+        set_format(&store, 1);
     }
     let store = open(dir.path());
     assert_eq!(store.history(&a, None).unwrap(), vec![m]);
@@ -1347,11 +1348,7 @@ fn an_older_stores_seen_ids_are_still_read_and_pruned() {
                 .unwrap();
             store.inner.insert(TreeId::Seen, &key, sealed).unwrap();
         }
-        store
-            .inner
-            .tree(TreeId::Meta)
-            .insert(FORMAT_KEY, &2u32.to_be_bytes())
-            .unwrap();
+        set_format(&store, 2);
     }
     let store = open(dir.path());
     assert!(store.is_seen(&a, &id(1)).unwrap());
