@@ -9,6 +9,10 @@
 //! and a seen id for each message). 200-byte texts and 423-byte envelopes, the sizes of a
 //! real `aes` message, 1 ms apart (a group fits one page). The store grows over the run, as a
 //! chat does; the number of messages it ends with is printed.
+//!
+//! The same writes for a group of one message (`store_one/*`), as the node makes them when
+//! messages come one at a time: the cost of each write is then mostly sled's transaction
+//! itself, and it lies on the path of an unpipelined message.
 #![allow(missing_docs)]
 
 use std::hint::black_box;
@@ -56,16 +60,14 @@ impl Numbers {
         }
     }
 
-    /// A group of received messages.
-    fn incoming(&mut self, peer: PeerId) -> Vec<StoredMessage> {
-        (0..GROUP)
-            .map(|_| self.message(peer, Direction::In))
-            .collect()
+    /// A group of `n` received messages.
+    fn incoming(&mut self, peer: PeerId, n: usize) -> Vec<StoredMessage> {
+        (0..n).map(|_| self.message(peer, Direction::In)).collect()
     }
 
-    /// A group of sent messages with their outbox items.
-    fn outgoing(&mut self, peer: PeerId) -> Vec<(StoredMessage, OutboxItem)> {
-        (0..GROUP)
+    /// A group of `n` sent messages with their outbox items.
+    fn outgoing(&mut self, peer: PeerId, n: usize) -> Vec<(StoredMessage, OutboxItem)> {
+        (0..n)
             .map(|_| {
                 let m = self.message(peer, Direction::Out);
                 let item = OutboxItem {
@@ -85,25 +87,32 @@ impl Numbers {
 fn store_writes(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temporary directory");
     let store = Store::open(dir.path(), StorageKey::from_bytes([1; 32])).expect("store");
-    let peer = peer();
     let mut numbers = Numbers(0);
-    let mut g = c.benchmark_group("store");
-    g.throughput(Throughput::Elements(GROUP as u64));
+    writes(c, "store", GROUP, &store, &mut numbers);
+    writes(c, "store_one", 1, &store, &mut numbers);
+    eprintln!("store: {} messages written in all", numbers.0);
+}
+
+/// The four figures for groups of `n` messages, as benchmark group `name`.
+fn writes(c: &mut Criterion, name: &str, n: usize, store: &Store, numbers: &mut Numbers) {
+    let peer = peer();
+    let mut g = c.benchmark_group(name);
+    g.throughput(Throughput::Elements(n as u64));
     // Every iteration adds a group for good: shorter runs keep the store to a chat's size.
     g.warm_up_time(Duration::from_secs(1));
     g.measurement_time(Duration::from_secs(3));
 
-    g.bench_function("send_x64", |b| {
+    g.bench_function(format!("send_x{n}"), |b| {
         b.iter_batched(
-            || numbers.outgoing(peer),
+            || numbers.outgoing(peer, n),
             |pairs| store.write_outgoing_many(black_box(&pairs)).expect("write"),
             BatchSize::PerIteration,
         );
     });
-    g.bench_function("delivered_x64", |b| {
+    g.bench_function(format!("delivered_x{n}"), |b| {
         b.iter_batched(
             || {
-                let pairs = numbers.outgoing(peer);
+                let pairs = numbers.outgoing(peer, n);
                 store.write_outgoing_many(&pairs).expect("write");
                 pairs
                     .iter()
@@ -116,14 +125,14 @@ fn store_writes(c: &mut Criterion) {
             },
             |acked| {
                 let changed = store.write_completed_many(&peer, black_box(&acked));
-                assert_eq!(changed.expect("write"), GROUP);
+                assert_eq!(changed.expect("write"), n);
             },
             BatchSize::PerIteration,
         );
     });
-    g.bench_function("receive_x64", |b| {
+    g.bench_function(format!("receive_x{n}"), |b| {
         b.iter_batched(
-            || numbers.incoming(peer),
+            || numbers.incoming(peer, n),
             |messages| {
                 let fresh = store
                     .write_incoming_many(black_box(&messages))
@@ -133,9 +142,9 @@ fn store_writes(c: &mut Criterion) {
             BatchSize::PerIteration,
         );
     });
-    g.bench_function("receive_x64+flush", |b| {
+    g.bench_function(format!("receive_x{n}+flush"), |b| {
         b.iter_batched(
-            || numbers.incoming(peer),
+            || numbers.incoming(peer, n),
             |messages| {
                 store
                     .write_incoming_many(black_box(&messages))
@@ -146,7 +155,6 @@ fn store_writes(c: &mut Criterion) {
         );
     });
     g.finish();
-    eprintln!("store: {} messages written in all", numbers.0);
 }
 
 criterion_group!(benches, store_writes);
