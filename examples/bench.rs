@@ -21,9 +21,10 @@
 //! over 2,000 tries after 200 not counted: a plain TCP round trip on 127.0.0.1 (a 300-byte
 //! request, a 150-byte answer), the same round trip over a bare libp2p swarm pair with the
 //! nodes' transport (TCP, noise, yamux, one request-response exchange per message), and one
-//! small record written to a store and flushed (the disk write a durable message waits for). A message waits for
-//! one libp2p round trip and two flushes (the sender's outbox, the receiver's history), plus
-//! its signing and checking (`cargo bench -p encrypto-crypto --bench crypto -- message`).
+//! small record written to a store and flushed (the disk write a durable message waits for).
+//! A message waits for one libp2p round trip and two flushes (the sender's outbox, the
+//! receiver's history), plus its signing and checking (`cargo bench -p encrypto-crypto
+//! --bench crypto -- message`).
 //!
 //! Then files (`--file-mib`, 256 by default): a plain TCP copy and two raw libp2p copies (the
 //! nodes' transport, TCP + noise + yamux, with nothing on top: all the bytes on one stream,
@@ -1398,7 +1399,7 @@ async fn measure_floor(args: &Args, report: &mut Report) {
     let result = async {
         let tcp = tcp_round_trips(until).await?;
         let libp2p = libp2p_round_trips(until).await?;
-        let flush = store_flushes(args).await?;
+        let flush = durable_writes(args).await?;
         anyhow::Ok((tcp, libp2p, flush))
     }
     .await;
@@ -1523,7 +1524,7 @@ async fn libp2p_round_trips(until: tokio::time::Instant) -> Result<Vec<Duration>
 }
 
 /// Durable small writes to a store in a temporary directory: one setting written and flushed.
-async fn store_flushes(args: &Args) -> Result<Vec<Duration>> {
+async fn durable_writes(args: &Args) -> Result<Vec<Duration>> {
     let tmp = tempfile::Builder::new()
         .prefix("encrypto-bench-flush")
         .tempdir_in(&args.dir)
