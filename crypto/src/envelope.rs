@@ -38,6 +38,7 @@ use crate::aead::{self, KEY_LEN, NONCE_LEN, TAG_LEN};
 use crate::canonical::Canonical;
 use crate::codec;
 use crate::identity::{ED25519_LEN, Identity, PublicIdentity, SIGNATURE_LEN};
+use crate::merkle;
 
 /// Largest plaintext body of an `aes` message.
 pub const MAX_BODY_LEN: usize = 64 * 1024;
@@ -245,14 +246,42 @@ pub struct Envelope {
     pub nonce: Option<serde_bytes::ByteArray<NONCE_LEN>>,
     /// Ciphertext.
     pub body: serde_bytes::ByteBuf,
-    /// Ed25519 signature over [`Envelope`]'s canonical encoding.
+    /// Version 2: the sender's Ed25519 signature over the root of the batch `proof` places
+    /// this envelope in ([`sign_batch`]). Version 1: over this envelope's canonical encoding.
     #[serde(with = "serde_bytes")]
     pub signature: [u8; SIGNATURE_LEN],
+    /// Version 2: where this envelope sits among those signed with it. Absent in version 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<BatchProof>,
 }
 
+/// An envelope's place in the batch of envelopes its sender signed with one signature: enough
+/// to check the signature from this envelope alone (a Merkle inclusion path, [`merkle`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchProof {
+    /// How many envelopes were signed together, 1 to [`MAX_SIGNED_BATCH`].
+    pub count: u16,
+    /// This envelope's position among them.
+    pub index: u16,
+    /// The sibling hashes from this envelope's leaf up to the root.
+    pub path: Vec<serde_bytes::ByteArray<32>>,
+}
+
+/// Most envelopes [`sign_batch`] covers with one signature; it splits larger sets.
+pub const MAX_SIGNED_BATCH: usize = merkle::MAX_LEAVES;
+
+/// Upper bound on how many bytes a [`BatchProof`] adds to an envelope's encoding: its key in
+/// the envelope's map, its own map header and three keys, the count and index (3 bytes each at
+/// most), an array header (3 at most) and [`merkle::MAX_PATH_LEN`] hashes of 2 + 32 bytes.
+pub const MAX_PROOF_LEN: usize = 1 + 1 + 3 + 3 + 3 + 3 + merkle::MAX_PATH_LEN * 34;
+const _: () = assert!(MAX_SIGNED_BATCH <= u16::MAX as usize);
+
 impl Envelope {
-    /// The current envelope format.
-    pub const VERSION: u8 = 1;
+    /// The envelope format [`seal_aes`], [`seal_rsa`] and [`sign_batch`] write: signed in
+    /// batches.
+    pub const VERSION: u8 = 2;
+    /// The first format, signed one by one; still opened, no longer written.
+    pub const VERSION_SIGNED_ALONE: u8 = 1;
 
     /// Encodes as CBOR.
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -280,8 +309,22 @@ impl Envelope {
 
     fn check_structure(&self) -> Result<(), OpenError> {
         let bad = |why| Err(OpenError(RejectReason::Malformed(why)));
-        if self.version != Self::VERSION {
-            return Err(OpenError(RejectReason::UnsupportedVersion(self.version)));
+        match (self.version, &self.proof) {
+            (Self::VERSION_SIGNED_ALONE, None) => {}
+            (Self::VERSION_SIGNED_ALONE, Some(_)) => {
+                return bad("batch proof in a version 1 envelope");
+            }
+            (Self::VERSION, None) => return bad("version 2 envelope without a batch proof"),
+            (Self::VERSION, Some(proof)) => {
+                if proof.count == 0
+                    || usize::from(proof.count) > MAX_SIGNED_BATCH
+                    || proof.index >= proof.count
+                    || proof.path.len() > merkle::MAX_PATH_LEN
+                {
+                    return bad("batch proof of impossible shape");
+                }
+            }
+            (version, _) => return Err(OpenError(RejectReason::UnsupportedVersion(version))),
         }
         match self.cipher {
             Cipher::Aes => {
@@ -311,6 +354,25 @@ impl Envelope {
         Ok(())
     }
 
+    /// What the signature is over: for version 2 the batch's root (from this envelope's leaf
+    /// and path), for version 1 the envelope's own canonical encoding. `None` when the path
+    /// cannot belong to a batch of the stated size.
+    fn signed_statement(&self) -> Option<Vec<u8>> {
+        let Some(proof) = &self.proof else {
+            return Some(self.signed_bytes());
+        };
+        let path: Vec<merkle::Hash> = proof.path.iter().map(|h| h.into_array()).collect();
+        let root = merkle::root_from_path(
+            &merkle::leaf_hash(&self.signed_bytes()),
+            usize::from(proof.index),
+            usize::from(proof.count),
+            &path,
+        )?;
+        Some(batch_statement(&self.sender, proof.count, &root))
+    }
+
+    /// The canonical encoding of everything but the signature and proof: a version 1
+    /// envelope's signed bytes, a version 2 envelope's Merkle leaf.
     fn signed_bytes(&self) -> Vec<u8> {
         Canonical::new(b"encrypto/envelope/v1")
             .u8(self.version)
@@ -327,8 +389,18 @@ impl Envelope {
     }
 }
 
+/// What a batch's one signature covers: its sender, its size and its Merkle root.
+fn batch_statement(sender: &[u8; ED25519_LEN], count: u16, root: &merkle::Hash) -> Vec<u8> {
+    Canonical::new(b"encrypto/envelope-batch/v1")
+        .fixed(sender)
+        .u32(u32::from(count))
+        .fixed(root)
+        .finish()
+}
+
 /// Associated data for the AES-GCM body: binds the ciphertext to its header.
 fn body_aad(
+    version: u8,
     sender: &[u8; ED25519_LEN],
     recipient: &[u8; ED25519_LEN],
     id: &MessageId,
@@ -336,7 +408,7 @@ fn body_aad(
     key_id: &KeyId,
 ) -> Vec<u8> {
     Canonical::new(b"encrypto/envelope-body/v1")
-        .u8(Envelope::VERSION)
+        .u8(version)
         .fixed(sender)
         .fixed(recipient)
         .fixed(&id.0)
@@ -526,6 +598,23 @@ pub fn seal_aes<R: CryptoRng + ?Sized>(
     plaintext: &[u8],
     rng: &mut R,
 ) -> Result<Envelope, SealError> {
+    let unsigned = seal_aes_unsigned(sender, recipient, session, id, now_ms, plaintext, rng)?;
+    Ok(sign_one(sender, unsigned))
+}
+
+/// [`seal_aes`] without the signature: for [`sign_batch`], which signs many at once.
+///
+/// # Errors
+/// As [`seal_aes`].
+pub fn seal_aes_unsigned<R: CryptoRng + ?Sized>(
+    sender: &Identity,
+    recipient: &PublicIdentity,
+    session: &mut OutboundSession,
+    id: MessageId,
+    now_ms: u64,
+    plaintext: &[u8],
+    rng: &mut R,
+) -> Result<UnsignedEnvelope, SealError> {
     if plaintext.len() > MAX_BODY_LEN {
         return Err(SealError::TooLarge {
             len: plaintext.len(),
@@ -543,6 +632,7 @@ pub fn seal_aes<R: CryptoRng + ?Sized>(
     let mut nonce = [0u8; NONCE_LEN];
     rng.fill_bytes(&mut nonce);
     let aad = body_aad(
+        Envelope::VERSION,
         &sender_key,
         &session.recipient,
         &id,
@@ -550,7 +640,7 @@ pub fn seal_aes<R: CryptoRng + ?Sized>(
         &session.key_id,
     );
     let body = aead::seal(&session.key, &nonce, &aad, plaintext);
-    let mut env = Envelope {
+    let env = Envelope {
         version: Envelope::VERSION,
         sender: sender_key,
         recipient: session.recipient,
@@ -563,10 +653,10 @@ pub fn seal_aes<R: CryptoRng + ?Sized>(
         nonce: Some(serde_bytes::ByteArray::new(nonce)),
         body: serde_bytes::ByteBuf::from(body),
         signature: [0; SIGNATURE_LEN],
+        proof: None,
     };
-    env.signature = sender.sign(&env.signed_bytes());
     session.sealed = sealed;
-    Ok(env)
+    Ok(UnsignedEnvelope(env))
 }
 
 /// Seals `plaintext` for `recipient` with cipher `rsa`: RSA-OAEP-SHA256 block by block.
@@ -581,6 +671,22 @@ pub fn seal_rsa<R: CryptoRng + ?Sized>(
     plaintext: &[u8],
     rng: &mut R,
 ) -> Result<Envelope, SealError> {
+    let unsigned = seal_rsa_unsigned(sender, recipient, id, now_ms, plaintext, rng)?;
+    Ok(sign_one(sender, unsigned))
+}
+
+/// [`seal_rsa`] without the signature: for [`sign_batch`], which signs many at once.
+///
+/// # Errors
+/// As [`seal_rsa`].
+pub fn seal_rsa_unsigned<R: CryptoRng + ?Sized>(
+    sender: &Identity,
+    recipient: &PublicIdentity,
+    id: MessageId,
+    now_ms: u64,
+    plaintext: &[u8],
+    rng: &mut R,
+) -> Result<UnsignedEnvelope, SealError> {
     if plaintext.len() > MAX_RSA_BODY_LEN {
         return Err(SealError::TooLarge {
             len: plaintext.len(),
@@ -601,7 +707,7 @@ pub fn seal_rsa<R: CryptoRng + ?Sized>(
             .map_err(|e| SealError::Rsa(e.to_string()))?;
         body.extend_from_slice(&ct);
     }
-    let mut env = Envelope {
+    let env = Envelope {
         version: Envelope::VERSION,
         sender: sender.public().ed25519_bytes(),
         recipient: recipient.ed25519_bytes(),
@@ -613,9 +719,69 @@ pub fn seal_rsa<R: CryptoRng + ?Sized>(
         nonce: None,
         body: serde_bytes::ByteBuf::from(body),
         signature: [0; SIGNATURE_LEN],
+        proof: None,
     };
-    env.signature = sender.sign(&env.signed_bytes());
-    Ok(env)
+    Ok(UnsignedEnvelope(env))
+}
+
+/// A sealed envelope that still lacks its signature ([`seal_aes_unsigned`],
+/// [`seal_rsa_unsigned`]); [`sign_batch`] signs it.
+#[derive(Debug, Clone)]
+pub struct UnsignedEnvelope(Envelope);
+
+impl UnsignedEnvelope {
+    /// The message id.
+    pub fn id(&self) -> MessageId {
+        self.0.id
+    }
+
+    /// An upper bound on the length of the signed envelope's encoding, whatever batch it is
+    /// signed in.
+    pub fn max_signed_len(&self) -> usize {
+        self.0.to_bytes().len() + MAX_PROOF_LEN
+    }
+}
+
+fn sign_one(sender: &Identity, unsigned: UnsignedEnvelope) -> Envelope {
+    let mut signed = sign_batch(sender, vec![unsigned]);
+    signed.pop().expect("one envelope in, one out")
+}
+
+/// Signs envelopes `sender` sealed with one Ed25519 signature per [`MAX_SIGNED_BATCH`] of
+/// them: over the root of a Merkle tree ([`merkle`]) whose leaves are the envelopes' canonical
+/// encodings. Each envelope gets the signature and its own inclusion path ([`BatchProof`]), so
+/// it is checked alone, by anyone holding the sender's key, as if it had been signed alone;
+/// a receiver with several from one batch checks the signature once ([`verify_many`]).
+/// Returns them in order.
+///
+/// `sender` must be the identity that sealed them: another one's signature does not verify.
+pub fn sign_batch(sender: &Identity, unsigned: Vec<UnsignedEnvelope>) -> Vec<Envelope> {
+    let mut signed = Vec::with_capacity(unsigned.len());
+    let mut rest = unsigned.into_iter().map(|u| u.0).peekable();
+    while rest.peek().is_some() {
+        let mut batch: Vec<Envelope> = rest.by_ref().take(MAX_SIGNED_BATCH).collect();
+        let leaves: Vec<merkle::Hash> = batch
+            .iter()
+            .map(|env| merkle::leaf_hash(&env.signed_bytes()))
+            .collect();
+        let (root, paths) = merkle::build(&leaves);
+        let count = u16::try_from(batch.len()).expect("MAX_SIGNED_BATCH fits in u16");
+        let signature = sender.sign(&batch_statement(
+            &sender.public().ed25519_bytes(),
+            count,
+            &root,
+        ));
+        for ((index, env), path) in (0u16..).zip(batch.iter_mut()).zip(paths) {
+            env.signature = signature;
+            env.proof = Some(BatchProof {
+                count,
+                index,
+                path: path.into_iter().map(serde_bytes::ByteArray::new).collect(),
+            });
+        }
+        signed.append(&mut batch);
+    }
+    signed
 }
 
 /// The receiver's cache of unwrapped `aes` session keys, by sender and key id. Bounded: the
@@ -846,13 +1012,16 @@ pub fn open<R: CryptoRng + ?Sized>(
     rng: &mut R,
 ) -> Result<Opened, OpenError> {
     envelope.check_structure()?;
+    let statement = envelope
+        .signed_statement()
+        .ok_or(OpenError(RejectReason::BadSignature))?;
     check_signed_header(
         ctx,
         &envelope.sender,
         &envelope.recipient,
         &envelope.id,
         envelope.timestamp,
-        &envelope.signed_bytes(),
+        &statement,
         &envelope.signature,
     )?;
     decrypt(envelope, ctx, sessions, rng)
@@ -871,46 +1040,52 @@ impl Verified {
 }
 
 /// The first checks of [`open`] (structure, sender = `sender`, signature) for many envelopes
-/// from one sender, all their signatures in one Ed25519 batch verification (about half the
-/// work of checking them one by one); when the batch fails, each is checked on its own, so
-/// that only the bad ones are rejected. Meant for a thread other than the one that opens
+/// from one sender. Envelopes signed together ([`sign_batch`]) share one signature, checked
+/// once; the distinct signatures are checked in one Ed25519 batch verification (about half
+/// the work of checking them one by one), and when that fails, one by one, so that only the
+/// envelopes under a bad one are rejected. Meant for a thread other than the one that opens
 /// them: this is the part of opening that costs.
 ///
-/// A batch accepts exactly the signatures made with `sender`'s key, as checking them one by
-/// one (strictly) does; the two can differ only on a signature its key holder crafted to
-/// differ (a nonce point of small order), so only on what that sender itself sent.
+/// A batch verification accepts exactly the signatures made with `sender`'s key, as checking
+/// them one by one (strictly) does; the two can differ only on a signature its key holder
+/// crafted to differ (a nonce point of small order), so only on what that sender itself sent.
 pub fn verify_many(
     envelopes: Vec<Envelope>,
     sender: &PublicIdentity,
 ) -> Vec<Result<Verified, OpenError>> {
     let expected = sender.ed25519_bytes();
-    let checked: Vec<Result<Envelope, OpenError>> = envelopes
+    // Each envelope that passes the structural checks, with the index of its (statement,
+    // signature) among the distinct ones.
+    let mut distinct: Vec<(Vec<u8>, [u8; SIGNATURE_LEN])> = Vec::new();
+    let mut index_of: HashMap<(Vec<u8>, [u8; SIGNATURE_LEN]), usize> = HashMap::new();
+    let checked: Vec<Result<(Envelope, usize), OpenError>> = envelopes
         .into_iter()
         .map(|env| {
             env.check_structure()?;
-            if env.sender == expected {
-                Ok(env)
-            } else {
-                Err(OpenError(RejectReason::SenderMismatch))
+            if env.sender != expected {
+                return Err(OpenError(RejectReason::SenderMismatch));
             }
+            let statement = env
+                .signed_statement()
+                .ok_or(OpenError(RejectReason::BadSignature))?;
+            let key = (statement, env.signature);
+            let at = *index_of.entry(key).or_insert_with_key(|key| {
+                distinct.push(key.clone());
+                distinct.len() - 1
+            });
+            Ok((env, at))
         })
         .collect();
-    let signed: Vec<(Vec<u8>, [u8; SIGNATURE_LEN])> = checked
+    let all_good = distinct.len() > 1 && sender.verify_batch(&distinct);
+    let good: Vec<bool> = distinct
         .iter()
-        .flatten()
-        .map(|env| (env.signed_bytes(), env.signature))
+        .map(|(statement, signature)| all_good || sender.verify(statement, signature))
         .collect();
-    let all_good = signed.len() > 1 && sender.verify_batch(&signed);
-    let mut signed = signed.iter();
     checked
         .into_iter()
-        .map(|env| {
-            let env = env?;
-            let good = all_good
-                || signed
-                    .next()
-                    .is_some_and(|(bytes, signature)| sender.verify(bytes, signature));
-            if good {
+        .map(|checked| {
+            let (env, at) = checked?;
+            if good[at] {
                 Ok(Verified(env))
             } else {
                 Err(OpenError(RejectReason::BadSignature))
@@ -994,7 +1169,14 @@ fn open_aes<R: CryptoRng + ?Sized>(
     let key = sessions
         .get(&env.sender, &key_id)
         .ok_or(OpenError(RejectReason::UnknownSessionKey))?;
-    let aad = body_aad(&env.sender, &env.recipient, &env.id, env.timestamp, &key_id);
+    let aad = body_aad(
+        env.version,
+        &env.sender,
+        &env.recipient,
+        &env.id,
+        env.timestamp,
+        &key_id,
+    );
     aead::open(key, nonce, &aad, &env.body).ok_or(OpenError(RejectReason::Decryption))
 }
 
@@ -1263,7 +1445,7 @@ mod tests {
     fn forged_sender_rejected() {
         // Carol signs an envelope claiming to be from Alice: sender field is Alice's key.
         let mut env = aes_envelope(b"x");
-        env.signature = carol().sign(&env.signed_bytes());
+        resign(&mut env, carol());
         let seen = never_seen();
         let err = open(
             &env,
@@ -1294,6 +1476,160 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.reason(), RejectReason::SenderMismatch);
+    }
+
+    /// Signs `env` again, alone, as `who`.
+    fn resign(env: &mut Envelope, who: &Identity) {
+        env.proof = None;
+        *env = sign_one(who, UnsignedEnvelope(env.clone()));
+    }
+
+    /// `n` `aes` envelopes from Alice to Bob in one session, signed together, the text of each
+    /// its index.
+    fn aes_batch(n: u16) -> Vec<Envelope> {
+        let mut r = rng(21);
+        let mut s = OutboundSession::new(&mut r, bob().public(), NOW).unwrap();
+        let unsigned = (0..n)
+            .map(|i| {
+                let id = MessageId::random(&mut r);
+                let text = i.to_be_bytes();
+                seal_aes_unsigned(alice(), bob().public(), &mut s, id, NOW, &text, &mut r).unwrap()
+            })
+            .collect();
+        sign_batch(alice(), unsigned)
+    }
+
+    fn reasons(verified: Vec<Result<Verified, OpenError>>) -> Vec<Option<RejectReason>> {
+        verified
+            .into_iter()
+            .map(|v| v.err().map(|e| e.reason()))
+            .collect()
+    }
+
+    #[test]
+    fn envelopes_signed_together_share_one_signature_and_each_opens_alone() {
+        let envelopes = aes_batch(10);
+        let seen = never_seen();
+        let mut sessions = InboundSessions::default();
+        for (i, env) in envelopes.iter().enumerate() {
+            assert_eq!(env.signature, envelopes[0].signature);
+            let proof = env.proof.as_ref().unwrap();
+            assert_eq!((proof.count, usize::from(proof.index)), (10, i));
+            assert!(proof_len(env) <= MAX_PROOF_LEN);
+            // Checked alone, from its own bytes.
+            let env = Envelope::from_bytes(&env.to_bytes()).unwrap();
+            let opened = open(
+                &env,
+                &ctx(bob(), alice(), &seen),
+                &mut sessions,
+                &mut rng(3),
+            );
+            assert_eq!(&opened.unwrap().plaintext[..], &(i as u16).to_be_bytes());
+        }
+        let verified = verify_many(envelopes, alice().public());
+        assert!(verified.iter().all(Result::is_ok));
+    }
+
+    /// How many bytes the proof adds to `env`'s encoding.
+    fn proof_len(env: &Envelope) -> usize {
+        let mut bare = env.clone();
+        bare.proof = None;
+        env.to_bytes().len() - bare.to_bytes().len()
+    }
+
+    #[test]
+    fn the_largest_proof_fits_its_bound_and_large_sets_get_one_signature_per_batch() {
+        let envelopes = aes_batch(u16::try_from(MAX_SIGNED_BATCH).unwrap() + 3);
+        let longest = envelopes.iter().map(proof_len).max().unwrap();
+        assert!(longest <= MAX_PROOF_LEN, "{longest} > {MAX_PROOF_LEN}");
+        let (first, rest) = envelopes.split_at(MAX_SIGNED_BATCH);
+        assert!(first.iter().all(|e| e.signature == first[0].signature));
+        assert!(rest.iter().all(|e| e.signature == rest[0].signature));
+        assert_ne!(first[0].signature, rest[0].signature);
+        assert_eq!(
+            rest[2].proof.as_ref().map(|p| (p.count, p.index)),
+            Some((3, 2))
+        );
+        assert!(
+            verify_many(envelopes, alice().public())
+                .iter()
+                .all(Result::is_ok)
+        );
+    }
+
+    #[test]
+    fn a_changed_envelope_of_a_batch_is_the_only_one_rejected() {
+        let mut envelopes = aes_batch(8);
+        envelopes[3].body[0] ^= 1;
+        envelopes[6].timestamp += 1;
+        let mut expected = vec![None; 8];
+        expected[3] = Some(RejectReason::BadSignature);
+        expected[6] = Some(RejectReason::BadSignature);
+        assert_eq!(reasons(verify_many(envelopes, alice().public())), expected);
+    }
+
+    #[test]
+    fn a_proof_moved_resized_or_reshaped_is_rejected() {
+        let envelopes = aes_batch(8);
+        let seen = never_seen();
+        let rejected = |env: &Envelope| {
+            open(
+                env,
+                &ctx(bob(), alice(), &seen),
+                &mut InboundSessions::default(),
+                &mut rng(1),
+            )
+            .unwrap_err()
+            .reason()
+        };
+        let with = |i: usize, change: &dyn Fn(&mut BatchProof)| {
+            let mut env = envelopes[i].clone();
+            change(env.proof.as_mut().unwrap());
+            env
+        };
+        use RejectReason::{BadSignature, Malformed};
+        // Leaf 0's path has the same shape in a tree of 5: only the signed count tells.
+        assert_eq!(rejected(&with(0, &|p| p.count = 5)), BadSignature);
+        assert_eq!(rejected(&with(0, &|p| p.count = 9)), BadSignature);
+        assert_eq!(rejected(&with(2, &|p| p.index = 3)), BadSignature);
+        assert_eq!(rejected(&with(2, &|p| p.path.truncate(2))), BadSignature);
+        assert_eq!(rejected(&with(2, &|p| p.path[1] = p.path[0])), BadSignature);
+        let other = envelopes[5].proof.clone().unwrap();
+        assert_eq!(rejected(&with(2, &|p| *p = other.clone())), BadSignature);
+        assert_eq!(
+            rejected(&with(2, &|p| p.index = 8)),
+            Malformed("batch proof of impossible shape")
+        );
+        assert_eq!(
+            rejected(&with(2, &|p| p.count = 0)),
+            Malformed("batch proof of impossible shape")
+        );
+        let mut bare = envelopes[1].clone();
+        bare.proof = None;
+        assert_eq!(
+            rejected(&bare),
+            Malformed("version 2 envelope without a batch proof")
+        );
+        let mut old = envelopes[1].clone();
+        old.version = Envelope::VERSION_SIGNED_ALONE;
+        assert_eq!(
+            rejected(&old),
+            Malformed("batch proof in a version 1 envelope")
+        );
+        // Signed alone, the first way (version 1), it still opens.
+        old.proof = None;
+        old.signature = alice().sign(&old.signed_bytes());
+        let aad_version_differs = open(
+            &old,
+            &ctx(bob(), alice(), &seen),
+            &mut InboundSessions::default(),
+            &mut rng(1),
+        );
+        // Its body was sealed as version 2, and the version is in the body's associated data.
+        assert_eq!(
+            aad_version_differs.unwrap_err().reason(),
+            RejectReason::Decryption
+        );
     }
 
     /// `n` `aes` envelopes from Alice to Bob in one session, the text of each its index.
@@ -1328,7 +1664,7 @@ mod tests {
     fn a_bad_envelope_in_a_batch_is_the_only_one_rejected() {
         let mut envelopes = aes_envelopes(8);
         envelopes[2].body[0] ^= 1; // the signature no longer matches
-        envelopes[5].signature = carol().sign(&envelopes[5].signed_bytes());
+        resign(&mut envelopes[5], carol());
         envelopes[6].version = 9;
         let mut r = rng(4);
         let mut s = OutboundSession::new(&mut r, bob().public(), NOW).unwrap();
@@ -1463,7 +1799,7 @@ mod tests {
         )
         .unwrap();
         env.wrapped_key = Some(serde_bytes::ByteBuf::from(s2.wrapped.clone()));
-        env.signature = alice().sign(&env.signed_bytes());
+        resign(&mut env, alice());
         let seen = never_seen();
         let mut inbound = InboundSessions::default();
         let err = open(&env, &ctx(bob(), alice(), &seen), &mut inbound, &mut r).unwrap_err();

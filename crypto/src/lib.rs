@@ -12,7 +12,9 @@
 //! - [`identity`]: Ed25519 + RSA identities, the libp2p [`PeerId`] bridge, signed profiles.
 //! - [`fingerprint`]: per-identity fingerprints and pairwise safety numbers.
 //! - [`keystore`]: private keys and the storage key, sealed under Argon2id(passphrase).
-//! - [`envelope`]: signed, encrypted chat messages (`aes` sessions and `rsa` blocks).
+//! - [`envelope`]: signed, encrypted chat messages (`aes` sessions and `rsa` blocks), signed
+//!   in batches.
+//! - [`merkle`]: the Merkle trees that let one signature cover a batch of envelopes.
 //! - [`control`]: signed control payloads (cipher switch, delete chat, delivery ack).
 //! - [`file`](mod@file): signed file manifests and sealed, independently verifiable chunks.
 //! - [`storage`]: sealing records at rest with the storage key.
@@ -32,6 +34,7 @@ pub mod file;
 pub mod fingerprint;
 pub mod identity;
 pub mod keystore;
+pub mod merkle;
 pub mod storage;
 
 mod aead;

@@ -1,5 +1,10 @@
 //! Known-answer tests for message envelopes and control payloads (`tests/vectors/envelope.json`,
-//! `tests/vectors/control.json`). A failure here means the wire format changed.
+//! `tests/vectors/envelope_batch.json`, `tests/vectors/control.json`). A failure here means the
+//! wire format changed.
+//!
+//! `envelope.json` holds version 1 envelopes, each signed alone: no longer written, still
+//! opened, so the file is frozen. `envelope_batch.json` holds version 2 ones, signed together
+//! with one signature ([`envelope::sign_batch`]).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -30,12 +35,22 @@ fn bob_ctx(now_ms: u64) -> OpenContext<'static> {
 
 #[test]
 fn envelope_vectors_open_to_their_plaintexts_and_reencode() {
-    let v = read_vector("envelope.json");
+    for (file, version) in [
+        ("envelope.json", Envelope::VERSION_SIGNED_ALONE),
+        ("envelope_batch.json", Envelope::VERSION),
+    ] {
+        open_vectors(file, version);
+    }
+}
+
+fn open_vectors(file: &str, version: u8) {
+    let v = read_vector(file);
     let mut sessions = InboundSessions::default();
     // In order: the first aes message carries the wrapped key, the second relies on the cache.
     for case in v["cases"].as_array().unwrap() {
         let bytes = hex_field(case, "cbor");
         let env = Envelope::from_bytes(&bytes).unwrap();
+        assert_eq!(env.version, version, "{file}: {}", case["name"]);
         assert_eq!(
             env.to_bytes(),
             bytes,
@@ -68,45 +83,57 @@ fn control_vectors_verify_and_resign_identically() {
 fn regenerate_envelope_vectors() {
     let mut r = rng(200);
     let mut session = OutboundSession::new(&mut r, bob().public(), NOW).unwrap();
-    let mut cases = Vec::new();
-    let mut add = |name: &str, env: Envelope, plaintext: &[u8]| {
-        cases.push(serde_json::json!({
-            "name": name,
-            "id": env.id.to_string(),
-            "cipher": env.cipher.as_str(),
-            "plaintext": hex::encode(plaintext),
-            "cbor": hex::encode(env.to_bytes()),
-        }));
-    };
-    let text = b"Hello Bob, this is Alice.";
+    let mut unsigned = Vec::new();
+    let text = b"Hello Bob, this is Alice.".to_vec();
     let id = MessageId::random(&mut r);
-    let env = envelope::seal_aes(alice(), bob().public(), &mut session, id, NOW, text, &mut r);
-    add("aes, first message of a session", env.unwrap(), text);
+    let env = envelope::seal_aes_unsigned(
+        alice(),
+        bob().public(),
+        &mut session,
+        id,
+        NOW,
+        &text,
+        &mut r,
+    );
+    unsigned.push(("aes, first message of a session", env.unwrap(), text));
     session.mark_acknowledged();
-    let text = b"Second message: the key is cached now.";
+    let text = b"Second message: the key is cached now.".to_vec();
     let id = MessageId::random(&mut r);
-    let env = envelope::seal_aes(
+    let env = envelope::seal_aes_unsigned(
         alice(),
         bob().public(),
         &mut session,
         id,
         NOW + 1,
-        text,
+        &text,
         &mut r,
     );
-    add("aes, acknowledged session", env.unwrap(), text);
-    let text = "RSA, block by block. ".repeat(12);
+    unsigned.push(("aes, acknowledged session", env.unwrap(), text));
+    let text = "RSA, block by block. ".repeat(12).into_bytes();
     let id = MessageId::random(&mut r);
-    let env = envelope::seal_rsa(
+    let env = envelope::seal_rsa_unsigned(alice(), bob().public(), id, NOW + 2, &text, &mut r);
+    unsigned.push(("rsa, two blocks", env.unwrap(), text));
+    let signed = envelope::sign_batch(
         alice(),
-        bob().public(),
-        id,
-        NOW + 2,
-        text.as_bytes(),
-        &mut r,
+        unsigned.iter().map(|(_, u, _)| u.clone()).collect(),
     );
-    add("rsa, two blocks", env.unwrap(), text.as_bytes());
-    write_vector("envelope.json", &serde_json::json!({ "cases": cases }));
+    let cases: Vec<_> = unsigned
+        .iter()
+        .zip(signed)
+        .map(|((name, _, plaintext), env)| {
+            serde_json::json!({
+                "name": format!("{name}, signed in a batch of three"),
+                "id": env.id.to_string(),
+                "cipher": env.cipher.as_str(),
+                "plaintext": hex::encode(plaintext),
+                "cbor": hex::encode(env.to_bytes()),
+            })
+        })
+        .collect();
+    write_vector(
+        "envelope_batch.json",
+        &serde_json::json!({ "cases": cases }),
+    );
 
     let kinds = [
         (

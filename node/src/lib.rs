@@ -10,7 +10,7 @@
 //!
 //! - [`datadir`]: the data directory (mode 0700) and the sealed keystore file in it (mode
 //!   0600): [`DataDir`].
-//! - [`protocol`]: the wire protocols (`/encrypto/msg/2`, `/encrypto/profile/1`), their message
+//! - [`protocol`]: the wire protocols (`/encrypto/msg/3`, `/encrypto/profile/1`), their message
 //!   types, and the length-prefixed CBOR codec with explicit size limits.
 //! - [`store`]: the sled store in `DATA_DIR/store`: contacts, history, outbox, seen message
 //!   ids, crypto sessions, known peers and settings, every value sealed with the storage key

@@ -10,7 +10,7 @@
 //!   accepted.
 //! - **Sending**: [`NodeHandle::send_text`] returns once the message is in the outbox and the
 //!   history, flushed. The actor seals each outbox item when it can reach the peer (on connect,
-//!   at once if connected, and on a retry timer with backoff) and sends it on `/encrypto/msg/2`,
+//!   at once if connected, and on a retry timer with backoff) and sends it on `/encrypto/msg/3`,
 //!   consecutive texts batched into one request. The response is a delivery ack signed by the
 //!   recipient, naming the messages it stored; only then is an outbox entry removed and
 //!   [`NodeEvent::Delivered`] emitted. Messages left out of an ack are sent again.
@@ -36,7 +36,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use encrypto_crypto::control::{Control, ControlKind};
 use encrypto_crypto::envelope::{
     self, Envelope, InboundSessions, OpenContext, OpenPolicy, OutboundSession, RejectReason,
-    ReplayGuard, RotationPolicy, Verified,
+    ReplayGuard, RotationPolicy, UnsignedEnvelope, Verified,
 };
 use encrypto_crypto::file::FileId;
 use encrypto_crypto::{
@@ -774,12 +774,11 @@ struct InFlight {
 }
 
 /// An outbox item sealed for the wire.
-struct Sealed {
-    /// The encoding of its envelope, or of its control payload.
-    bytes: Vec<u8>,
-    /// A control payload (sent alone), not an envelope.
-    control: bool,
-    key_id: Option<envelope::KeyId>,
+enum Sealed {
+    /// A control payload's encoding (already signed; sent alone).
+    Control(Vec<u8>),
+    /// An envelope, signed with the others of its request ([`envelope::sign_batch`]).
+    Envelope(Box<UnsignedEnvelope>, Option<envelope::KeyId>),
 }
 
 /// An inbound request to acknowledge once what it carried is durable.
@@ -1908,23 +1907,22 @@ impl Actor {
                     continue;
                 }
             };
-            let mut flight = InFlight {
-                peer,
-                items: vec![(item.id, item.created_ms)],
-                key_ids: sealed.key_id.into_iter().collect(),
-                envelopes: Vec::new(),
-            };
-            let request = if sealed.control {
-                MsgRequest::Control(sealed.bytes.into())
-            } else {
-                let mut batch = EnvelopeBatch::new();
-                flight.envelopes.push((item.id, sealed.bytes.clone()));
-                if batch.try_push(sealed.bytes).is_err() {
-                    warn!(%peer, id = %item.id, "an envelope does not fit in a frame");
-                    continue;
+            let (request, flight) = match sealed {
+                Sealed::Control(bytes) => {
+                    let flight = InFlight {
+                        peer,
+                        items: vec![(item.id, item.created_ms)],
+                        key_ids: Vec::new(),
+                        envelopes: Vec::new(),
+                    };
+                    (MsgRequest::Control(bytes.into()), flight)
                 }
-                self.fill_batch(peer, &mut batch, &mut flight);
-                MsgRequest::Envelopes(batch)
+                Sealed::Envelope(unsigned, key_id) => {
+                    let Some(sent) = self.fill_batch(peer, item, *unsigned, key_id) else {
+                        continue;
+                    };
+                    sent
+                }
             };
             let request_id = self.swarm.behaviour_mut().msg.send_request(&peer, request);
             self.in_flight_ids
@@ -1935,41 +1933,83 @@ impl Actor {
         }
     }
 
-    /// Adds the next queued texts for `peer` to `batch`, up to [`SEND_BATCH`] and the frame
-    /// limit; stops before a control payload, which goes alone and in order.
-    fn fill_batch(&mut self, peer: PeerId, batch: &mut EnvelopeBatch, flight: &mut InFlight) {
-        while batch.len() < SEND_BATCH {
-            let Some(queue) = self.queues.get_mut(&peer) else {
-                return;
-            };
-            let Some(item) = queue.pop_front() else {
-                return;
+    /// One request's batch of envelopes for `peer`: `first`, then the next queued texts, up to
+    /// [`SEND_BATCH`] and the frame limit (a control payload goes alone and in order, so the
+    /// batch stops before one), all signed with one signature. `None` if nothing could be
+    /// sent.
+    fn fill_batch(
+        &mut self,
+        peer: PeerId,
+        first: OutboxItem,
+        unsigned: UnsignedEnvelope,
+        key_id: Option<envelope::KeyId>,
+    ) -> Option<(MsgRequest, InFlight)> {
+        let mut planned = unsigned.max_signed_len();
+        let mut items = vec![(first, unsigned, key_id)];
+        while items.len() < SEND_BATCH {
+            let Some(item) = self.queues.get_mut(&peer).and_then(VecDeque::pop_front) else {
+                break;
             };
             if matches!(item.kind, OutboxKind::Control(_)) {
-                queue.push_front(item);
-                return;
+                self.requeue_front(peer, vec![item]);
+                break;
             }
-            let sealed = match self.seal_item(&item) {
-                Ok(sealed) => sealed,
+            let (unsigned, key_id) = match self.seal_item(&item) {
+                Ok(Sealed::Envelope(unsigned, key_id)) => (*unsigned, key_id),
+                Ok(Sealed::Control(_)) => unreachable!("controls stop the batch above"),
                 Err(e) => {
                     warn!(%peer, id = %item.id, error = %e, "cannot seal an outbox item");
                     continue;
                 }
             };
-            let copy = sealed.bytes.clone();
-            if batch.try_push(sealed.bytes).is_err() {
+            let len = unsigned.max_signed_len();
+            if !EnvelopeBatch::fits(items.len() + 1, planned + len) {
                 // The next request takes it (sealed again: the wasted seal only costs a nonce).
-                if let Some(queue) = self.queues.get_mut(&peer) {
-                    queue.push_front(item);
-                }
-                return;
+                self.requeue_front(peer, vec![item]);
+                break;
             }
-            flight.envelopes.push((item.id, copy));
+            planned += len;
+            items.push((item, unsigned, key_id));
+        }
+        let (items, unsigned): (Vec<_>, Vec<_>) = items
+            .into_iter()
+            .map(|(item, unsigned, key_id)| ((item, key_id), unsigned))
+            .unzip();
+        let signed = envelope::sign_batch(&self.identity, unsigned);
+        let mut batch = EnvelopeBatch::new();
+        let mut flight = InFlight {
+            peer,
+            items: Vec::with_capacity(items.len()),
+            key_ids: Vec::new(),
+            envelopes: Vec::with_capacity(items.len()),
+        };
+        let mut items = items.into_iter().zip(signed);
+        for ((item, key_id), env) in items.by_ref() {
+            let bytes = env.to_bytes();
+            if batch.try_push(bytes.clone()).is_err() {
+                // Not expected (the sizes above are upper bounds): whatever does not fit goes
+                // in the next request.
+                warn!(%peer, id = %item.id, "an envelope does not fit in a frame");
+                self.requeue_front(peer, vec![item]);
+                break;
+            }
+            flight.envelopes.push((item.id, bytes));
             flight.items.push((item.id, item.created_ms));
-            if let Some(key_id) = sealed.key_id
+            if let Some(key_id) = key_id
                 && !flight.key_ids.contains(&key_id)
             {
                 flight.key_ids.push(key_id);
+            }
+        }
+        self.requeue_front(peer, items.map(|((item, _), _)| item).collect());
+        (!batch.is_empty()).then_some((MsgRequest::Envelopes(batch), flight))
+    }
+
+    /// Puts `items` back at the front of `peer`'s queue, in their order.
+    fn requeue_front(&mut self, peer: PeerId, items: Vec<OutboxItem>) {
+        if let Some(queue) = self.queues.get_mut(&peer) {
+            for item in items.into_iter().rev() {
+                queue.push_front(item);
             }
         }
     }
@@ -1996,11 +2036,7 @@ impl Actor {
     fn seal_item(&mut self, item: &OutboxItem) -> Result<Sealed, NodeError> {
         let pinned = self.contact_for_sending(&item.peer)?;
         match &item.kind {
-            OutboxKind::Control(bytes) => Ok(Sealed {
-                bytes: bytes.clone(),
-                control: true,
-                key_id: None,
-            }),
+            OutboxKind::Control(bytes) => Ok(Sealed::Control(bytes.clone())),
             OutboxKind::Text(_) | OutboxKind::Payload(_) => {
                 let public = &pinned.public;
                 let payload = match &item.kind {
@@ -2011,7 +2047,7 @@ impl Actor {
                 let mut rng = rand::rng();
                 let (env, key_id) = match item.cipher {
                     Cipher::Rsa => (
-                        envelope::seal_rsa(
+                        envelope::seal_rsa_unsigned(
                             &self.identity,
                             public,
                             item.id,
@@ -2029,7 +2065,7 @@ impl Actor {
                             .ok_or(NodeError::UnknownPeer(item.peer))?;
                         let key_id = session.key_id();
                         (
-                            envelope::seal_aes(
+                            envelope::seal_aes_unsigned(
                                 &self.identity,
                                 public,
                                 session,
@@ -2043,11 +2079,7 @@ impl Actor {
                     }
                 };
                 let env = env.map_err(|e| NodeError::Crypto(e.to_string()))?;
-                Ok(Sealed {
-                    bytes: env.to_bytes(),
-                    control: false,
-                    key_id,
-                })
+                Ok(Sealed::Envelope(Box::new(env), key_id))
             }
         }
     }

@@ -5,12 +5,14 @@
 //!
 //! # Protocols
 //!
-//! - [`MSG_PROTOCOL`] (`/encrypto/msg/2`): a [`MsgRequest`] carries one signed envelope, a
+//! - [`MSG_PROTOCOL`] (`/encrypto/msg/3`): a [`MsgRequest`] carries one signed envelope, a
 //!   batch of them ([`EnvelopeBatch`], at most [`MAX_BATCH_ENVELOPES`] in one frame), or one
 //!   control payload; the [`MsgResponse`] is the receiver's signed delivery ack, sent only once
 //!   the messages are durable and naming each one it accepted, or a bare
-//!   [`MsgResponse::Rejected`] that says nothing more. (`/1` had no batches: one envelope and
-//!   one signed ack per stream.)
+//!   [`MsgResponse::Rejected`] that says nothing more. The envelopes of one request are
+//!   signed together, with one signature (version 2 envelopes,
+//!   [`encrypto_crypto::envelope::sign_batch`]). (`/1` had no batches: one envelope and one
+//!   signed ack per stream; `/2` had batches of envelopes each signed alone.)
 //! - [`PROFILE_PROTOCOL`] (`/encrypto/profile/1`): both sides exchange their signed profiles
 //!   ([`ProfileRequest`] / [`ProfileResponse`]).
 //! - [`FILE_PROTOCOL`] (`/encrypto/file/1`): files are pulled. A [`FileRequest`] asks for a
@@ -64,7 +66,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// Envelopes (one or a batch) and control payloads, answered by a delivery ack.
-pub const MSG_PROTOCOL: StreamProtocol = StreamProtocol::new("/encrypto/msg/2");
+pub const MSG_PROTOCOL: StreamProtocol = StreamProtocol::new("/encrypto/msg/3");
 /// Signed profile exchange.
 pub const PROFILE_PROTOCOL: StreamProtocol = StreamProtocol::new("/encrypto/profile/1");
 /// File manifests and sealed chunks, pulled by recipients and relays.
@@ -80,7 +82,7 @@ const fn max(a: usize, b: usize) -> usize {
     if a > b { a } else { b }
 }
 
-/// Largest frame on `/encrypto/msg/2` (a batch of envelopes, or one envelope or control
+/// Largest frame on `/encrypto/msg/3` (a batch of envelopes, or one envelope or control
 /// payload, plus framing): the limit on the declared CBOR length, both ways. The 4-byte prefix
 /// comes on top. Room for two maximal envelopes, or a full batch of chat-sized ones.
 pub const MAX_MSG_FRAME: usize = 256 * 1024;
@@ -114,7 +116,7 @@ const _: () = assert!(MAX_MSG_FRAME <= u32::MAX as usize);
 /// Length of the big-endian length prefix of every frame.
 const PREFIX_LEN: usize = 4;
 
-/// A request on `/encrypto/msg/2`.
+/// A request on `/encrypto/msg/3`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MsgRequest {
     /// The CBOR of a signed [`Envelope`](encrypto_crypto::envelope::Envelope).
@@ -156,6 +158,12 @@ impl EnvelopeBatch {
         self.bytes += size;
         self.items.push(envelope.into());
         Ok(())
+    }
+
+    /// Whether `count` envelopes of `bytes` encoded bytes in all fit in one batch.
+    pub fn fits(count: usize, bytes: usize) -> bool {
+        count <= MAX_BATCH_ENVELOPES
+            && bytes + count * BATCH_ITEM_OVERHEAD + FRAME_OVERHEAD <= MAX_MSG_FRAME
     }
 
     /// How many envelopes it carries.
@@ -221,7 +229,7 @@ impl<'de> Deserialize<'de> for EnvelopeBatch {
     }
 }
 
-/// The answer on `/encrypto/msg/2`.
+/// The answer on `/encrypto/msg/3`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MsgResponse {
     /// The CBOR of a signed [`Control`](encrypto_crypto::control::Control) with
@@ -463,7 +471,7 @@ impl<Req, Resp> fmt::Debug for CborCodec<Req, Resp> {
     }
 }
 
-/// The `/encrypto/msg/2` codec with its limits, so `request_response::Behaviour::new` works.
+/// The `/encrypto/msg/3` codec with its limits, so `request_response::Behaviour::new` works.
 impl Default for CborCodec<MsgRequest, MsgResponse> {
     fn default() -> Self {
         Self::new(MAX_MSG_FRAME, MAX_MSG_FRAME)
@@ -485,12 +493,12 @@ pub fn file_codec() -> FileCodec {
     CborCodec::new(MAX_FILE_REQUEST, MAX_FILE_RESPONSE)
 }
 
-/// The codec of `/encrypto/msg/2`.
+/// The codec of `/encrypto/msg/3`.
 pub type MsgCodec = CborCodec<MsgRequest, MsgResponse>;
 /// The codec of `/encrypto/profile/1`.
 pub type ProfileCodec = CborCodec<ProfileRequest, ProfileResponse>;
 
-/// The `/encrypto/msg/2` codec: [`MAX_MSG_FRAME`] both ways.
+/// The `/encrypto/msg/3` codec: [`MAX_MSG_FRAME`] both ways.
 pub fn msg_codec() -> MsgCodec {
     CborCodec::new(MAX_MSG_FRAME, MAX_MSG_FRAME)
 }
@@ -736,7 +744,7 @@ mod tests {
 
     #[test]
     fn protocol_names() {
-        assert_eq!(MSG_PROTOCOL.as_ref(), "/encrypto/msg/2");
+        assert_eq!(MSG_PROTOCOL.as_ref(), "/encrypto/msg/3");
         assert_eq!(PROFILE_PROTOCOL.as_ref(), "/encrypto/profile/1");
         assert_eq!(KAD_PROTOCOL.as_ref(), "/encrypto/kad/1.0.0");
     }

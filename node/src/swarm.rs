@@ -141,7 +141,7 @@ mod behaviour {
         pub mdns: Toggle<mdns::tokio::Behaviour>,
         /// The Kademlia DHT on `/encrypto/kad/1.0.0`.
         pub kad: kad::Behaviour<MemoryStore>,
-        /// `/encrypto/msg/2`: envelopes (one or a batch) and control payloads; the response is
+        /// `/encrypto/msg/3`: envelopes (one or a batch) and control payloads; the response is
         /// the ack.
         pub msg: request_response::Behaviour<MsgCodec>,
         /// `/encrypto/profile/1`: signed profiles exchanged on connect.
