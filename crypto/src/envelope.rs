@@ -276,6 +276,12 @@ pub const MAX_SIGNED_BATCH: usize = merkle::MAX_LEAVES;
 pub const MAX_PROOF_LEN: usize = 1 + 1 + 3 + 3 + 3 + 3 + merkle::MAX_PATH_LEN * 34;
 const _: () = assert!(MAX_SIGNED_BATCH <= u16::MAX as usize);
 
+/// Upper bound on an envelope's encoding without its body, wrapped key and proof: a map
+/// header and 11 keys, the version, two keys of 2 + 32 bytes, a message id and key id of
+/// 1 + 16, the timestamp (9), the cipher's name (4), a nonce of 1 + 12, the length headers of
+/// the wrapped key and body (9 each) and a signature of 2 + 64; rounded up.
+const ENVELOPE_FIXED_MAX: usize = 256;
+
 impl Envelope {
     /// The envelope format [`seal_aes`], [`seal_rsa`] and [`sign_batch`] write: signed in
     /// batches.
@@ -736,9 +742,13 @@ impl UnsignedEnvelope {
     }
 
     /// An upper bound on the length of the signed envelope's encoding, whatever batch it is
-    /// signed in.
+    /// signed in; computed from its variable-length fields, without encoding it.
     pub fn max_signed_len(&self) -> usize {
-        self.0.to_bytes().len() + MAX_PROOF_LEN
+        let env = &self.0;
+        ENVELOPE_FIXED_MAX
+            + env.body.len()
+            + env.wrapped_key.as_ref().map_or(0, |w| w.len())
+            + MAX_PROOF_LEN
     }
 }
 
@@ -1555,6 +1565,45 @@ mod tests {
                 .iter()
                 .all(Result::is_ok)
         );
+    }
+
+    #[test]
+    fn max_signed_len_bounds_every_envelope_in_any_batch() {
+        let mut r = rng(22);
+        let mut s = OutboundSession::new(&mut r, bob().public(), NOW).unwrap();
+        let mut unsigned = Vec::new();
+        for len in [0, 1, 23, 24, 255, 256, 65_535, 65_536, MAX_BODY_LEN] {
+            let id = MessageId::random(&mut r);
+            let text = vec![7u8; len];
+            unsigned.push(
+                seal_aes_unsigned(alice(), bob().public(), &mut s, id, u64::MAX, &text, &mut r)
+                    .unwrap(),
+            );
+            s.mark_acknowledged();
+        }
+        for len in [0, 300, MAX_RSA_BODY_LEN] {
+            let id = MessageId::random(&mut r);
+            let text = vec![7u8; len];
+            unsigned.push(
+                seal_rsa_unsigned(alice(), bob().public(), id, u64::MAX, &text, &mut r).unwrap(),
+            );
+        }
+        // Padded to the largest batch, so that the proofs are the longest there are.
+        let bounds: Vec<usize> = unsigned
+            .iter()
+            .map(UnsignedEnvelope::max_signed_len)
+            .collect();
+        let padding = unsigned.last().unwrap().clone();
+        unsigned.resize(MAX_SIGNED_BATCH, padding);
+        for (env, bound) in sign_batch(alice(), unsigned).iter().zip(bounds) {
+            let len = env.to_bytes().len();
+            assert!(
+                len <= bound,
+                "{len} > {bound} ({:?}, {} bytes)",
+                env.cipher,
+                env.body.len()
+            );
+        }
     }
 
     #[test]
