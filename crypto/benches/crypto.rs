@@ -156,7 +156,7 @@ fn messages(c: &mut Criterion) {
         b.iter(|| envelope::open(black_box(&env), &ctx, &mut inbound, &mut rng).expect("open"))
     });
 
-    // A batch of 16 as the node receives it: the signatures checked together
+    // 16 envelopes each signed alone (as `/encrypto/msg/2` sent them): the signatures checked together
     // (`verify_many`, on a thread of its own in the node), then each opened.
     let batch: Vec<_> = (0..16)
         .map(|_| {
@@ -184,6 +184,32 @@ fn messages(c: &mut Criterion) {
     g.bench_function("aes_open_200B_x16_batch_verified", |b| {
         b.iter(|| {
             for v in envelope::verify_many(black_box(batch.clone()), p.alice.public()) {
+                let v = v.expect("verified");
+                envelope::open_verified(&v, &ctx, &mut inbound, &mut rng).expect("open");
+            }
+        })
+    });
+
+    // 64 envelopes as the node sends one request: sealed, then signed together with one
+    // signature (`sign_batch`); and as the receiver checks and opens them.
+    g.throughput(Throughput::Elements(64));
+    let seal_64 = |session: &mut OutboundSession, rng: &mut StdRng| {
+        let unsigned = (0..64)
+            .map(|_| {
+                let id = MessageId::random(rng);
+                envelope::seal_aes_unsigned(&p.alice, p.bob.public(), session, id, NOW, &BODY, rng)
+                    .expect("seal")
+            })
+            .collect();
+        envelope::sign_batch(&p.alice, unsigned)
+    };
+    g.bench_function("aes_seal_200B_x64_signed_together", |b| {
+        b.iter(|| seal_64(&mut session, &mut rng))
+    });
+    let together = seal_64(&mut fresh, &mut rng);
+    g.bench_function("aes_open_200B_x64_signed_together", |b| {
+        b.iter(|| {
+            for v in envelope::verify_many(black_box(together.clone()), p.alice.public()) {
                 let v = v.expect("verified");
                 envelope::open_verified(&v, &ctx, &mut inbound, &mut rng).expect("open");
             }

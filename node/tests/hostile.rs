@@ -341,6 +341,41 @@ async fn hostile_frames_are_rejected_and_honest_peers_still_served() {
     batch.try_push(vec![0xa5; 300]).unwrap();
     let r = ask(&mut h, victim_peer, MsgRequest::Envelopes(batch)).await;
     assert_eq!(r, Ok(MsgResponse::Rejected));
+    // Four envelopes signed together with one signature, one of them changed on the way: the
+    // other three are acknowledged and stored; the changed one no longer fits the signature.
+    // What changes is its wrapped session key, which the victim does not need (it unwraps the
+    // first envelope's): only the signature tells.
+    let mut s = OutboundSession::new(&mut rng, &victim_public, now_ms()).unwrap();
+    let unsigned: Vec<_> = (0..4)
+        .map(|i| {
+            let id = MessageId::random(&mut rng);
+            let body = ChatPayload::Text(format!("signed together {i}")).to_bytes();
+            let now = now_ms();
+            envelope::seal_aes_unsigned(&mallory, &victim_public, &mut s, id, now, &body, &mut rng)
+                .unwrap()
+        })
+        .collect();
+    let mut together = envelope::sign_batch(&mallory, unsigned);
+    assert!(
+        together
+            .iter()
+            .all(|e| e.signature == together[0].signature)
+    );
+    together[1].wrapped_key = Some(vec![1; 384].into());
+    let mut batch = EnvelopeBatch::new();
+    for env in &together {
+        batch.try_push(env.to_bytes()).unwrap();
+    }
+    let r = ask(&mut h, victim_peer, MsgRequest::Envelopes(batch)).await;
+    let Ok(MsgResponse::Ack(ack)) = r else {
+        panic!("a batch signed together got {r:?}")
+    };
+    let ControlKind::DeliveryAck { ids } = Control::from_bytes(&ack).unwrap().kind else {
+        panic!("not a delivery ack")
+    };
+    assert_eq!(ids, vec![together[0].id, together[2].id, together[3].id]);
+    let history = victim.history(mallory.peer_id(), None).await.unwrap();
+    assert_eq!(history.len(), 5);
     // Over the count limit, or empty (sent with a codec that does not check): refused by the
     // victim's codec, no response at all.
     let too_many = vec![fresh.to_bytes().into(); MAX_BATCH_ENVELOPES + 1];
@@ -349,7 +384,7 @@ async fn hostile_frames_are_rejected_and_honest_peers_still_served() {
     let r = ask_raw(&mut h, victim_peer, RawMsgRequest::Envelopes(Vec::new())).await;
     assert!(r.is_err(), "an empty batch got a response: {r:?}");
     let history = victim.history(mallory.peer_id(), None).await.unwrap();
-    assert_eq!(history.len(), 2);
+    assert_eq!(history.len(), 5);
 
     // The victim still serves an honest peer.
     honest.dial(victim_addr).await.unwrap();
