@@ -13,8 +13,14 @@
 //!   (one private-key operation per block on the receiver), so its bodies are capped at
 //!   [`MAX_RSA_BODY_LEN`].
 //!
-//! Every envelope is signed with the sender's Ed25519 key over a canonical encoding of sender,
-//! recipient, message id, timestamp, cipher, key id, wrapped key, nonce and ciphertext.
+//! Every envelope is signed with the sender's Ed25519 key. Its canonical encoding (sender,
+//! recipient, message id, timestamp, cipher, key id, wrapped key, nonce and ciphertext) is a
+//! leaf of a Merkle tree over the envelopes the sender signs together, and the signature
+//! covers the tree's root, its size and the sender ([`sign_batch`]; format version 2). Each
+//! envelope carries the signature and its path to the root ([`BatchProof`]), so it is checked
+//! alone, from its own bytes; envelopes sent together cost the sender one signature and the
+//! receiver one check. Version 1 envelopes, signed one by one over that encoding itself, are
+//! still opened.
 //!
 //! [`open`] checks, in this order: structure, sender = the pinned key, **signature**,
 //! recipient = us, timestamp window, replay; only then does it do any RSA or AES work. So no
@@ -736,11 +742,6 @@ pub fn seal_rsa_unsigned<R: CryptoRng + ?Sized>(
 pub struct UnsignedEnvelope(Envelope);
 
 impl UnsignedEnvelope {
-    /// The message id.
-    pub fn id(&self) -> MessageId {
-        self.0.id
-    }
-
     /// An upper bound on the length of the signed envelope's encoding, whatever batch it is
     /// signed in; computed from its variable-length fields, without encoding it.
     pub fn max_signed_len(&self) -> usize {

@@ -1984,13 +1984,14 @@ impl Actor {
             envelopes: Vec::with_capacity(items.len()),
         };
         let mut items = items.into_iter().zip(signed);
+        let mut left = Vec::new();
         for ((item, key_id), env) in items.by_ref() {
             let bytes = env.to_bytes();
             if batch.try_push(bytes.clone()).is_err() {
                 // Not expected (the sizes above are upper bounds): whatever does not fit goes
                 // in the next request.
                 warn!(%peer, id = %item.id, "an envelope does not fit in a frame");
-                self.requeue_front(peer, vec![item]);
+                left.push(item);
                 break;
             }
             flight.envelopes.push((item.id, bytes));
@@ -2001,7 +2002,8 @@ impl Actor {
                 flight.key_ids.push(key_id);
             }
         }
-        self.requeue_front(peer, items.map(|((item, _), _)| item).collect());
+        left.extend(items.map(|((item, _), _)| item));
+        self.requeue_front(peer, left);
         (!batch.is_empty()).then_some((MsgRequest::Envelopes(batch), flight))
     }
 
