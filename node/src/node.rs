@@ -43,6 +43,7 @@ use encrypto_crypto::{
     Cipher, Identity, MessageId, PeerId, PublicIdentity, SignedProfile, StorageKey,
 };
 use futures::{FutureExt, StreamExt};
+use libp2p::core::upgrade::NegotiationError;
 use libp2p::request_response::{self, Message, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, Swarm, identify, mdns, ping};
@@ -52,7 +53,8 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use crate::protocol::{
-    ChatPayload, EnvelopeBatch, MsgRequest, MsgResponse, ProfileRequest, ProfileResponse,
+    ChatPayload, EnvelopeBatch, MSG_PROTOCOL, MsgRequest, MsgResponse, ProfileRequest,
+    ProfileResponse,
 };
 use crate::store::{
     Acknowledged, Body, Contact, Direction, KnownPeer, OutboxItem, OutboxKind, Status, Store,
@@ -861,6 +863,7 @@ pub fn start(
         sessions: HashMap::new(),
         inbound: InboundSessions::default(),
         persisted_keys: HashSet::new(),
+        incompatible: HashSet::new(),
         connected: HashSet::new(),
         pinned: HashMap::new(),
         in_flight: HashMap::new(),
@@ -913,6 +916,9 @@ struct Actor {
     sessions: HashMap<PeerId, OutboundSession>,
     inbound: InboundSessions,
     persisted_keys: HashSet<(PeerId, envelope::KeyId)>,
+    /// Peers that refused our message protocol (another version of encrypto), warned about
+    /// once until they take a request again.
+    incompatible: HashSet<PeerId>,
     connected: HashSet<PeerId>,
     /// Contacts with parsed keys, by peer; dropped whenever a contact is written.
     pinned: HashMap<PeerId, Arc<Pinned>>,
@@ -2115,6 +2121,7 @@ impl Actor {
             return;
         };
         let peer = flight.peer;
+        self.incompatible.remove(&peer);
         let bytes = match response {
             MsgResponse::Ack(bytes) => bytes,
             MsgResponse::Rejected => {
@@ -2734,7 +2741,18 @@ impl Actor {
                 peer,
                 ..
             } => {
-                debug!(%peer, %error, "message request failed");
+                if refused_protocol(&error) {
+                    if self.incompatible.insert(peer) {
+                        warn!(
+                            %peer,
+                            protocol = %MSG_PROTOCOL,
+                            "the peer does not speak our message protocol (another version of \
+                             encrypto?): messages to it stay queued and are retried"
+                        );
+                    }
+                } else {
+                    debug!(%peer, %error, "message request failed");
+                }
                 self.on_outbound_failure(request_id);
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
@@ -2746,6 +2764,22 @@ impl Actor {
             }
             _ => {}
         }
+    }
+}
+
+/// Whether a request failed because the peer does not speak its protocol. Requests go with
+/// the protocol proposal (lazy negotiation), so a refusal usually comes back as an I/O error
+/// on the stream rather than as `UnsupportedProtocols`.
+fn refused_protocol(error: &request_response::OutboundFailure) -> bool {
+    match error {
+        request_response::OutboundFailure::UnsupportedProtocols => true,
+        request_response::OutboundFailure::Io(e) => e.get_ref().is_some_and(|inner| {
+            matches!(
+                inner.downcast_ref::<NegotiationError>(),
+                Some(NegotiationError::Failed)
+            )
+        }),
+        _ => false,
     }
 }
 
@@ -2784,4 +2818,23 @@ fn public_of(contact: &Contact) -> Result<PublicIdentity, NodeError> {
             contact.peer_id
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use request_response::OutboundFailure;
+
+    #[test]
+    fn a_refused_protocol_is_told_from_other_failures() {
+        let refused = std::io::Error::other(NegotiationError::Failed);
+        assert!(refused_protocol(&OutboundFailure::Io(refused)));
+        assert!(refused_protocol(&OutboundFailure::UnsupportedProtocols));
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert!(!refused_protocol(&OutboundFailure::Io(reset)));
+        let other = std::io::Error::other("Protocol negotiation failed.");
+        assert!(!refused_protocol(&OutboundFailure::Io(other)));
+        assert!(!refused_protocol(&OutboundFailure::Timeout));
+        assert!(!refused_protocol(&OutboundFailure::ConnectionClosed));
+    }
 }
