@@ -348,9 +348,10 @@ impl TransactionalTree {
         self.tree.context.pagecache.generate_id_inner()
     }
 
-    // Encrypto patch: upstream left this `unimplemented!()`. Staging a transaction only takes
-    // the process-wide lock, held by the `Protector` its caller drops, and the caller throws
-    // this overlay away before it retries; a tree has nothing of its own to undo.
+    // Encrypto patch: upstream's body here panicked ("not implemented"). Staging a
+    // transaction only takes the process-wide lock, held by the `Protector` its caller drops,
+    // and the caller throws this overlay away before it retries; a tree has nothing of its own
+    // to undo.
     fn unstage(&self) {}
 
     const fn validate(&self) -> bool {
