@@ -407,6 +407,9 @@ pub enum NodeError {
     /// A file cannot be sent, fetched or forwarded.
     #[error("{0}")]
     File(String),
+    /// The node's thread or its runtime could not start.
+    #[error("cannot start the node's thread: {0}")]
+    Thread(String),
 }
 
 type Reply<T> = oneshot::Sender<Result<T, NodeError>>;
@@ -817,18 +820,25 @@ pub struct Started {
     pub handle: NodeHandle,
     /// A subscription made before the node's task first ran: it sees every event from the
     /// start. One made later with [`NodeHandle::subscribe`] can miss what the node did in
-    /// between (on a multi-threaded runtime a peer may already be connected and verified).
+    /// between (it runs on its own thread: a peer may already be connected and verified).
     pub events: broadcast::Receiver<NodeEvent>,
-    /// The node's task; it ends when [`NodeHandle::shutdown`] is called or every handle is
-    /// dropped.
+    /// Ends when the node has stopped and its store is closed: after [`NodeHandle::shutdown`],
+    /// or once every handle is dropped.
     pub task: tokio::task::JoinHandle<()>,
 }
 
 /// Starts a node for an unlocked identity.
 ///
+/// The node runs on a thread of its own, on a single-threaded tokio runtime: its actor, its
+/// swarm and every connection task of the swarm, so that handing a frame between them never
+/// wakes another thread. Slow work (signature checks, store flushes, file sealing) goes to
+/// that runtime's blocking threads. Call it from within a tokio runtime (for
+/// [`Started::task`]); the caller's runtime only carries the handle's requests and replies.
+///
 /// # Errors
 /// [`NodeError::Store`] if the store cannot be opened (locked by another process, damaged,
-/// another identity's), [`NodeError::Swarm`] if the network cannot be set up.
+/// another identity's), [`NodeError::Swarm`] if the network cannot be set up,
+/// [`NodeError::Thread`] if the node's thread or runtime cannot start.
 pub fn start(
     identity: Identity,
     name: &str,
@@ -836,6 +846,68 @@ pub fn start(
     storage_key: StorageKey,
     config: NodeConfig,
 ) -> Result<Started, NodeError> {
+    let name = name.to_owned();
+    let (started_tx, started_rx) = std::sync::mpsc::sync_channel(1);
+    let (ended_tx, ended_rx) = oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("encrypto-node".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .thread_name("encrypto-node-blocking")
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    let _ = started_tx.send(Err(NodeError::Thread(format!(
+                        "cannot build its runtime: {e}"
+                    ))));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                match prepare(identity, &name, created_ms, storage_key, config) {
+                    Ok((actor, commands, started)) => {
+                        let _ = started_tx.send(Ok(started));
+                        actor.run(commands).await;
+                    }
+                    Err(e) => {
+                        let _ = started_tx.send(Err(e));
+                    }
+                }
+            });
+            // Ends the connection tasks and waits for the blocking jobs still running (a
+            // flush holds the store): once `ended` is sent, the store is closed.
+            drop(runtime);
+            let _ = ended_tx.send(());
+        })
+        .map_err(|e| NodeError::Thread(e.to_string()))?;
+    let (handle, events) = started_rx
+        .recv()
+        .map_err(|_| NodeError::Thread("it ended while starting".into()))??;
+    let task = tokio::spawn(async move {
+        if ended_rx.await.is_err() {
+            tracing::error!("the node's thread panicked");
+        }
+    });
+    Ok(Started {
+        handle,
+        events,
+        task,
+    })
+}
+
+/// What the node's thread sends back once the node is set up.
+type Prepared = (NodeHandle, broadcast::Receiver<NodeEvent>);
+
+/// Opens the store, builds the swarm and the actor, on the node's own runtime.
+fn prepare(
+    identity: Identity,
+    name: &str,
+    created_ms: u64,
+    storage_key: StorageKey,
+    config: NodeConfig,
+) -> Result<(Actor, mpsc::Receiver<Command>, Prepared), NodeError> {
     let store = Store::open(
         &config.data_dir.join(crate::datadir::STORE_DIR),
         storage_key,
@@ -894,16 +966,18 @@ pub fn start(
     };
     actor.load_inbound_keys();
     actor.resume();
-    let task = tokio::spawn(actor.run(rx));
-    Ok(Started {
-        handle: NodeHandle {
-            commands,
-            events,
-            peer_id,
-        },
-        events: first_subscriber,
-        task,
-    })
+    Ok((
+        actor,
+        rx,
+        (
+            NodeHandle {
+                commands,
+                events,
+                peer_id,
+            },
+            first_subscriber,
+        ),
+    ))
 }
 
 struct Actor {
