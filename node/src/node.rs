@@ -196,7 +196,9 @@ pub struct PeerInfo {
     pub addrs: Vec<Multiaddr>,
     /// Whether a connection is open now.
     pub connected: bool,
-    /// How it was found.
+    /// How it was found; for a peer connected now that was found through the DHT or a relay,
+    /// how the connection runs (`Relay` when every connection goes through a relay, else
+    /// `Direct`).
     pub via: Via,
 }
 
@@ -1806,11 +1808,12 @@ impl Actor {
             }
         }
         // How a connected peer is reached now: through a relay only, or directly (after hole
-        // punching, a peer found via a relay is direct).
+        // punching, a peer found via a relay is direct; so is one found in the DHT, whichever
+        // came last: a search can name a peer again after its relayed connection opened).
         for info in out.values_mut() {
             match self.connection_path(&info.peer_id) {
                 Some(Via::Relay) => info.via = Via::Relay,
-                Some(_) if info.via == Via::Relay => info.via = Via::Direct,
+                Some(_) if matches!(info.via, Via::Relay | Via::Kad) => info.via = Via::Direct,
                 _ => {}
             }
         }
