@@ -31,9 +31,10 @@
 //! Every failure is one opaque [`OpenError`] ("message rejected"); the precise
 //! [`RejectReason`] is available to logs and tests through [`OpenError::reason`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::str::FromStr;
+use std::sync::{Mutex, PoisonError};
 
 use rand_core::CryptoRng;
 use serde::{Deserialize, Serialize};
@@ -802,6 +803,8 @@ pub struct InboundSessions {
     keys: HashMap<([u8; ED25519_LEN], KeyId), Zeroizing<[u8; KEY_LEN]>>,
     order: VecDeque<([u8; ED25519_LEN], KeyId)>,
     capacity: usize,
+    /// Keys that a [`decrypt_ahead`] call is unwrapping now: another call leaves them to it.
+    unwrapping: HashSet<([u8; ED25519_LEN], KeyId)>,
 }
 
 impl fmt::Debug for InboundSessions {
@@ -826,6 +829,7 @@ impl InboundSessions {
             keys: HashMap::new(),
             order: VecDeque::new(),
             capacity: capacity.max(1),
+            unwrapping: HashSet::new(),
         }
     }
 
@@ -1039,14 +1043,125 @@ pub fn open<R: CryptoRng + ?Sized>(
 }
 
 /// An envelope whose structure, sender and signature have been checked against a sender's
-/// key by [`verify_many`]; [`open_verified`] does the rest of [`open`].
+/// key by [`verify_many`]; [`open_verified`] does the rest of [`open`]. It may also carry the
+/// outcome of its RSA work, done ahead by [`decrypt_ahead`].
 #[derive(Debug, Clone)]
-pub struct Verified(Envelope);
+pub struct Verified {
+    envelope: Envelope,
+    ahead: Ahead,
+}
+
+/// The RSA private-key work of opening an envelope, when [`decrypt_ahead`] did it.
+#[derive(Clone)]
+enum Ahead {
+    /// Nothing done ahead (or nothing to do: an `aes` key already cached).
+    Nothing,
+    /// An `rsa` body, decrypted.
+    Body(Zeroizing<Vec<u8>>),
+    /// The RSA work failed: the envelope is rejected for this reason.
+    Failed(RejectReason),
+}
+
+impl fmt::Debug for Ahead {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Ahead::Nothing => f.write_str("Nothing"),
+            Ahead::Body(body) => write!(f, "Body({} bytes)", body.len()),
+            Ahead::Failed(reason) => write!(f, "Failed({reason:?})"),
+        }
+    }
+}
 
 impl Verified {
     /// The envelope.
     pub fn envelope(&self) -> &Envelope {
-        &self.0
+        &self.envelope
+    }
+}
+
+impl Envelope {
+    /// Whether opening this envelope takes an RSA private-key operation (about 10 ms with
+    /// RSA-3072): an `rsa` body, or an `aes` session key that `sessions` does not hold yet and
+    /// that the envelope brings wrapped.
+    pub fn needs_private_key(&self, sessions: &InboundSessions) -> bool {
+        match self.cipher {
+            Cipher::Rsa => true,
+            Cipher::Aes => {
+                self.wrapped_key.is_some()
+                    && self
+                        .key_id
+                        .is_some_and(|key_id| !sessions.contains(&self.sender, &key_id))
+            }
+        }
+    }
+}
+
+/// Does the RSA private-key work of opening `verified` ahead, on the thread that checked
+/// their signatures ([`verify_many`]), so that the thread which opens them ([`open_verified`])
+/// does not stop for it: an `aes` session key not cached yet is unwrapped, checked against its
+/// key id and added to `sessions` (each distinct key once, even across threads), and an `rsa`
+/// body is decrypted into its [`Verified`]. An envelope addressed to another identity than
+/// `me` is left alone (opening rejects it without any RSA work). A failure is recorded in the
+/// envelope, and [`open_verified`] rejects it for that reason after its own checks.
+///
+/// The lock on `sessions` is never held during an RSA operation. A key that another call is
+/// unwrapping at the same time is left to it (the envelope carries nothing ahead): after a
+/// key rotation several batches in flight bring the same new key, and unwrapping it once per
+/// batch would take every core for the length of an RSA decryption. Opening such an envelope
+/// finds the key cached once the other call is done, provided it is opened after the
+/// envelopes of that call, as the node opens batches in the order they came.
+pub fn decrypt_ahead<'a, R: CryptoRng + ?Sized>(
+    verified: impl IntoIterator<Item = &'a mut Verified>,
+    me: &Identity,
+    sessions: &Mutex<InboundSessions>,
+    rng: &mut R,
+) {
+    let lock = || sessions.lock().unwrap_or_else(PoisonError::into_inner);
+    let mine = me.public().ed25519_bytes();
+    // Wrapped keys that did not unwrap in this call, so that a batch repeating one costs one
+    // RSA operation, not one per envelope.
+    let mut failed: HashMap<Vec<u8>, RejectReason> = HashMap::new();
+    for v in verified {
+        let env = &v.envelope;
+        if env.recipient != mine {
+            continue;
+        }
+        v.ahead = match env.cipher {
+            Cipher::Rsa => match open_rsa(env, me, rng) {
+                Ok(body) => Ahead::Body(body),
+                Err(e) => Ahead::Failed(e.0),
+            },
+            Cipher::Aes => {
+                let (Some(key_id), Some(wrapped)) = (env.key_id, env.wrapped_key.as_ref()) else {
+                    continue;
+                };
+                if let Some(reason) = failed.get(&wrapped[..]) {
+                    Ahead::Failed(*reason)
+                } else {
+                    {
+                        let mut sessions = lock();
+                        if sessions.contains(&env.sender, &key_id)
+                            || !sessions.unwrapping.insert((env.sender, key_id))
+                        {
+                            continue;
+                        }
+                    }
+                    let unwrapped = unwrap_session_key(me, &key_id, wrapped, rng);
+                    let mut sessions = lock();
+                    sessions.unwrapping.remove(&(env.sender, key_id));
+                    match unwrapped {
+                        Ok(key) => {
+                            sessions.insert(env.sender, key);
+                            Ahead::Nothing
+                        }
+                        Err(e) => {
+                            failed.insert(wrapped.to_vec(), e.0);
+                            Ahead::Failed(e.0)
+                        }
+                    }
+                }
+            }
+        };
     }
 }
 
@@ -1097,7 +1212,10 @@ pub fn verify_many(
         .map(|checked| {
             let (env, at) = checked?;
             if good[at] {
-                Ok(Verified(env))
+                Ok(Verified {
+                    envelope: env,
+                    ahead: Ahead::Nothing,
+                })
             } else {
                 Err(OpenError(RejectReason::BadSignature))
             }
@@ -1116,7 +1234,7 @@ pub fn open_verified<R: CryptoRng + ?Sized>(
     sessions: &mut InboundSessions,
     rng: &mut R,
 ) -> Result<Opened, OpenError> {
-    let envelope = &verified.0;
+    let envelope = &verified.envelope;
     if envelope.sender != ctx.sender.ed25519_bytes() {
         return Err(OpenError(RejectReason::SenderMismatch));
     }
@@ -1127,7 +1245,17 @@ pub fn open_verified<R: CryptoRng + ?Sized>(
         &envelope.id,
         envelope.timestamp,
     )?;
-    decrypt(envelope, ctx, sessions, rng)
+    match &verified.ahead {
+        Ahead::Nothing => decrypt(envelope, ctx, sessions, rng),
+        Ahead::Failed(reason) => Err(OpenError(*reason)),
+        Ahead::Body(body) => Ok(Opened {
+            id: envelope.id,
+            timestamp: envelope.timestamp,
+            cipher: envelope.cipher,
+            key_id: envelope.key_id,
+            plaintext: body.clone(),
+        }),
+    }
 }
 
 fn decrypt<R: CryptoRng + ?Sized>(
@@ -1165,16 +1293,7 @@ fn open_aes<R: CryptoRng + ?Sized>(
             .wrapped_key
             .as_ref()
             .ok_or(OpenError(RejectReason::UnknownSessionKey))?;
-        let raw = me
-            .rsa_decrypt(rng, wrapped)
-            .ok_or(OpenError(RejectReason::Decryption))?;
-        let key: [u8; KEY_LEN] = raw[..]
-            .try_into()
-            .map_err(|_| OpenError(RejectReason::Decryption))?;
-        let key = Zeroizing::new(key);
-        if key_id_of(&key) != key_id {
-            return Err(OpenError(RejectReason::KeyIdMismatch));
-        }
+        let key = unwrap_session_key(me, &key_id, wrapped, rng)?;
         sessions.insert(env.sender, key);
     }
     let key = sessions
@@ -1189,6 +1308,26 @@ fn open_aes<R: CryptoRng + ?Sized>(
         &key_id,
     );
     aead::open(key, nonce, &aad, &env.body).ok_or(OpenError(RejectReason::Decryption))
+}
+
+/// Unwraps an `aes` session key wrapped for `me` and checks it against its id.
+fn unwrap_session_key<R: CryptoRng + ?Sized>(
+    me: &Identity,
+    key_id: &KeyId,
+    wrapped: &[u8],
+    rng: &mut R,
+) -> Result<Zeroizing<[u8; KEY_LEN]>, OpenError> {
+    let raw = me
+        .rsa_decrypt(rng, wrapped)
+        .ok_or(OpenError(RejectReason::Decryption))?;
+    let key: [u8; KEY_LEN] = raw[..]
+        .try_into()
+        .map_err(|_| OpenError(RejectReason::Decryption))?;
+    let key = Zeroizing::new(key);
+    if key_id_of(&key) != *key_id {
+        return Err(OpenError(RejectReason::KeyIdMismatch));
+    }
+    Ok(key)
 }
 
 fn open_rsa<R: CryptoRng + ?Sized>(
@@ -1745,6 +1884,163 @@ mod tests {
             .unwrap_err()
             .reason();
         assert_eq!(reason, BadSignature);
+    }
+
+    /// An RNG that fails the test when used: the RSA decryptions blind with the RNG and
+    /// nothing else in opening uses one, so opening with it shows that no RSA work was left.
+    struct NoRsaWork;
+
+    impl rand_core::TryRng for NoRsaWork {
+        type Error = std::convert::Infallible;
+        fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+            panic!("an RSA private-key operation was made here")
+        }
+        fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+            panic!("an RSA private-key operation was made here")
+        }
+        fn try_fill_bytes(&mut self, _: &mut [u8]) -> Result<(), Self::Error> {
+            panic!("an RSA private-key operation was made here")
+        }
+    }
+
+    impl rand_core::TryCryptoRng for NoRsaWork {}
+
+    fn verified_all(envelopes: Vec<Envelope>) -> Vec<Verified> {
+        verify_many(envelopes, alice().public())
+            .into_iter()
+            .map(|v| v.expect("every signature is good"))
+            .collect()
+    }
+
+    #[test]
+    fn rsa_work_done_ahead_leaves_none_for_the_opening_and_opens_the_same() {
+        let mut envelopes = aes_envelopes(4);
+        let mut r = rng(30);
+        let id = MessageId::random(&mut r);
+        envelopes.push(seal_rsa(alice(), bob().public(), id, NOW, b"by rsa", &mut r).unwrap());
+        let mut verified = verified_all(envelopes.clone());
+        let empty = InboundSessions::default();
+        assert!(
+            verified
+                .iter()
+                .all(|v| v.envelope().needs_private_key(&empty))
+        );
+
+        let sessions = Mutex::new(InboundSessions::default());
+        decrypt_ahead(verified.iter_mut(), bob(), &sessions, &mut r);
+        let mut sessions = sessions.into_inner().unwrap();
+        assert_eq!(sessions.len(), 1, "the four share one session key");
+        assert!(!verified[0].envelope().needs_private_key(&sessions));
+        let seen = never_seen();
+        let ctx = ctx(bob(), alice(), &seen);
+        for (env, v) in envelopes.iter().zip(&verified) {
+            let ahead = open_verified(v, &ctx, &mut sessions, &mut NoRsaWork).unwrap();
+            let mut fresh = InboundSessions::default();
+            let alone = open(env, &ctx, &mut fresh, &mut rng(3)).unwrap();
+            assert_eq!(
+                (ahead.id, ahead.cipher, ahead.key_id, &ahead.plaintext),
+                (alone.id, alone.cipher, alone.key_id, &alone.plaintext)
+            );
+        }
+        // A key already cached costs nothing ahead either.
+        let mut again = verified_all(aes_envelopes(2));
+        decrypt_ahead(
+            again.iter_mut(),
+            bob(),
+            &Mutex::new(sessions),
+            &mut NoRsaWork,
+        );
+    }
+
+    #[test]
+    fn a_failure_ahead_rejects_the_envelope_after_the_other_checks() {
+        // Alice (a contact: her signatures verify) sends three envelopes whose wrapped key is
+        // not the key their id names: one RSA decryption for the three, each rejected, nothing
+        // cached, and no RSA work left for the opening.
+        let mut r = rng(31);
+        let mut s1 = OutboundSession::new(&mut r, bob().public(), NOW).unwrap();
+        let s2 = OutboundSession::new(&mut r, bob().public(), NOW).unwrap();
+        let envelopes: Vec<Envelope> = (0..3u8)
+            .map(|i| {
+                let id = MessageId::random(&mut r);
+                let mut env =
+                    seal_aes(alice(), bob().public(), &mut s1, id, NOW, &[i], &mut r).unwrap();
+                env.wrapped_key = Some(serde_bytes::ByteBuf::from(s2.wrapped.clone()));
+                resign(&mut env, alice());
+                env
+            })
+            .collect();
+        let mut verified = verified_all(envelopes);
+        let sessions = Mutex::new(InboundSessions::default());
+        decrypt_ahead(verified.iter_mut(), bob(), &sessions, &mut r);
+        let mut sessions = sessions.into_inner().unwrap();
+        assert!(sessions.is_empty());
+        let seen = never_seen();
+        for v in &verified {
+            let err = open_verified(
+                v,
+                &ctx(bob(), alice(), &seen),
+                &mut sessions,
+                &mut NoRsaWork,
+            );
+            assert_eq!(err.unwrap_err().reason(), RejectReason::KeyIdMismatch);
+        }
+        // A replay is still told as one (and acknowledged again), not as the failure.
+        let always = |_: &[u8; 32], _: &MessageId| true;
+        let err = open_verified(
+            &verified[0],
+            &ctx(bob(), alice(), &always),
+            &mut sessions,
+            &mut NoRsaWork,
+        );
+        assert_eq!(err.unwrap_err().reason(), RejectReason::Replayed);
+    }
+
+    #[test]
+    fn a_key_another_call_is_unwrapping_is_left_to_it() {
+        let envelopes = aes_envelopes(2);
+        let key_id = envelopes[0].key_id.unwrap();
+        let sender = alice().public().ed25519_bytes();
+        let mut verified = verified_all(envelopes.clone());
+        let mut claimed = InboundSessions::default();
+        claimed.unwrapping.insert((sender, key_id));
+        let sessions = Mutex::new(claimed);
+        decrypt_ahead(verified.iter_mut(), bob(), &sessions, &mut NoRsaWork);
+        // The other call finishes: its key is cached, and these open with no RSA work left.
+        let mut done = verified_all(envelopes);
+        let mut sessions = sessions.into_inner().unwrap();
+        sessions.unwrapping.clear();
+        let sessions = Mutex::new(sessions);
+        decrypt_ahead(done.iter_mut().take(1), bob(), &sessions, &mut rng(32));
+        let mut sessions = sessions.into_inner().unwrap();
+        assert!(sessions.unwrapping.is_empty());
+        let seen = never_seen();
+        for v in &verified {
+            let opened = open_verified(
+                v,
+                &ctx(bob(), alice(), &seen),
+                &mut sessions,
+                &mut NoRsaWork,
+            );
+            assert_eq!(opened.unwrap().key_id, Some(key_id));
+        }
+    }
+
+    #[test]
+    fn envelopes_for_another_identity_get_no_rsa_work_ahead() {
+        let mut verified = verified_all(aes_envelopes(2));
+        let sessions = Mutex::new(InboundSessions::default());
+        decrypt_ahead(verified.iter_mut(), carol(), &sessions, &mut NoRsaWork);
+        let mut sessions = sessions.into_inner().unwrap();
+        assert!(sessions.is_empty());
+        let seen = never_seen();
+        let err = open_verified(
+            &verified[0],
+            &ctx(carol(), alice(), &seen),
+            &mut sessions,
+            &mut NoRsaWork,
+        );
+        assert_eq!(err.unwrap_err().reason(), RejectReason::WrongRecipient);
     }
 
     #[test]

@@ -30,7 +30,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use encrypto_crypto::control::{Control, ControlKind};
@@ -928,14 +928,14 @@ fn prepare(
     let (events, first_subscriber) = broadcast::channel(EVENT_CAPACITY);
     let peer_id = identity.peer_id();
     let mut actor = Actor {
-        identity,
+        identity: Arc::new(identity),
         profile,
         store,
         swarm,
         config,
         events: events.clone(),
         sessions: HashMap::new(),
-        inbound: InboundSessions::default(),
+        inbound: Arc::new(Mutex::new(InboundSessions::default())),
         persisted_keys: HashSet::new(),
         incompatible: HashSet::new(),
         connected: HashSet::new(),
@@ -983,14 +983,17 @@ fn prepare(
 }
 
 struct Actor {
-    identity: Identity,
+    /// Shared with the inbound check jobs, which do the RSA work of opening ahead.
+    identity: Arc<Identity>,
     profile: SignedProfile,
     store: Store,
     swarm: Swarm<Behaviour>,
     config: NodeConfig,
     events: broadcast::Sender<NodeEvent>,
     sessions: HashMap<PeerId, OutboundSession>,
-    inbound: InboundSessions,
+    /// The unwrapped `aes` session keys of inbound chats; the inbound check jobs add the keys
+    /// they unwrap ahead ([`envelope::decrypt_ahead`]).
+    inbound: Arc<Mutex<InboundSessions>>,
     persisted_keys: HashSet<(PeerId, envelope::KeyId)>,
     /// Peers that refused our message protocol (another version of encrypto), warned about
     /// once until they take a request again.
@@ -1404,6 +1407,12 @@ impl Actor {
         self.last_ts
     }
 
+    /// The inbound session keys (a poisoned lock is taken as it is: a cache entry is written
+    /// whole or not at all).
+    fn inbound_sessions(&self) -> MutexGuard<'_, InboundSessions> {
+        self.inbound.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn load_inbound_keys(&mut self) {
         let contacts = match self.store.contacts() {
             Ok(c) => c,
@@ -1416,7 +1425,7 @@ impl Actor {
             match self.store.inbound_keys(&contact.peer_id) {
                 Ok(keys) => {
                     for (key_id, key) in keys {
-                        self.inbound.insert(contact.ed25519, key);
+                        self.inbound_sessions().insert(contact.ed25519, key);
                         self.persisted_keys.insert((contact.peer_id, key_id));
                     }
                 }
@@ -2400,18 +2409,19 @@ impl Actor {
             peer,
         };
         let ctx = seen.context(&self.identity, public, self.config.open_policy);
-        let opened =
-            match envelope::open_verified(&verified, &ctx, &mut self.inbound, &mut rand::rng()) {
-                Ok(opened) => opened,
-                // The sender retried after our ack was lost: acknowledge again, store nothing.
-                Err(e) if e.reason() == RejectReason::Replayed => {
-                    return Ok(Inbound::Ack(verified.envelope().id));
-                }
-                Err(e) => return Err(inbound::reason(&e)),
-            };
+        let mut sessions = self.inbound.lock().unwrap_or_else(PoisonError::into_inner);
+        let opened = match envelope::open_verified(&verified, &ctx, &mut sessions, &mut rand::rng())
+        {
+            Ok(opened) => opened,
+            // The sender retried after our ack was lost: acknowledge again, store nothing.
+            Err(e) if e.reason() == RejectReason::Replayed => {
+                return Ok(Inbound::Ack(verified.envelope().id));
+            }
+            Err(e) => return Err(inbound::reason(&e)),
+        };
         if let Some(key_id) = opened.key_id
             && !self.persisted_keys.contains(&(peer, key_id))
-            && let Some(key) = self.inbound.get(&verified.envelope().sender, &key_id)
+            && let Some(key) = sessions.get(&verified.envelope().sender, &key_id)
         {
             match self.store.put_inbound_key(&peer, &key_id, key) {
                 Ok(()) => {
@@ -2420,6 +2430,7 @@ impl Actor {
                 Err(e) => warn!(%peer, error = %e, "cannot save a session key"),
             }
         }
+        drop(sessions);
         let payload =
             ChatPayload::from_bytes(&opened.plaintext).map_err(|e| format!("payload: {e}"))?;
         let body = match payload {
