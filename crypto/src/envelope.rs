@@ -1118,9 +1118,9 @@ pub fn decrypt_ahead<'a, R: CryptoRng + ?Sized>(
 ) {
     let lock = || sessions.lock().unwrap_or_else(PoisonError::into_inner);
     let mine = me.public().ed25519_bytes();
-    // Wrapped keys that did not unwrap in this call, so that a batch repeating one costs one
-    // RSA operation, not one per envelope.
-    let mut failed: HashMap<Vec<u8>, RejectReason> = HashMap::new();
+    // Wrapped keys (with the key id they claim to be) that did not unwrap in this call, so
+    // that a batch repeating one costs one RSA operation, not one per envelope.
+    let mut failed: HashMap<(Vec<u8>, KeyId), RejectReason> = HashMap::new();
     for v in verified {
         let env = &v.envelope;
         if env.recipient != mine {
@@ -1135,8 +1135,14 @@ pub fn decrypt_ahead<'a, R: CryptoRng + ?Sized>(
                 let (Some(key_id), Some(wrapped)) = (env.key_id, env.wrapped_key.as_ref()) else {
                     continue;
                 };
-                if let Some(reason) = failed.get(&wrapped[..]) {
-                    Ahead::Failed(*reason)
+                let tried = || (wrapped.to_vec(), key_id);
+                let known_bad = if failed.is_empty() {
+                    None
+                } else {
+                    failed.get(&tried()).copied()
+                };
+                if let Some(reason) = known_bad {
+                    Ahead::Failed(reason)
                 } else {
                     {
                         let mut sessions = lock();
@@ -1155,7 +1161,7 @@ pub fn decrypt_ahead<'a, R: CryptoRng + ?Sized>(
                             Ahead::Nothing
                         }
                         Err(e) => {
-                            failed.insert(wrapped.to_vec(), e.0);
+                            failed.insert(tried(), e.0);
                             Ahead::Failed(e.0)
                         }
                     }
@@ -1955,12 +1961,13 @@ mod tests {
     #[test]
     fn a_failure_ahead_rejects_the_envelope_after_the_other_checks() {
         // Alice (a contact: her signatures verify) sends three envelopes whose wrapped key is
-        // not the key their id names: one RSA decryption for the three, each rejected, nothing
-        // cached, and no RSA work left for the opening.
+        // not the key their id names: one RSA decryption for the three, each rejected, and no
+        // RSA work left for the opening. A fourth brings the same wrapped key under its own
+        // id: that one opens.
         let mut r = rng(31);
         let mut s1 = OutboundSession::new(&mut r, bob().public(), NOW).unwrap();
-        let s2 = OutboundSession::new(&mut r, bob().public(), NOW).unwrap();
-        let envelopes: Vec<Envelope> = (0..3u8)
+        let mut s2 = OutboundSession::new(&mut r, bob().public(), NOW).unwrap();
+        let mut envelopes: Vec<Envelope> = (0..3u8)
             .map(|i| {
                 let id = MessageId::random(&mut r);
                 let mut env =
@@ -1970,12 +1977,18 @@ mod tests {
                 env
             })
             .collect();
+        let id = MessageId::random(&mut r);
+        envelopes.push(seal_aes(alice(), bob().public(), &mut s2, id, NOW, b"ok", &mut r).unwrap());
         let mut verified = verified_all(envelopes);
         let sessions = Mutex::new(InboundSessions::default());
         decrypt_ahead(verified.iter_mut(), bob(), &sessions, &mut r);
         let mut sessions = sessions.into_inner().unwrap();
-        assert!(sessions.is_empty());
+        assert_eq!(sessions.len(), 1, "only the fourth one's key");
         let seen = never_seen();
+        let ctx4 = ctx(bob(), alice(), &seen);
+        let fourth = verified.pop().unwrap();
+        let opened = open_verified(&fourth, &ctx4, &mut sessions, &mut NoRsaWork).unwrap();
+        assert_eq!(&opened.plaintext[..], b"ok");
         for v in &verified {
             let err = open_verified(
                 v,

@@ -834,8 +834,9 @@ pub struct Started {
 /// The node runs on a thread of its own, on a single-threaded tokio runtime: its actor, its
 /// swarm and every connection task of the swarm, so that handing a frame between them never
 /// wakes another thread. Slow work goes to that runtime's blocking threads: signature checks
-/// of batches, store flushes while several writes wait, file sealing. Call it from within a tokio runtime (for
-/// [`Started::task`]); the caller's runtime only carries the handle's requests and replies.
+/// and RSA decryptions of inbound batches, store flushes while several writes wait, file
+/// sealing. Call it from within a tokio runtime (for [`Started::task`]); the caller's runtime
+/// only carries the handle's requests and replies.
 ///
 /// # Errors
 /// [`NodeError::Store`] if the store cannot be opened (locked by another process, damaged,
