@@ -596,6 +596,11 @@ pub(crate) fn describe_event(e: &Value) -> String {
             "WARNING: the keys of {} changed; compare safety numbers, then `encrypto verify`",
             s(&e["peer_id"])
         ),
+        "peer_incompatible" => format!(
+            "{} runs another version of encrypto: messages to it stay queued until one of you \
+             updates",
+            s(&e["peer_id"])
+        ),
         "file_offered" => format!(
             "{} offers {} ({}); file id {}",
             s(&e["from"]),

@@ -798,6 +798,9 @@ pub(crate) fn event_json(event: &NodeEvent, me: PeerId) -> Option<Value> {
         NodeEvent::KeyChanged { peer } => json!({
             "event": "key_changed", "timestamp": timestamp, "peer_id": peer.to_string(),
         }),
+        NodeEvent::PeerIncompatible { peer } => json!({
+            "event": "peer_incompatible", "timestamp": timestamp, "peer_id": peer.to_string(),
+        }),
         NodeEvent::ProfileVerified { peer, name } => json!({
             "event": "profile_verified", "timestamp": timestamp,
             "peer_id": peer.to_string(), "name": name,

@@ -644,6 +644,16 @@ impl Main {
                     true,
                 ));
             }
+            NodeEvent::PeerIncompatible { peer } => {
+                self.status = Some((
+                    format!(
+                        "{} runs another version of encrypto: your messages to them stay \
+                         queued until one of you updates",
+                        self.name_of(&peer)
+                    ),
+                    true,
+                ));
+            }
             NodeEvent::Listening { .. }
             | NodeEvent::PeerDiscovered { .. }
             | NodeEvent::PeerConnected { .. }

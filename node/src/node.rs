@@ -240,6 +240,12 @@ pub enum NodeEvent {
         /// The peer.
         peer: PeerId,
     },
+    /// A peer refused our message protocol: it runs another version of encrypto. Messages to
+    /// it stay queued and are retried; told once, until it takes a request again.
+    PeerIncompatible {
+        /// The peer.
+        peer: PeerId,
+    },
     /// A message arrived and is stored.
     MessageReceived {
         /// From.
@@ -2838,6 +2844,7 @@ impl Actor {
                             "the peer does not speak our message protocol (another version of \
                              encrypto?): messages to it stay queued and are retried"
                         );
+                        self.emit(NodeEvent::PeerIncompatible { peer });
                     }
                 } else {
                     debug!(%peer, %error, "message request failed");

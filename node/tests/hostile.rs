@@ -16,7 +16,7 @@ use encrypto_node::protocol::{
     CborCodec, ChatPayload, EnvelopeBatch, MAX_BATCH_ENVELOPES, MAX_MSG_FRAME, MSG_PROTOCOL,
     MsgRequest, MsgResponse, PROFILE_PROTOCOL, ProfileRequest, ProfileResponse,
 };
-use encrypto_node::store::Direction;
+use encrypto_node::store::{Direction, Status};
 use futures::StreamExt;
 use libp2p::request_response::{self, Message, ProtocolSupport};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
@@ -947,4 +947,112 @@ async fn streams_opened_and_never_finished_do_not_lock_out_honest_peers() {
     stalling.abort();
     victim.shutdown().await;
     honest.shutdown().await;
+}
+
+/// A peer of an older build: it exchanges profiles as this build does, but speaks
+/// `/encrypto/msg/2` where this build speaks `/encrypto/msg/3`.
+#[derive(NetworkBehaviour)]
+struct OldBuild {
+    msg: request_response::Behaviour<CborCodec<MsgRequest, MsgResponse>>,
+    profile: request_response::Behaviour<CborCodec<ProfileRequest, ProfileResponse>>,
+}
+
+#[tokio::test]
+async fn a_peer_of_another_version_is_reported_once_and_its_messages_stay_queued() {
+    const OLD_MSG_PROTOCOL: libp2p::StreamProtocol = libp2p::StreamProtocol::new("/encrypto/msg/2");
+    assert_ne!(OLD_MSG_PROTOCOL, MSG_PROTOCOL);
+    let tmp = TempDir::new().unwrap();
+    let (alice, mut events, addr) = start_node(&tmp, "alice", 41).await;
+    let alice_peer = alice.peer_id();
+    let old = identity(42);
+    let old_peer = old.peer_id();
+    let old_profile = old.sign_profile("Old Bob", 1).unwrap();
+    let mut swarm = SwarmBuilder::with_existing_identity(old.to_libp2p_keypair())
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|_| OldBuild {
+            msg: request_response::Behaviour::with_codec(
+                CborCodec::new(MAX_MSG_FRAME, MAX_MSG_FRAME),
+                [(OLD_MSG_PROTOCOL, ProtocolSupport::Full)],
+                request_response::Config::default(),
+            ),
+            profile: request_response::Behaviour::with_codec(
+                CborCodec::default(),
+                [(PROFILE_PROTOCOL, ProtocolSupport::Full)],
+                request_response::Config::default(),
+            ),
+        })
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    swarm.dial(addr).unwrap();
+    // The old build answers profile requests and presents its own once connected, for as
+    // long as the test runs.
+    let serving = tokio::spawn(async move {
+        loop {
+            match swarm.select_next_some().await {
+                SwarmEvent::ConnectionEstablished { peer_id, .. } if peer_id == alice_peer => {
+                    let profile = old_profile.to_bytes().into();
+                    swarm
+                        .behaviour_mut()
+                        .profile
+                        .send_request(&alice_peer, ProfileRequest { profile });
+                }
+                SwarmEvent::Behaviour(OldBuildEvent::Profile(
+                    request_response::Event::Message {
+                        message: Message::Request { channel, .. },
+                        ..
+                    },
+                )) => {
+                    let profile = old_profile.to_bytes().into();
+                    let _ = swarm
+                        .behaviour_mut()
+                        .profile
+                        .send_response(channel, ProfileResponse { profile });
+                }
+                _ => {}
+            }
+        }
+    });
+    wait_for(&mut events, |e| {
+        matches!(e, NodeEvent::ProfileVerified { peer, .. } if *peer == old_peer).then_some(())
+    })
+    .await;
+
+    let first = alice.send_text(old_peer, "one".into()).await.unwrap();
+    wait_for(&mut events, |e| {
+        matches!(e, NodeEvent::PeerIncompatible { peer } if *peer == old_peer).then_some(())
+    })
+    .await;
+    // Told once: a second message to the same peer is refused the same way, without another
+    // event, and both stay queued (the outbox keeps them for when one side updates).
+    let second = alice.send_text(old_peer, "two".into()).await.unwrap();
+    let marker = alice.send_text(old_peer, "three".into()).await.unwrap();
+    let mut refused_again = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while let Ok(Ok(event)) = tokio::time::timeout_at(deadline, events.recv()).await {
+        match event {
+            NodeEvent::PeerIncompatible { .. } => refused_again += 1,
+            NodeEvent::Delivered { id, .. } => panic!("{id} was delivered to an old build"),
+            _ => {}
+        }
+    }
+    assert_eq!(
+        refused_again, 0,
+        "the incompatible peer was reported more than once"
+    );
+    let history = alice.history(old_peer, None).await.unwrap();
+    let queued: Vec<_> = history
+        .iter()
+        .filter(|m| m.direction == Direction::Out && m.status == Status::Queued)
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(queued, [first, second, marker]);
+    serving.abort();
+    alice.shutdown().await;
 }
