@@ -1193,13 +1193,14 @@ pub fn verify_many(
     let checked: Vec<Result<(Envelope, usize), OpenError>> = envelopes
         .into_iter()
         .map(|env| {
+            // In the order `open` checks them, so that both give the same reason.
             env.check_structure()?;
-            if env.sender != expected {
-                return Err(OpenError(RejectReason::SenderMismatch));
-            }
             let statement = env
                 .signed_statement()
                 .ok_or(OpenError(RejectReason::BadSignature))?;
+            if env.sender != expected {
+                return Err(OpenError(RejectReason::SenderMismatch));
+            }
             let key = (statement, env.signature);
             let at = *index_of.entry(key).or_insert_with_key(|key| {
                 distinct.push(key.clone());
