@@ -1029,10 +1029,10 @@ async fn a_peer_of_another_version_is_reported_once_and_its_messages_stay_queued
         matches!(e, NodeEvent::PeerIncompatible { peer } if *peer == old_peer).then_some(())
     })
     .await;
-    // Told once: a second message to the same peer is refused the same way, without another
-    // event, and both stay queued (the outbox keeps them for when one side updates).
+    // Told once: the next messages to the same peer are refused the same way, without another
+    // event, and all three stay queued (the outbox keeps them for when one side updates).
     let second = alice.send_text(old_peer, "two".into()).await.unwrap();
-    let marker = alice.send_text(old_peer, "three".into()).await.unwrap();
+    let third = alice.send_text(old_peer, "three".into()).await.unwrap();
     let mut refused_again = 0;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
     while let Ok(Ok(event)) = tokio::time::timeout_at(deadline, events.recv()).await {
@@ -1052,7 +1052,7 @@ async fn a_peer_of_another_version_is_reported_once_and_its_messages_stay_queued
         .filter(|m| m.direction == Direction::Out && m.status == Status::Queued)
         .map(|m| m.id)
         .collect();
-    assert_eq!(queued, [first, second, marker]);
+    assert_eq!(queued, [first, second, third]);
     serving.abort();
     alice.shutdown().await;
 }
