@@ -25,7 +25,9 @@
 //!
 //! - [`node`]: the `Node` actor with its [`NodeHandle`] and event stream; it owns the swarm
 //!   and the store and runs the messaging flows (profiles pinned on connect, outbox and
-//!   acknowledgements, retries, cipher switch, delete chat, rate limits).
+//!   acknowledgements, retries, cipher switch, delete chat, rate limits). It runs on a thread
+//!   of its own with the swarm's connection tasks ([`node::start`]); signature checks, RSA
+//!   decryptions and flushes under load go to that runtime's blocking threads.
 //!
 pub mod datadir;
 pub mod directory;
