@@ -200,27 +200,16 @@ async fn forged_profile_records_are_discarded() {
 
     let mallory = identity(203);
     let alice_profile = identity(1000 + 201).sign_profile("Alice", 1).unwrap();
-    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(mallory.to_libp2p_keypair())
-        .with_tokio()
-        .with_tcp(
-            libp2p::tcp::Config::default(),
-            libp2p::noise::Config::new,
-            libp2p::yamux::Config::default,
-        )
-        .unwrap()
-        .with_behaviour(|key| {
-            let id = key.public().to_peer_id();
-            let mut kad = kad::Behaviour::with_config(
-                id,
-                kad::store::MemoryStore::new(id),
-                kad::Config::new(encrypto_node::protocol::KAD_PROTOCOL),
-            );
-            kad.set_mode(Some(kad::Mode::Server));
-            Sybil { kad }
-        })
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build();
+    let mut swarm = support::raw_swarm(&mallory, Duration::from_secs(60), |key| {
+        let id = key.public().to_peer_id();
+        let mut kad = kad::Behaviour::with_config(
+            id,
+            kad::store::MemoryStore::new(id),
+            kad::Config::new(encrypto_node::protocol::KAD_PROTOCOL),
+        );
+        kad.set_mode(Some(kad::Mode::Server));
+        Sybil { kad }
+    });
     swarm
         .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
         .unwrap();

@@ -20,10 +20,10 @@ use encrypto_node::store::{Direction, Status};
 use futures::StreamExt;
 use libp2p::request_response::{self, Message, ProtocolSupport};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, Swarm, SwarmBuilder, noise, tcp, yamux};
+use libp2p::{Multiaddr, PeerId, Swarm};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use support::{STEP, wait_for};
+use support::{STEP, raw_swarm, wait_for};
 use tempfile::TempDir;
 use tokio::sync::broadcast;
 
@@ -115,34 +115,23 @@ fn dialable(addr: &Multiaddr, peer: PeerId) -> Multiaddr {
 fn hostile_swarm(me: &Identity) -> Swarm<Hostile> {
     // Our own codec, but with limits far above the victim's, so oversized frames go out.
     let big = 4 * 1024 * 1024;
-    SwarmBuilder::with_existing_identity(me.to_libp2p_keypair())
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default(),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .unwrap()
-        .with_behaviour(|_| Hostile {
-            msg: request_response::Behaviour::with_codec(
-                CborCodec::new(big, big),
-                [(MSG_PROTOCOL, ProtocolSupport::Full)],
-                request_response::Config::default(),
-            ),
-            raw: request_response::Behaviour::with_codec(
-                CborCodec::new(big, big),
-                [(MSG_PROTOCOL, ProtocolSupport::Outbound)],
-                request_response::Config::default(),
-            ),
-            profile: request_response::Behaviour::with_codec(
-                CborCodec::new(big, big),
-                [(PROFILE_PROTOCOL, ProtocolSupport::Full)],
-                request_response::Config::default(),
-            ),
-        })
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build()
+    raw_swarm(me, Duration::from_secs(60), |_| Hostile {
+        msg: request_response::Behaviour::with_codec(
+            CborCodec::new(big, big),
+            [(MSG_PROTOCOL, ProtocolSupport::Full)],
+            request_response::Config::default(),
+        ),
+        raw: request_response::Behaviour::with_codec(
+            CborCodec::new(big, big),
+            [(MSG_PROTOCOL, ProtocolSupport::Outbound)],
+            request_response::Config::default(),
+        ),
+        profile: request_response::Behaviour::with_codec(
+            CborCodec::new(big, big),
+            [(PROFILE_PROTOCOL, ProtocolSupport::Full)],
+            request_response::Config::default(),
+        ),
+    })
 }
 
 /// Sends one message request and waits for its outcome: the response, or the failure text.
@@ -839,26 +828,15 @@ async fn streams_opened_and_never_finished_do_not_lock_out_honest_peers() {
     let victim_peer = victim.peer_id();
     let before = resident_mib();
 
-    let mut staller = SwarmBuilder::with_existing_identity(identity(73).to_libp2p_keypair())
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default(),
-            noise::Config::new,
-            yamux::Config::default,
+    let mut staller = raw_swarm(&identity(73), Duration::from_secs(600), |_| {
+        request_response::Behaviour::with_codec(
+            StallCodec,
+            [(MSG_PROTOCOL, ProtocolSupport::Outbound)],
+            request_response::Config::default()
+                .with_request_timeout(Duration::from_secs(600))
+                .with_max_concurrent_streams(100_000),
         )
-        .unwrap()
-        .with_behaviour(|_| {
-            request_response::Behaviour::with_codec(
-                StallCodec,
-                [(MSG_PROTOCOL, ProtocolSupport::Outbound)],
-                request_response::Config::default()
-                    .with_request_timeout(Duration::from_secs(600))
-                    .with_max_concurrent_streams(100_000),
-            )
-        })
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(600)))
-        .build();
+    });
     staller.add_peer_address(victim_peer, victim_addr.clone());
     for _ in 0..STREAMS {
         staller
@@ -967,29 +945,18 @@ async fn a_peer_of_another_version_is_reported_once_and_its_messages_stay_queued
     let old = identity(42);
     let old_peer = old.peer_id();
     let old_profile = old.sign_profile("Old Bob", 1).unwrap();
-    let mut swarm = SwarmBuilder::with_existing_identity(old.to_libp2p_keypair())
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default(),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .unwrap()
-        .with_behaviour(|_| OldBuild {
-            msg: request_response::Behaviour::with_codec(
-                CborCodec::new(MAX_MSG_FRAME, MAX_MSG_FRAME),
-                [(OLD_MSG_PROTOCOL, ProtocolSupport::Full)],
-                request_response::Config::default(),
-            ),
-            profile: request_response::Behaviour::with_codec(
-                CborCodec::default(),
-                [(PROFILE_PROTOCOL, ProtocolSupport::Full)],
-                request_response::Config::default(),
-            ),
-        })
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build();
+    let mut swarm = raw_swarm(&old, Duration::from_secs(60), |_| OldBuild {
+        msg: request_response::Behaviour::with_codec(
+            CborCodec::new(MAX_MSG_FRAME, MAX_MSG_FRAME),
+            [(OLD_MSG_PROTOCOL, ProtocolSupport::Full)],
+            request_response::Config::default(),
+        ),
+        profile: request_response::Behaviour::with_codec(
+            CborCodec::default(),
+            [(PROFILE_PROTOCOL, ProtocolSupport::Full)],
+            request_response::Config::default(),
+        ),
+    });
     swarm.dial(addr).unwrap();
     // The old build answers profile requests and presents its own once connected, for as
     // long as the test runs.

@@ -7,7 +7,8 @@ use std::time::Duration;
 use encrypto_crypto::{Identity, RsaBits, StorageKey};
 use encrypto_node::NodeEvent;
 use encrypto_node::node::{self, NodeConfig, NodeHandle};
-use libp2p::Multiaddr;
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::{Multiaddr, Swarm, SwarmBuilder, noise, tcp, yamux};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tempfile::TempDir;
@@ -15,6 +16,27 @@ use tokio::sync::broadcast;
 
 /// The longest any single step may take before the test fails.
 pub const STEP: Duration = Duration::from_secs(30);
+
+/// A bare libp2p swarm for `me` on the nodes' transport (TCP, noise, yamux), with `behaviour`
+/// and connections kept while idle for `idle`: the raw peer a test drives by hand.
+pub fn raw_swarm<B: NetworkBehaviour>(
+    me: &Identity,
+    idle: Duration,
+    behaviour: impl FnOnce(&libp2p::identity::Keypair) -> B,
+) -> Swarm<B> {
+    SwarmBuilder::with_existing_identity(me.to_libp2p_keypair())
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(behaviour)
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+        .build()
+}
 
 /// Waits (at most [`STEP`]) for the first event that `pick` maps to a value.
 pub async fn wait_for<T>(
