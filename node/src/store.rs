@@ -29,6 +29,7 @@
 //! | `transfers` | file id (16) ‖ role (1) ‖ chat tag (16) | [`Transfer`] |
 //! | `manifests` | same as `transfers` | the file's signed manifest (CBOR) |
 //! | `chunks` | transfer key ‖ chunk index (`u64` BE) | nothing: the key says the chunk is held |
+//! | `journal` | sequence number (`u64` BE) | the changes of one write of several records, while it is being made (empty between writes) |
 //!
 //! Values are packed CBOR ([`encrypto_crypto::codec`]) inside the sealed record, decoded with
 //! a size limit ([`MAX_RECORD_LEN`]).
@@ -36,8 +37,11 @@
 //! # Atomicity and durability
 //!
 //! Each call is atomic: it happens entirely or not at all, also across trees
-//! ([`Store::enqueue_outgoing`], [`Store::store_incoming`], [`Store::complete_outgoing`] are
-//! single sled transactions over history and outbox or seen ids). Calls that the node's
+//! ([`Store::enqueue_outgoing`], [`Store::store_incoming`], [`Store::complete_outgoing`] write
+//! history and the outbox or the seen ids through one journal record, and a write that a
+//! crash cut short is completed at the next open: see `store::journal`, and the `journal`
+//! tree below; so is one that failed part-way on a disk error, which its caller was told
+//! of). Calls that the node's
 //! delivery guarantees rest on flush before they return; each one says so. The others are
 //! written to disk by sled's background flush (every 500 ms), by the next flushing call, by
 //! [`Store::flush`], or when the store is dropped.
@@ -67,6 +71,7 @@
 mod error;
 mod files;
 mod history;
+mod journal;
 mod keys;
 mod outbox;
 mod seen;
@@ -89,8 +94,6 @@ use encrypto_crypto::storage::{self, RECORD_OVERHEAD, StorageKey};
 use encrypto_crypto::{KeyId, MessageId, PeerId};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
 use zeroize::Zeroizing;
 
 pub use error::StoreError;
@@ -100,6 +103,7 @@ pub use types::{
     StoredMessage,
 };
 
+use journal::Change;
 use keys::{ChatTag, Subkeys, TreeId};
 use types::{ContactRecord, PeerRecord};
 
@@ -109,10 +113,12 @@ pub const MAX_RECORD_LEN: usize = 512 * 1024;
 
 /// The store format this build writes and reads. Format 2 files a group's messages to one
 /// chat as a page (`store::history`); format 3 keeps seen ids in the `seen_index` tree
-/// (`store::seen`). This build reads older stores as they are, and marks them format 3 at
-/// open, so that a build that does not know pages or the index refuses them rather than
-/// showing a history with pages missing or filing a repeat twice.
-const FORMAT_VERSION: u32 = 3;
+/// (`store::seen`); format 4 writes several records at once through the `journal` tree
+/// (`store::journal`), which an interrupted write leaves to be completed at the next open.
+/// This build reads older stores as they are, and marks them format 4 at open, so that a
+/// build that does not know pages, the index or the journal refuses them rather than showing
+/// a history with pages missing, filing a repeat twice or leaving a write half done.
+const FORMAT_VERSION: u32 = 4;
 /// The oldest format this build opens (and upgrades).
 const OLDEST_FORMAT: u32 = 1;
 const FORMAT_KEY: &[u8] = b"format";
@@ -132,8 +138,6 @@ const LOCK_RETRY: Duration = Duration::from_millis(20);
 const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
-type TxResult<T> = std::result::Result<T, ConflictableTransactionError<StoreError>>;
-
 /// The node's encrypted store. Cheap to clone (clones share one database); every method is
 /// synchronous and may block on disk I/O.
 #[derive(Clone)]
@@ -160,6 +164,9 @@ struct Inner {
     generation: AtomicU64,
     /// The seen ids' log in memory (see `seen`), loaded at open.
     seen: Mutex<seen::SeenIndex>,
+    /// Multi-record writes (see `journal`); its lock is held by every writer of the
+    /// history, the outbox and the seen ids.
+    journal: Mutex<journal::Journal>,
 }
 
 impl Drop for Inner {
@@ -196,6 +203,7 @@ impl Store {
     pub fn open(dir: &Path, key: StorageKey) -> Result<Store> {
         let store = Self::open_unchecked(dir, key)?;
         store.inner.check_format_and_key()?;
+        store.inner.replay_journal()?;
         store.inner.load_seen()?;
         Ok(store)
     }
@@ -256,6 +264,7 @@ impl Store {
                 subkeys,
                 generation: AtomicU64::new(0),
                 seen: Mutex::default(),
+                journal: Mutex::default(),
             }),
         })
     }
@@ -351,7 +360,7 @@ impl Store {
     // ---- outbox ---------------------------------------------------------------------------
 
     /// Files an outgoing chat message: its history entry and its outbox item, atomically (one
-    /// transaction over both trees), then flushes. When this returns, the message survives a
+    /// journalled write over both trees), then flushes. When this returns, the message survives a
     /// restart and will be sent.
     ///
     /// # Errors
@@ -361,7 +370,7 @@ impl Store {
         self.enqueue_outgoing_many(&[(message.clone(), item.clone())])
     }
 
-    /// [`Store::enqueue_outgoing`] for several messages: one transaction and one flush for all
+    /// [`Store::enqueue_outgoing`] for several messages: one write and one flush for all
     /// of them (group commit for a sender with many messages queued).
     ///
     /// # Errors
@@ -408,18 +417,16 @@ impl Store {
             history.push(inner.file_run(&tag, &run_messages)?);
             items.push(inner.file_items(&tag, &run_items)?);
         }
-        let (messages, outbox) = (inner.tree(TreeId::Messages), inner.tree(TreeId::Outbox));
-        (messages, outbox)
-            .transaction(|(m, o)| {
-                for (key, sealed) in &history {
-                    m.insert(&key[..], &sealed[..])?;
-                }
-                for (key, sealed) in &items {
-                    o.insert(&key[..], &sealed[..])?;
-                }
-                Ok(())
-            })
-            .map_err(|e| inner.tx_error(e))
+        let changes = history
+            .into_iter()
+            .map(|(key, sealed)| Change::put(TreeId::Messages, key, sealed))
+            .chain(
+                items
+                    .into_iter()
+                    .map(|(key, sealed)| Change::put(TreeId::Outbox, key, sealed)),
+            )
+            .collect();
+        inner.write_all(&mut inner.writing(), changes)
     }
 
     /// The peer acknowledged `id`: removes its outbox item and marks its outgoing history
@@ -439,7 +446,7 @@ impl Store {
     }
 
     /// [`Store::complete_outgoing`] for several messages to one peer (one acknowledgement
-    /// carries many ids): one transaction and one flush. Returns how many changed.
+    /// carries many ids): one write and one flush. Returns how many changed.
     ///
     /// # Errors
     /// Write or flush failures.
@@ -464,7 +471,7 @@ impl Store {
     /// [`Store::complete_outgoing_many`] without the flush (see
     /// [`Store::write_outgoing_many`]), which also records in each history entry the sealed
     /// envelope the peer acknowledged (for "show ciphertext"; sealed with the storage key
-    /// like the rest of the entry), in the same transaction. A completion lost in a crash
+    /// like the rest of the entry), in the same write. A completion lost in a crash
     /// only means the message is sent again, and the peer acknowledges the duplicate without
     /// storing it twice.
     ///
@@ -472,6 +479,7 @@ impl Store {
     /// Write failures.
     pub fn write_completed_many(&self, peer: &PeerId, acked: &[Acknowledged]) -> Result<usize> {
         let inner = &self.inner;
+        let mut journal = inner.writing();
         let tag = inner.tag(peer);
         let mut times: Vec<u64> = acked.iter().map(|a| a.created_ms).collect();
         times.sort_unstable();
@@ -479,26 +487,23 @@ impl Store {
         let in_history = inner.entries_at(TreeId::Messages, &tag, &times)?;
         let in_outbox = inner.entries_at(TreeId::Outbox, &tag, &times)?;
         let by_id: HashMap<MessageId, &Acknowledged> = acked.iter().map(|a| (a.id, a)).collect();
-        let (messages, outbox) = (inner.tree(TreeId::Messages), inner.tree(TreeId::Outbox));
-        (messages, outbox)
-            .transaction(|(m, o)| {
-                let delivered: HashSet<MessageId> = inner
-                    .mark_delivered(m, &in_history, &by_id)?
-                    .into_iter()
-                    .collect();
-                let removed = inner.remove_acknowledged(o, &in_outbox, &by_id)?;
-                Ok(by_id
-                    .keys()
-                    .filter(|id| removed.contains(id) || delivered.contains(id))
-                    .count())
-            })
-            .map_err(|e| inner.tx_error(e))
+        let mut changes = Vec::new();
+        let delivered: HashSet<MessageId> = inner
+            .mark_delivered(&in_history, &by_id, &mut changes)?
+            .into_iter()
+            .collect();
+        let removed = inner.remove_acknowledged(&in_outbox, &by_id, &mut changes)?;
+        inner.write_all(&mut journal, changes)?;
+        Ok(by_id
+            .keys()
+            .filter(|id| removed.contains(id) || delivered.contains(id))
+            .count())
     }
 
     // ---- incoming and seen ids ------------------------------------------------------------
 
     /// Files an incoming message exactly once: checks its id against the seen ids of its
-    /// sender (`message.peer`), then in one transaction inserts it into history and records
+    /// sender (`message.peer`), then in one journalled write inserts it into history and records
     /// the id seen (see `store::seen`; no other writer comes between the check and the
     /// write); then flushes. Returns `false`, writing nothing, for a duplicate. When this
     /// returns the message is durable and may be acknowledged.
@@ -510,7 +515,7 @@ impl Store {
         Ok(stored.first().copied().unwrap_or(false))
     }
 
-    /// [`Store::store_incoming`] for several messages: one transaction and one flush. Returns,
+    /// [`Store::store_incoming`] for several messages: one write and one flush. Returns,
     /// for each message, whether it was new (a repeat within `messages` counts as a
     /// duplicate).
     ///
@@ -1002,17 +1007,6 @@ impl Inner {
     fn sled_error(&self, op: &'static str, e: sled::Error) -> StoreError {
         engine_error(self.path.clone(), op, e)
     }
-
-    fn tx_error(&self, e: TransactionError<StoreError>) -> StoreError {
-        match e {
-            TransactionError::Abort(e) => e,
-            TransactionError::Storage(e) => self.sled_error("write to", e),
-        }
-    }
-}
-
-fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
-    ConflictableTransactionError::Abort(e)
 }
 
 fn engine_error(path: PathBuf, op: &'static str, e: sled::Error) -> StoreError {

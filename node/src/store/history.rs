@@ -22,13 +22,13 @@ use std::collections::HashMap;
 use encrypto_crypto::MessageId;
 use encrypto_crypto::PeerId;
 use serde::{Deserialize, Serialize};
-use sled::transaction::TransactionalTree;
 
+use super::journal::Change;
 use super::keys::{self, ChatTag, Slot, TreeId};
 use super::types::MessageRecord;
 use super::{
     Acknowledged, Body, Direction, Inner, MAX_RECORD_LEN, Result, Status, Store, StoreError,
-    StoredMessage, TxResult, abort,
+    StoredMessage,
 };
 
 /// The most a page's message times may span. Messages written together are normally
@@ -358,18 +358,19 @@ impl Inner {
         }
     }
 
-    /// Records deliveries in history inside a transaction: every outgoing message of
-    /// `acked` (keyed by id) not yet delivered is marked so, with its envelope. Returns the
-    /// ids it marked. `entries` come from [`Inner::entries_at`].
+    /// Records deliveries in history: every outgoing message of `acked` (keyed by id) not yet
+    /// delivered is marked so, with its envelope, as changes added to `changes` (the caller
+    /// holds [`Inner::writing`] and writes them). Returns the ids it marked. `entries` come
+    /// from [`Inner::entries_at`].
     pub(super) fn mark_delivered(
         &self,
-        m: &TransactionalTree,
         entries: &[(sled::IVec, Slot)],
         acked: &HashMap<MessageId, &Acknowledged>,
-    ) -> TxResult<Vec<MessageId>> {
+        changes: &mut Vec<Change>,
+    ) -> Result<Vec<MessageId>> {
         let mut marked = Vec::new();
         for (key, slot) in entries {
-            let Some(sealed) = m.get(key)? else {
+            let Some(sealed) = self.get(TreeId::Messages, key)? else {
                 continue;
             };
             let mut messages = match self.open_entry(key, *slot, &sealed) {
@@ -406,11 +407,11 @@ impl Inner {
                     for &i in &changed {
                         messages[i].envelope = None;
                     }
-                    self.refile(key, *slot, &messages).map_err(abort)?
+                    self.refile(key, *slot, &messages)?
                 }
-                other => other.map_err(abort)?,
+                other => other?,
             };
-            m.insert(&key[..], sealed)?;
+            changes.push(Change::put(TreeId::Messages, key, sealed));
             marked.extend(changed.into_iter().map(|i| messages[i].id));
         }
         Ok(marked)
@@ -429,6 +430,7 @@ impl Store {
     /// page holding the message does not open; write failures.
     pub fn put_message(&self, message: &StoredMessage) -> Result<()> {
         let inner = &self.inner;
+        let _writing = inner.writing();
         let tag = inner.tag(&message.peer);
         let replaced = inner.rewrite(&tag, message.timestamp_ms, &message.id, |m| {
             *m = message.clone();
@@ -508,6 +510,7 @@ impl Store {
         id: &MessageId,
         status: Status,
     ) -> Result<bool> {
+        let _writing = self.inner.writing();
         self.inner
             .rewrite(&self.inner.tag(peer), timestamp_ms, id, |m| {
                 m.status = status
@@ -522,6 +525,7 @@ impl Store {
     /// Read, write or flush failures.
     pub fn delete_chat(&self, peer: &PeerId) -> Result<usize> {
         let inner = &self.inner;
+        let writing = inner.writing();
         let tree = inner.tree(TreeId::Messages);
         let mut batch = sled::Batch::default();
         let mut count = 0;
@@ -532,6 +536,7 @@ impl Store {
         }
         tree.apply_batch(batch)
             .map_err(|e| inner.sled_error("write to", e))?;
+        drop(writing);
         inner.flush()?;
         Ok(count)
     }

@@ -31,10 +31,11 @@ pub(super) enum TreeId {
     Transfers,
     Manifests,
     Chunks,
+    Journal,
 }
 
 impl TreeId {
-    pub(super) const ALL: [TreeId; 13] = [
+    pub(super) const ALL: [TreeId; 14] = [
         TreeId::Meta,
         TreeId::Contacts,
         TreeId::Messages,
@@ -48,6 +49,7 @@ impl TreeId {
         TreeId::Transfers,
         TreeId::Manifests,
         TreeId::Chunks,
+        TreeId::Journal,
     ];
 
     /// The sled tree name, also the first part of every sealing context.
@@ -66,6 +68,7 @@ impl TreeId {
             TreeId::Transfers => "transfers",
             TreeId::Manifests => "manifests",
             TreeId::Chunks => "chunks",
+            TreeId::Journal => "journal",
         }
     }
 
@@ -85,6 +88,7 @@ impl TreeId {
             TreeId::Transfers => "file transfer",
             TreeId::Manifests => "file manifest",
             TreeId::Chunks => "chunk mark",
+            TreeId::Journal => "interrupted write",
         }
     }
 
@@ -92,6 +96,8 @@ impl TreeId {
     pub(super) fn max_record(self) -> usize {
         match self {
             TreeId::Manifests => encrypto_crypto::file::MAX_MANIFEST_LEN,
+            // It holds every record of one write: a group commit's, in memory already.
+            TreeId::Journal => super::journal::MAX_JOURNAL_RECORD,
             _ => super::MAX_RECORD_LEN,
         }
     }

@@ -11,14 +11,12 @@ use std::collections::{HashMap, HashSet};
 
 use encrypto_crypto::{MessageId, PeerId};
 use serde::{Deserialize, Serialize};
-use sled::transaction::TransactionalTree;
 
 use super::history::Filed;
+use super::journal::Change;
 use super::keys::{self, ChatTag, Slot, TreeId};
 use super::types::OutboxRecord;
-use super::{
-    Acknowledged, Inner, OutboxItem, Result, Store, StoreError, TxResult, abort, engine_error,
-};
+use super::{Acknowledged, Inner, OutboxItem, Result, Store, StoreError, engine_error};
 
 /// A page of outbox items to one chat, oldest first.
 #[derive(Serialize, Deserialize)]
@@ -102,14 +100,15 @@ impl Inner {
         Ok(items)
     }
 
-    /// Inside a transaction: removes the items of `acked` (by id and time) from `entries`
-    /// (from [`Inner::entries_at`] on the outbox). Returns the ids removed.
+    /// Removes the items of `acked` (by id and time) from `entries` (from
+    /// [`Inner::entries_at`] on the outbox), as changes added to `changes` (the caller holds
+    /// [`Inner::writing`] and writes them). Returns the ids removed.
     pub(super) fn remove_acknowledged(
         &self,
-        o: &TransactionalTree,
         entries: &[(sled::IVec, Slot)],
         acked: &HashMap<MessageId, &Acknowledged>,
-    ) -> TxResult<HashSet<MessageId>> {
+        changes: &mut Vec<Change>,
+    ) -> Result<HashSet<MessageId>> {
         let is_acked = |id: &MessageId, created_ms: u64| {
             acked.get(id).is_some_and(|a| a.created_ms == created_ms)
         };
@@ -117,12 +116,13 @@ impl Inner {
         for (key, slot) in entries {
             if let Slot::One { timestamp_ms, id } = *slot {
                 let id = MessageId(id);
-                if is_acked(&id, timestamp_ms) && o.remove(&key[..])?.is_some() {
+                if is_acked(&id, timestamp_ms) && self.get(TreeId::Outbox, key)?.is_some() {
+                    changes.push(Change::remove(TreeId::Outbox, key));
                     removed.insert(id);
                 }
                 continue;
             }
-            let Some(sealed) = o.get(key)? else {
+            let Some(sealed) = self.get(TreeId::Outbox, key)? else {
                 continue;
             };
             let items = match self.open_items(key, *slot, &sealed) {
@@ -138,10 +138,10 @@ impl Inner {
                 continue;
             }
             if left.is_empty() {
-                o.remove(&key[..])?;
+                changes.push(Change::remove(TreeId::Outbox, key));
             } else {
-                let sealed = self.seal_items(key, left.into_iter()).map_err(abort)?;
-                o.insert(&key[..], sealed)?;
+                let sealed = self.seal_items(key, left.into_iter())?;
+                changes.push(Change::put(TreeId::Outbox, key, sealed));
             }
             removed.extend(done.iter().map(|i| i.id));
         }
@@ -157,7 +157,9 @@ impl Store {
     pub fn enqueue_control(&self, item: &OutboxItem) -> Result<()> {
         let inner = &self.inner;
         let (key, sealed) = inner.file_items(&inner.tag(&item.peer), &[item])?;
+        let writing = inner.writing();
         inner.insert(TreeId::Outbox, &key, sealed)?;
+        drop(writing);
         inner.flush()
     }
 
@@ -169,6 +171,7 @@ impl Store {
     /// page holding it does not open; write failures.
     pub fn update_outbox(&self, item: &OutboxItem) -> Result<bool> {
         let inner = &self.inner;
+        let _writing = inner.writing();
         let tag = inner.tag(&item.peer);
         for (key, slot) in inner.entries_at(TreeId::Outbox, &tag, &[item.created_ms])? {
             let Some(old) = inner.get(TreeId::Outbox, &key)? else {

@@ -38,11 +38,11 @@ use std::collections::HashSet;
 use std::sync::{MutexGuard, PoisonError};
 
 use encrypto_crypto::{MessageId, PeerId};
-use sled::Transactional;
 
+use super::journal::Change;
 use super::keys::TreeId;
 use super::types::SeenRecord;
-use super::{Inner, MAX_RECORD_LEN, Result, Store, StoredMessage, TxResult};
+use super::{Inner, MAX_RECORD_LEN, Result, Store, StoredMessage};
 
 /// Length of a seen id's keyed hash.
 const HASH_LEN: usize = 16;
@@ -122,6 +122,7 @@ impl Store {
     pub fn write_incoming_many(&self, messages: &[StoredMessage]) -> Result<Vec<bool>> {
         let inner = &self.inner;
         let mut index = inner.seen_index();
+        let mut journal = inner.writing();
         let mut entries: Vec<Entry> = Vec::with_capacity(messages.len());
         let mut in_group = HashSet::with_capacity(messages.len());
         let mut stored = Vec::with_capacity(messages.len());
@@ -147,19 +148,18 @@ impl Store {
             .collect();
         let filed = inner.file_messages(&fresh)?;
         let log = inner.seal_log(&index, &entries)?;
-        let (history, seen) = (inner.tree(TreeId::Messages), inner.tree(TreeId::SeenIndex));
-        (history, seen)
-            .transaction(|(m, s)| -> TxResult<()> {
-                for (key, sealed) in &filed {
-                    m.insert(&key[..], &sealed[..])?;
-                }
-                for (key, sealed) in &log {
-                    s.insert(&key[..], &sealed[..])?;
-                }
-                Ok(())
-            })
-            .map_err(|e| inner.tx_error(e))?;
-        inner.logged(&mut index, log.len(), &entries);
+        let records = log.len();
+        let changes = filed
+            .into_iter()
+            .map(|(key, sealed)| Change::put(TreeId::Messages, key, sealed))
+            .chain(
+                log.into_iter()
+                    .map(|(key, sealed)| Change::put(TreeId::SeenIndex, key, sealed)),
+            )
+            .collect();
+        inner.write_all(&mut journal, changes)?;
+        drop(journal);
+        inner.logged(&mut index, records, &entries);
         Ok(stored)
     }
 

@@ -1330,7 +1330,7 @@ fn a_format_1_store_opens_and_is_marked_with_this_format() {
     assert_eq!(store.history(&a, None).unwrap(), vec![m]);
     let format = store.inner.get(TreeId::Meta, FORMAT_KEY).unwrap().unwrap();
     assert_eq!(format[..], FORMAT_VERSION.to_be_bytes());
-    assert_eq!(FORMAT_VERSION, 3);
+    assert_eq!(FORMAT_VERSION, 4);
 }
 
 #[test]
@@ -1460,4 +1460,130 @@ fn seen_ids_through_merges_splits_prunes_and_reopens_match_a_model() {
         chunks_seen = chunks_seen.max(store.seen_records().0);
     }
     assert!(chunks_seen > 10, "the log was merged and chunks split");
+}
+
+/// Whether the journal holds a write (one cut short and not yet completed).
+fn journal_is_empty(store: &Store) -> bool {
+    store.inner.tree(TreeId::Journal).is_empty()
+}
+
+#[test]
+fn a_send_cut_short_at_any_step_is_completed_at_the_next_open() {
+    let b = peer(2);
+    // History entry, outbox item: a cut after 0, 1 or 2 of them.
+    for applied in 0..=2 {
+        let dir = TempDir::new().unwrap();
+        let (m, item) = outgoing(b, 10, 1, "one");
+        {
+            let store = open(dir.path());
+            store.inner.writing().cut_after = Some(applied);
+            store
+                .write_outgoing_many(&[(m.clone(), item.clone())])
+                .unwrap_err();
+            assert!(!journal_is_empty(&store));
+        }
+        let store = open(dir.path());
+        assert!(journal_is_empty(&store), "cut after {applied}");
+        assert_eq!(
+            store.history(&b, None).unwrap(),
+            vec![m],
+            "cut after {applied}"
+        );
+        assert_eq!(
+            store.outbox_for(&b).unwrap(),
+            vec![item],
+            "cut after {applied}"
+        );
+    }
+}
+
+#[test]
+fn a_receipt_cut_short_is_completed_and_its_repeat_stays_out() {
+    let a = peer(1);
+    // History entry, seen id.
+    for applied in 0..=2 {
+        let dir = TempDir::new().unwrap();
+        let m = msg(a, 10, 1, Direction::In, "hello");
+        {
+            let store = open(dir.path());
+            store.inner.writing().cut_after = Some(applied);
+            store
+                .write_incoming_many(std::slice::from_ref(&m))
+                .unwrap_err();
+        }
+        let store = open(dir.path());
+        assert!(journal_is_empty(&store));
+        assert!(store.is_seen(&a, &m.id).unwrap(), "cut after {applied}");
+        assert_eq!(
+            store.store_incoming_many(std::slice::from_ref(&m)).unwrap(),
+            vec![false]
+        );
+        assert_eq!(
+            store.history(&a, None).unwrap(),
+            vec![m],
+            "cut after {applied}"
+        );
+    }
+}
+
+#[test]
+fn a_delivery_record_cut_short_is_completed_at_the_next_open() {
+    let b = peer(2);
+    let sent = [outgoing(b, 10, 1, "one"), outgoing(b, 11, 2, "two")];
+    let acked: Vec<Acknowledged> = sent
+        .iter()
+        .map(|(m, _)| Acknowledged {
+            id: m.id,
+            created_ms: m.timestamp_ms,
+            envelope: Some(vec![5; 30]),
+        })
+        .collect();
+    // The history page, the outbox page.
+    for applied in 0..=2 {
+        let dir = TempDir::new().unwrap();
+        {
+            let store = open(dir.path());
+            store.write_outgoing_many(&sent).unwrap();
+            store.inner.writing().cut_after = Some(applied);
+            store.write_completed_many(&b, &acked).unwrap_err();
+        }
+        let store = open(dir.path());
+        assert!(journal_is_empty(&store));
+        assert!(
+            store.outbox_for(&b).unwrap().is_empty(),
+            "cut after {applied}"
+        );
+        let history = store.history(&b, None).unwrap();
+        assert_eq!(history.len(), 2);
+        for m in history {
+            assert_eq!(m.status, Status::Delivered, "cut after {applied}");
+            assert_eq!(m.envelope, Some(vec![5; 30]));
+        }
+    }
+}
+
+#[test]
+fn a_journal_record_that_does_not_open_is_damage() {
+    let dir = TempDir::new().unwrap();
+    {
+        let store = open(dir.path());
+        store.inner.writing().cut_after = Some(0);
+        store
+            .write_outgoing_many(&[
+                outgoing(peer(2), 10, 1, "one"),
+                outgoing(peer(3), 10, 2, "two"),
+            ])
+            .unwrap_err();
+        let journal = store.inner.tree(TreeId::Journal);
+        let (key, sealed) = journal.first().unwrap().unwrap();
+        let mut sealed = sealed.to_vec();
+        let last = sealed.len() - 1;
+        sealed[last] ^= 1;
+        journal.insert(key, sealed).unwrap();
+    }
+    let err = Store::open(dir.path(), key(1)).err().unwrap();
+    assert!(
+        matches!(&err, StoreError::Damaged { reason, .. } if reason.contains("interrupted write")),
+        "{err}"
+    );
 }

@@ -1,0 +1,192 @@
+//! Writes of several records made atomic without sled's transactions.
+//!
+//! The node's durable writes each change two or three records at once: a sent message's
+//! history entry and outbox item, a received message's history entry and seen id, a
+//! delivery's history entry and outbox item. They used to be sled transactions. sled 0.34
+//! seals its log buffer before and after it reserves a transaction's place in the log
+//! (`pin_log`), so each transaction costs two extra buffer writes on sled's I/O threads, and
+//! a flush waits for all of them: a transaction over two trees and its flush took 180–230 µs
+//! here, two plain inserts and their flush 75–105 µs (a throwaway program against
+//! `patches/sled`; `docs/performance.md` has the figures). Those writes are the node's
+//! latency floor, two of them in series for every message.
+//!
+//! sled recovers a prefix of its log after a crash: it reads the log in order and stops at
+//! the first record that is torn or missing, so what comes back is every change up to some
+//! point and none after it. On that, a write of several records here is:
+//!
+//! 1. one record in the `journal` tree holding every change (each a whole sealed value or a
+//!    removal), sealed like any other record;
+//! 2. the changes, one plain insert or removal each;
+//! 3. the journal record removed.
+//!
+//! After a crash the log holds a prefix of those steps: nothing, or the journal record with
+//! some of the changes, or all of it. [`Inner::replay_journal`] at open applies every journal
+//! record left, again from the start (applying a whole value or a removal twice is applying
+//! it once), and removes it. Callers flush afterwards as before: a flush makes the whole
+//! write durable, journal record removed.
+//!
+//! Replaying a change is right only if nothing wrote the same record after it: every
+//! writer of the history, the outbox or the seen ids holds the journal's lock
+//! ([`Inner::writing`]), so no other write comes between a journal record and its removal.
+//! Writers of the seen ids hold the seen index's lock too, which is taken first.
+
+use std::sync::{MutexGuard, PoisonError};
+
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+use super::keys::TreeId;
+use super::{Inner, Result};
+
+/// Largest journal record (before sealing). A write's records are in memory when it is
+/// written, so this bounds nothing the node would not hold anyway; it is there for the
+/// decoder.
+pub(super) const MAX_JOURNAL_RECORD: usize = 1 << 30;
+
+/// One change of a multi-record write.
+pub(super) enum Change {
+    /// The record at `key` becomes `sealed`.
+    Put {
+        tree: TreeId,
+        key: Vec<u8>,
+        sealed: Vec<u8>,
+    },
+    /// The record at `key` is removed.
+    Remove { tree: TreeId, key: Vec<u8> },
+}
+
+impl Change {
+    pub(super) fn put(tree: TreeId, key: impl AsRef<[u8]>, sealed: Vec<u8>) -> Change {
+        Change::Put {
+            tree,
+            key: key.as_ref().to_vec(),
+            sealed,
+        }
+    }
+
+    pub(super) fn remove(tree: TreeId, key: impl AsRef<[u8]>) -> Change {
+        Change::Remove {
+            tree,
+            key: key.as_ref().to_vec(),
+        }
+    }
+}
+
+/// The journal's state in memory: the next record's sequence number.
+#[derive(Default)]
+pub(super) struct Journal {
+    next: u64,
+    /// Tests: the next multi-record write stops after its journal record and this many of
+    /// its changes, as a crash would stop it, and fails.
+    #[cfg(test)]
+    pub(super) cut_after: Option<usize>,
+}
+
+/// A journal record as stored (inside its sealed value): the changes, each as the tree's
+/// name, the record's key and its new sealed value (none for a removal).
+#[derive(Serialize, Deserialize)]
+struct JournalRecord {
+    changes: Vec<(String, ByteBuf, Option<ByteBuf>)>,
+}
+
+impl Inner {
+    /// The lock every writer of the history, the outbox or the seen ids holds (see the
+    /// module docs).
+    pub(super) fn writing(&self) -> MutexGuard<'_, Journal> {
+        self.journal.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Applies `changes` atomically (through a journal record when there are several). Not
+    /// flushed. On an error part of the changes may be in place with the journal record: the
+    /// next open completes them.
+    pub(super) fn write_all(&self, journal: &mut Journal, mut changes: Vec<Change>) -> Result<()> {
+        if changes.len() <= 1 {
+            return changes.pop().map_or(Ok(()), |only| self.apply(only));
+        }
+        let key = journal.next.to_be_bytes();
+        let record = JournalRecord {
+            changes: changes
+                .iter()
+                .map(|c| match c {
+                    Change::Put { tree, key, sealed } => (
+                        tree.name().to_owned(),
+                        ByteBuf::from(key.clone()),
+                        Some(ByteBuf::from(sealed.clone())),
+                    ),
+                    Change::Remove { tree, key } => {
+                        (tree.name().to_owned(), ByteBuf::from(key.clone()), None)
+                    }
+                })
+                .collect(),
+        };
+        let sealed = self.seal_value(TreeId::Journal, &key, &record)?;
+        self.insert(TreeId::Journal, &key, sealed)?;
+        journal.next += 1;
+        #[cfg(test)]
+        if let Some(n) = journal.cut_after.take() {
+            for change in changes.into_iter().take(n) {
+                self.apply(change)?;
+            }
+            return Err(self.damaged("test: the write was cut short"));
+        }
+        for change in changes {
+            self.apply(change)?;
+        }
+        self.remove(TreeId::Journal, &key)?;
+        Ok(())
+    }
+
+    fn apply(&self, change: Change) -> Result<()> {
+        match change {
+            Change::Put { tree, key, sealed } => self.insert(tree, &key, sealed),
+            Change::Remove { tree, key } => self.remove(tree, &key).map(drop),
+        }
+    }
+
+    /// Completes every write a crash interrupted (see the module docs), oldest first, and
+    /// flushes if there was any. Run at open, before anything reads the journalled trees.
+    ///
+    /// # Errors
+    /// [`StoreError::Damaged`] for a journal record that does not open or names no tree of
+    /// this store (the write it holds cannot be completed, and the records it changed may
+    /// disagree); read, write or flush failures.
+    pub(super) fn replay_journal(&self) -> Result<()> {
+        let mut journal = self.writing();
+        let mut replayed = 0usize;
+        for entry in self.tree(TreeId::Journal).iter() {
+            let (key, sealed) = entry.map_err(|e| self.sled_error("read", e))?;
+            let record: JournalRecord = self
+                .open_value(TreeId::Journal, &key, &sealed)
+                .map_err(|e| self.damaged(&format!("an interrupted write does not open: {e}")))?;
+            let mut changes = Vec::with_capacity(record.changes.len());
+            for (name, key, sealed) in record.changes {
+                let tree = TreeId::ALL
+                    .into_iter()
+                    .find(|t| t.name() == name)
+                    .ok_or_else(|| {
+                        self.damaged(&format!("an interrupted write names no tree: {name:?}"))
+                    })?;
+                changes.push(match sealed {
+                    Some(sealed) => Change::put(tree, &key, sealed.into_vec()),
+                    None => Change::remove(tree, &key),
+                });
+            }
+            for change in changes {
+                self.apply(change)?;
+            }
+            self.remove(TreeId::Journal, &key)?;
+            if let Ok(seq) = <[u8; 8]>::try_from(&key[..]) {
+                journal.next = journal.next.max(u64::from_be_bytes(seq) + 1);
+            }
+            replayed += 1;
+        }
+        if replayed > 0 {
+            tracing::info!(
+                writes = replayed,
+                "completed writes that a crash interrupted"
+            );
+            self.flush()?;
+        }
+        Ok(())
+    }
+}
