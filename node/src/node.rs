@@ -21,7 +21,7 @@
 //!   (the sender retrying after a lost ack) is acknowledged again without a second copy, so
 //!   history holds every message exactly once.
 //! - **Group commit**: the actor gathers whatever commands and swarm events are ready, writes
-//!   the sends, receipts and acknowledgements among them (one store transaction each, not
+//!   the sends, receipts and acknowledgements among them (one atomic store write each, not
 //!   flushed), and flushes on a blocking thread while it goes on serving the swarm. Callers
 //!   are answered, texts sent and requests acknowledged once the flush covering their write is
 //!   done; writes made during a flush wait for the next one.
@@ -1135,7 +1135,7 @@ impl Actor {
     }
 
     /// Writes the group: queued sends, received messages, acknowledged deliveries, each with
-    /// one store transaction and no flush. Callers are answered and requests acknowledged once
+    /// one atomic store write and no flush (deliveries are not waited for). Callers are answered and requests acknowledged once
     /// a flush covers their write ([`Actor::start_flush`], [`Actor::on_flushed`]).
     fn commit(&mut self) {
         self.commit_sends();
@@ -1336,16 +1336,18 @@ impl Actor {
             by_peer.entry(peer).or_default().push(acked);
         }
         for (peer, acked) in by_peer {
-            match self.store.write_completed_many(&peer, &acked) {
-                Ok(_) => {
-                    self.note_write();
-                    for Acknowledged { id, .. } in acked {
-                        self.emit(NodeEvent::Delivered { peer, id });
-                    }
-                }
+            // The peer holds them, durably, whatever becomes of the record below: told first,
+            // as that record is a store write and nothing else waits for it. (Commands that
+            // read history come after it on this thread.)
+            for a in &acked {
+                self.emit(NodeEvent::Delivered { peer, id: a.id });
+            }
+            // Not flushed for its own sake: the next flush, or sled's own every half second,
+            // takes it along.
+            if let Err(e) = self.store.write_completed_many(&peer, &acked) {
                 // The items stay in the outbox and are sent again; the peer acknowledges the
                 // duplicates without storing them twice.
-                Err(e) => warn!(%peer, error = %e, "cannot record deliveries"),
+                warn!(%peer, error = %e, "cannot record deliveries");
             }
             self.deliver(peer);
         }
