@@ -29,7 +29,7 @@
 //! | `transfers` | file id (16) ‖ role (1) ‖ chat tag (16) | [`Transfer`] |
 //! | `manifests` | same as `transfers` | the file's signed manifest (CBOR) |
 //! | `chunks` | transfer key ‖ chunk index (`u64` BE) | nothing: the key says the chunk is held |
-//! | `journal` | sequence number (`u64` BE) | the changes of one write of several records, while it is being made (empty between writes) |
+//! | `journal` | sequence number (`u64` BE) | what the records one write changes held before it, while it is being made (empty between writes) |
 //!
 //! Values are packed CBOR ([`encrypto_crypto::codec`]) inside the sealed record, decoded with
 //! a size limit ([`MAX_RECORD_LEN`]).
@@ -38,10 +38,9 @@
 //!
 //! Each call is atomic: it happens entirely or not at all, also across trees
 //! ([`Store::enqueue_outgoing`], [`Store::store_incoming`], [`Store::complete_outgoing`] write
-//! history and the outbox or the seen ids through one journal record, and a write that a
-//! crash cut short is completed at the next open: see `store::journal`, and the `journal`
-//! tree below; so is one that failed part-way on a disk error, which its caller was told
-//! of). Calls that the node's
+//! history and the outbox or the seen ids with one journal record of what they replace, and a
+//! write that a crash cut short is undone at the next open: see `store::journal`, and the
+//! `journal` tree below). Calls that the node's
 //! delivery guarantees rest on flush before they return; each one says so. The others are
 //! written to disk by sled's background flush (every 500 ms), by the next flushing call, by
 //! [`Store::flush`], or when the store is dropped.
@@ -113,8 +112,8 @@ pub const MAX_RECORD_LEN: usize = 512 * 1024;
 
 /// The store format this build writes and reads. Format 2 files a group's messages to one
 /// chat as a page (`store::history`); format 3 keeps seen ids in the `seen_index` tree
-/// (`store::seen`); format 4 writes several records at once through the `journal` tree
-/// (`store::journal`), which an interrupted write leaves to be completed at the next open.
+/// (`store::seen`); format 4 writes several records at once with a record in the `journal`
+/// tree (`store::journal`), which an interrupted write leaves to be undone at the next open.
 /// This build reads older stores as they are, and marks them format 4 at open, so that a
 /// build that does not know pages, the index or the journal refuses them rather than showing
 /// a history with pages missing, filing a repeat twice or leaving a write half done.
@@ -203,7 +202,7 @@ impl Store {
     pub fn open(dir: &Path, key: StorageKey) -> Result<Store> {
         let store = Self::open_unchecked(dir, key)?;
         store.inner.check_format_and_key()?;
-        store.inner.replay_journal()?;
+        store.inner.undo_journal()?;
         store.inner.load_seen()?;
         Ok(store)
     }

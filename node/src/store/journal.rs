@@ -14,22 +14,25 @@
 //! the first record that is torn or missing, so what comes back is every change up to some
 //! point and none after it. On that, a write of several records here is:
 //!
-//! 1. one record in the `journal` tree holding every change (each a whole sealed value or a
-//!    removal), sealed like any other record;
+//! 1. one record in the `journal` tree saying what each record the write changes held before
+//!    it (its sealed value, or that there was none), sealed like any other record;
 //! 2. the changes, one plain insert or removal each;
 //! 3. the journal record removed.
 //!
 //! After a crash the log holds a prefix of those steps: nothing, or the journal record with
-//! some of the changes, or all of it. [`Inner::replay_journal`] at open applies every journal
-//! record left, again from the start (applying a whole value or a removal twice is applying
-//! it once), and removes it. Callers flush afterwards as before: a flush makes the whole
-//! write durable, journal record removed.
+//! some of the changes, or all of it. [`Inner::undo_journal`] at open puts back what every
+//! journal record left names, and removes it: the write is then as if it never began, which is
+//! what its caller could count on, since nothing is acknowledged or answered before a flush
+//! covers the journal record's removal. The records a send or a receipt writes are new, so
+//! their journal record holds only keys (about 100 bytes); a delivery's holds the pages it
+//! rewrites.
 //!
-//! Replaying a change is right only if nothing wrote the same record after it: every
+//! Putting back a record is right only if nothing wrote it after the interrupted write: every
 //! writer of the history, the outbox or the seen ids holds the journal's lock
 //! ([`Inner::writing`]), so no other write comes between a journal record and its removal.
 //! Writers of the seen ids hold the seen index's lock too, which is taken first.
 
+use std::collections::HashSet;
 use std::sync::{MutexGuard, PoisonError};
 
 use serde::{Deserialize, Serialize};
@@ -38,9 +41,9 @@ use serde_bytes::ByteBuf;
 use super::keys::TreeId;
 use super::{Inner, Result};
 
-/// Largest journal record (before sealing). A write's records are in memory when it is
-/// written, so this bounds nothing the node would not hold anyway; it is there for the
-/// decoder.
+/// Largest journal record (before sealing). It holds the old values of the records one write
+/// replaces, which are in memory when it is written, so this bounds nothing the node would not
+/// hold anyway; it is there for the decoder.
 pub(super) const MAX_JOURNAL_RECORD: usize = 1 << 30;
 
 /// One change of a multi-record write.
@@ -82,11 +85,12 @@ pub(super) struct Journal {
     pub(super) cut_after: Option<usize>,
 }
 
-/// A journal record as stored (inside its sealed value): the changes, each as the tree's
-/// name, the record's key and its new sealed value (none for a removal).
+/// A journal record as stored (inside its sealed value): each record the write changes, as
+/// the tree's name, the record's key and its sealed value before the write (none if there was
+/// no record).
 #[derive(Serialize, Deserialize)]
 struct JournalRecord {
-    changes: Vec<(String, ByteBuf, Option<ByteBuf>)>,
+    before: Vec<(String, ByteBuf, Option<ByteBuf>)>,
 }
 
 impl Inner {
@@ -97,28 +101,27 @@ impl Inner {
     }
 
     /// Applies `changes` atomically (through a journal record when there are several). Not
-    /// flushed. On an error part of the changes may be in place with the journal record: the
-    /// next open completes them.
+    /// flushed. A write that fails part-way is undone at once if it can be, else at the next
+    /// open.
     pub(super) fn write_all(&self, journal: &mut Journal, mut changes: Vec<Change>) -> Result<()> {
         if changes.len() <= 1 {
             return changes.pop().map_or(Ok(()), |only| self.apply(only));
         }
+        let mut named = HashSet::with_capacity(changes.len());
+        let mut before = Vec::with_capacity(changes.len());
+        for change in &changes {
+            let (Change::Put { tree, key, .. } | Change::Remove { tree, key }) = change;
+            if named.insert((*tree, key.as_slice())) {
+                let old = self.get(*tree, key)?;
+                before.push((
+                    tree.name().to_owned(),
+                    ByteBuf::from(key.clone()),
+                    old.map(|v| ByteBuf::from(v.to_vec())),
+                ));
+            }
+        }
         let key = journal.next.to_be_bytes();
-        let record = JournalRecord {
-            changes: changes
-                .iter()
-                .map(|c| match c {
-                    Change::Put { tree, key, sealed } => (
-                        tree.name().to_owned(),
-                        ByteBuf::from(key.clone()),
-                        Some(ByteBuf::from(sealed.clone())),
-                    ),
-                    Change::Remove { tree, key } => {
-                        (tree.name().to_owned(), ByteBuf::from(key.clone()), None)
-                    }
-                })
-                .collect(),
-        };
+        let record = JournalRecord { before };
         let sealed = self.seal_value(TreeId::Journal, &key, &record)?;
         self.insert(TreeId::Journal, &key, sealed)?;
         journal.next += 1;
@@ -130,7 +133,12 @@ impl Inner {
             return Err(self.damaged("test: the write was cut short"));
         }
         for change in changes {
-            self.apply(change)?;
+            if let Err(e) = self.apply(change) {
+                if let Err(undo) = self.undo(&key, record) {
+                    tracing::warn!(error = %undo, "cannot undo a failed write now; the next open will");
+                }
+                return Err(e);
+            }
         }
         self.remove(TreeId::Journal, &key)?;
         Ok(())
@@ -143,48 +151,49 @@ impl Inner {
         }
     }
 
-    /// Completes every write a crash interrupted (see the module docs), oldest first, and
+    /// Puts back what `record` (the journal record at `key`) names, then removes it.
+    fn undo(&self, key: &[u8], record: JournalRecord) -> Result<()> {
+        let mut changes = Vec::with_capacity(record.before.len());
+        for (name, key, old) in record.before {
+            let tree = TreeId::ALL
+                .into_iter()
+                .find(|t| t.name() == name)
+                .ok_or_else(|| {
+                    self.damaged(&format!("an interrupted write names no tree: {name:?}"))
+                })?;
+            changes.push(match old {
+                Some(old) => Change::put(tree, &key, old.into_vec()),
+                None => Change::remove(tree, &key),
+            });
+        }
+        for change in changes {
+            self.apply(change)?;
+        }
+        self.remove(TreeId::Journal, key).map(drop)
+    }
+
+    /// Undoes every write a crash interrupted (see the module docs), newest first, and
     /// flushes if there was any. Run at open, before anything reads the journalled trees.
     ///
     /// # Errors
     /// [`StoreError::Damaged`] for a journal record that does not open or names no tree of
-    /// this store (the write it holds cannot be completed, and the records it changed may
+    /// this store (the write it holds cannot be undone, and the records it changed may
     /// disagree); read, write or flush failures.
-    pub(super) fn replay_journal(&self) -> Result<()> {
-        let mut journal = self.writing();
-        let mut replayed = 0usize;
-        for entry in self.tree(TreeId::Journal).iter() {
+    pub(super) fn undo_journal(&self) -> Result<()> {
+        let _writing = self.writing();
+        let mut undone = 0usize;
+        // Newest first: should two be left (a write that failed and could not be undone at
+        // once, then a crash), the older one's values are the ones to end with.
+        for entry in self.tree(TreeId::Journal).iter().rev() {
             let (key, sealed) = entry.map_err(|e| self.sled_error("read", e))?;
             let record: JournalRecord = self
                 .open_value(TreeId::Journal, &key, &sealed)
                 .map_err(|e| self.damaged(&format!("an interrupted write does not open: {e}")))?;
-            let mut changes = Vec::with_capacity(record.changes.len());
-            for (name, key, sealed) in record.changes {
-                let tree = TreeId::ALL
-                    .into_iter()
-                    .find(|t| t.name() == name)
-                    .ok_or_else(|| {
-                        self.damaged(&format!("an interrupted write names no tree: {name:?}"))
-                    })?;
-                changes.push(match sealed {
-                    Some(sealed) => Change::put(tree, &key, sealed.into_vec()),
-                    None => Change::remove(tree, &key),
-                });
-            }
-            for change in changes {
-                self.apply(change)?;
-            }
-            self.remove(TreeId::Journal, &key)?;
-            if let Ok(seq) = <[u8; 8]>::try_from(&key[..]) {
-                journal.next = journal.next.max(u64::from_be_bytes(seq) + 1);
-            }
-            replayed += 1;
+            self.undo(&key, record)?;
+            undone += 1;
         }
-        if replayed > 0 {
-            tracing::info!(
-                writes = replayed,
-                "completed writes that a crash interrupted"
-            );
+        if undone > 0 {
+            tracing::info!(writes = undone, "undid writes that a crash interrupted");
             self.flush()?;
         }
         Ok(())

@@ -16,7 +16,7 @@ pub(super) type ChatTag = [u8; TAG_LEN];
 
 /// The trees of the store. Their names are on disk in clear; they say what kind of records a
 /// tree holds, nothing about whom.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) enum TreeId {
     Meta,
     Contacts,

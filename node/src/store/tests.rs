@@ -1462,20 +1462,22 @@ fn seen_ids_through_merges_splits_prunes_and_reopens_match_a_model() {
     assert!(chunks_seen > 10, "the log was merged and chunks split");
 }
 
-/// Whether the journal holds a write (one cut short and not yet completed).
+/// Whether the journal holds a write (one cut short and not yet undone).
 fn journal_is_empty(store: &Store) -> bool {
     store.inner.tree(TreeId::Journal).is_empty()
 }
 
 #[test]
-fn a_send_cut_short_at_any_step_is_completed_at_the_next_open() {
+fn a_send_cut_short_at_any_step_is_undone_at_the_next_open() {
     let b = peer(2);
+    let kept = outgoing(b, 5, 9, "sent before");
     // History entry, outbox item: a cut after 0, 1 or 2 of them.
     for applied in 0..=2 {
         let dir = TempDir::new().unwrap();
         let (m, item) = outgoing(b, 10, 1, "one");
         {
             let store = open(dir.path());
+            store.enqueue_outgoing(&kept.0, &kept.1).unwrap();
             store.inner.writing().cut_after = Some(applied);
             store
                 .write_outgoing_many(&[(m.clone(), item.clone())])
@@ -1486,19 +1488,23 @@ fn a_send_cut_short_at_any_step_is_completed_at_the_next_open() {
         assert!(journal_is_empty(&store), "cut after {applied}");
         assert_eq!(
             store.history(&b, None).unwrap(),
-            vec![m],
+            vec![kept.0.clone()],
             "cut after {applied}"
         );
         assert_eq!(
             store.outbox_for(&b).unwrap(),
-            vec![item],
+            vec![kept.1.clone()],
             "cut after {applied}"
         );
+        // The same send again goes through whole.
+        store.enqueue_outgoing(&m, &item).unwrap();
+        assert_eq!(store.history(&b, None).unwrap().len(), 2);
+        assert_eq!(store.outbox_for(&b).unwrap().len(), 2);
     }
 }
 
 #[test]
-fn a_receipt_cut_short_is_completed_and_its_repeat_stays_out() {
+fn a_receipt_cut_short_is_undone_and_the_resent_message_is_filed_once() {
     let a = peer(1);
     // History entry, seen id.
     for applied in 0..=2 {
@@ -1513,7 +1519,16 @@ fn a_receipt_cut_short_is_completed_and_its_repeat_stays_out() {
         }
         let store = open(dir.path());
         assert!(journal_is_empty(&store));
-        assert!(store.is_seen(&a, &m.id).unwrap(), "cut after {applied}");
+        assert!(!store.is_seen(&a, &m.id).unwrap(), "cut after {applied}");
+        assert!(
+            store.history(&a, None).unwrap().is_empty(),
+            "cut after {applied}"
+        );
+        // The sender, never acknowledged, sends it again.
+        assert_eq!(
+            store.store_incoming_many(std::slice::from_ref(&m)).unwrap(),
+            vec![true]
+        );
         assert_eq!(
             store.store_incoming_many(std::slice::from_ref(&m)).unwrap(),
             vec![false]
@@ -1527,7 +1542,7 @@ fn a_receipt_cut_short_is_completed_and_its_repeat_stays_out() {
 }
 
 #[test]
-fn a_delivery_record_cut_short_is_completed_at_the_next_open() {
+fn a_delivery_record_cut_short_is_undone_and_the_next_ack_completes_it() {
     let b = peer(2);
     let sent = [outgoing(b, 10, 1, "one"), outgoing(b, 11, 2, "two")];
     let acked: Vec<Acknowledged> = sent
@@ -1549,13 +1564,17 @@ fn a_delivery_record_cut_short_is_completed_at_the_next_open() {
         }
         let store = open(dir.path());
         assert!(journal_is_empty(&store));
-        assert!(
-            store.outbox_for(&b).unwrap().is_empty(),
-            "cut after {applied}"
-        );
+        let items: Vec<OutboxItem> = sent.iter().map(|(_, i)| i.clone()).collect();
+        assert_eq!(store.outbox_for(&b).unwrap(), items, "cut after {applied}");
         let history = store.history(&b, None).unwrap();
-        assert_eq!(history.len(), 2);
-        for m in history {
+        assert_eq!(
+            history,
+            sent.iter().map(|(m, _)| m.clone()).collect::<Vec<_>>()
+        );
+        // The message is sent again and acknowledged again.
+        assert_eq!(store.write_completed_many(&b, &acked).unwrap(), 2);
+        assert!(store.outbox_for(&b).unwrap().is_empty());
+        for m in store.history(&b, None).unwrap() {
             assert_eq!(m.status, Status::Delivered, "cut after {applied}");
             assert_eq!(m.envelope, Some(vec![5; 30]));
         }
