@@ -37,10 +37,11 @@
 //! # Atomicity and durability
 //!
 //! Each call is atomic: it happens entirely or not at all, also across trees
-//! ([`Store::enqueue_outgoing`], [`Store::store_incoming`], [`Store::complete_outgoing`] write
-//! history and the outbox or the seen ids with one journal record of what they replace, and a
-//! write that a crash cut short is undone at the next open: see `store::journal`, and the
-//! `journal` tree below). Calls that the node's
+//! ([`Store::enqueue_outgoing`] and [`Store::store_incoming`] write history and the outbox or
+//! the seen ids with one journal record of what they replace, and a write that a crash cut
+//! short is undone at the next open: see `store::journal`, and the `journal` tree below). The
+//! exception is [`Store::complete_outgoing`], whose every partial state is one a resend
+//! completes (it says how). Calls that the node's
 //! delivery guarantees rest on flush before they return; each one says so. The others are
 //! written to disk by sled's background flush (every 500 ms), by the next flushing call, by
 //! [`Store::flush`], or when the store is dropped.
@@ -428,8 +429,10 @@ impl Store {
         inner.write_all(&mut inner.writing(), changes)
     }
 
-    /// The peer acknowledged `id`: removes its outbox item and marks its outgoing history
-    /// entry [`Status::Delivered`], atomically, then flushes. Returns whether anything changed
+    /// The peer acknowledged `id`: marks its outgoing history entry [`Status::Delivered`], then
+    /// removes its outbox item, then flushes. A crash or an error between the two leaves the
+    /// item, which is sent again and acknowledged as a duplicate (not atomic, and need not
+    /// be: the entry is marked only once the peer holds the message). Returns whether anything changed
     /// (`false` for a repeated acknowledgement). A history entry that is gone (chat deleted) or
     /// does not open does not keep the item in the outbox.
     ///
@@ -492,7 +495,8 @@ impl Store {
             .into_iter()
             .collect();
         let removed = inner.remove_acknowledged(&in_outbox, &by_id, &mut changes)?;
-        inner.write_all(&mut journal, changes)?;
+        // History first, then the outbox (see `Inner::write_in_order`).
+        inner.write_in_order(&mut journal, changes)?;
         Ok(by_id
             .keys()
             .filter(|id| removed.contains(id) || delivered.contains(id))

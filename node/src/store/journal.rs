@@ -144,6 +144,28 @@ impl Inner {
         Ok(())
     }
 
+    /// Applies `changes` one by one, in order, without a journal record: for a write whose
+    /// every prefix is a state the store may be left in (a crash or an error part-way leaves
+    /// one). A delivery is such a write: history entries marked delivered first, then the
+    /// outbox items removed; an item left behind is sent again and acknowledged as a
+    /// duplicate. Its journal record would have held the pages it rewrites, each twice in the
+    /// log. The caller holds [`Inner::writing`] (`journal`).
+    pub(super) fn write_in_order(&self, journal: &mut Journal, changes: Vec<Change>) -> Result<()> {
+        #[cfg(test)]
+        if let Some(n) = journal.cut_after.take() {
+            for change in changes.into_iter().take(n) {
+                self.apply(change)?;
+            }
+            return Err(self.damaged("test: the write was cut short"));
+        }
+        #[cfg(not(test))]
+        let _ = journal;
+        for change in changes {
+            self.apply(change)?;
+        }
+        Ok(())
+    }
+
     fn apply(&self, change: Change) -> Result<()> {
         match change {
             Change::Put { tree, key, sealed } => self.insert(tree, &key, sealed),
