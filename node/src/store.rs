@@ -360,8 +360,8 @@ impl Store {
     // ---- outbox ---------------------------------------------------------------------------
 
     /// Files an outgoing chat message: its history entry and its outbox item, atomically (one
-    /// journalled write over both trees), then flushes. When this returns, the message survives a
-    /// restart and will be sent.
+    /// journalled write over both trees), then flushes. When this returns, the message
+    /// survives a restart and will be sent.
     ///
     /// # Errors
     /// [`StoreError::Invalid`] unless `item` has the message's id, peer and
@@ -432,9 +432,9 @@ impl Store {
     /// The peer acknowledged `id`: marks its outgoing history entry [`Status::Delivered`], then
     /// removes its outbox item, then flushes. A crash or an error between the two leaves the
     /// item, which is sent again and acknowledged as a duplicate (not atomic, and need not
-    /// be: the entry is marked only once the peer holds the message). Returns whether anything changed
-    /// (`false` for a repeated acknowledgement). A history entry that is gone (chat deleted) or
-    /// does not open does not keep the item in the outbox.
+    /// be: the entry is marked only once the peer holds the message). Returns whether
+    /// anything changed (`false` for a repeated acknowledgement). A history entry that is
+    /// gone (chat deleted) or does not open does not keep the item in the outbox.
     ///
     /// # Errors
     /// Write or flush failures.
@@ -506,8 +506,8 @@ impl Store {
     // ---- incoming and seen ids ------------------------------------------------------------
 
     /// Files an incoming message exactly once: checks its id against the seen ids of its
-    /// sender (`message.peer`), then in one journalled write inserts it into history and records
-    /// the id seen (see `store::seen`; no other writer comes between the check and the
+    /// sender (`message.peer`), then in one journalled write inserts it into history and
+    /// records the id seen (see `store::seen`; no other writer comes between the check and the
     /// write); then flushes. Returns `false`, writing nothing, for a duplicate. When this
     /// returns the message is durable and may be acknowledged.
     ///

@@ -1,6 +1,6 @@
 //! Writes of several records made atomic without sled's transactions.
 //!
-//! The node's durable writes each change two or three records at once: a sent message's
+//! The node's durable writes each change two records or more at once: a sent message's
 //! history entry and outbox item, a received message's history entry and seen id, a
 //! delivery's history entry and outbox item. They used to be sled transactions. sled 0.34
 //! seals its log buffer before and after it reserves a transaction's place in the log
@@ -24,8 +24,11 @@
 //! journal record left names, and removes it: the write is then as if it never began, which is
 //! what its caller could count on, since nothing is acknowledged or answered before a flush
 //! covers the journal record's removal. The records a send or a receipt writes are new, so
-//! their journal record holds only keys (about 100 bytes); a delivery's holds the pages it
-//! rewrites.
+//! their journal record holds only keys (about 100 bytes).
+//!
+//! A delivery needs no journal record ([`Inner::write_in_order`]): it marks history entries
+//! first and removes outbox items after, and every prefix of that is a state that sending
+//! the message again completes.
 //!
 //! Putting back a record is right only if nothing wrote it after the interrupted write: every
 //! writer of the history, the outbox or the seen ids holds the journal's lock
@@ -135,7 +138,7 @@ impl Inner {
         for change in changes {
             if let Err(e) = self.apply(change) {
                 if let Err(undo) = self.undo(&key, record) {
-                    tracing::warn!(error = %undo, "cannot undo a failed write now; the next open will");
+                    tracing::warn!(error = %undo, "cannot undo a failed write; the next open will");
                 }
                 return Err(e);
             }
