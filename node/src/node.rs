@@ -1135,8 +1135,9 @@ impl Actor {
     }
 
     /// Writes the group: queued sends, received messages, acknowledged deliveries, each with
-    /// one atomic store write and no flush (deliveries are not waited for). Callers are answered and requests acknowledged once
-    /// a flush covers their write ([`Actor::start_flush`], [`Actor::on_flushed`]).
+    /// one store write and no flush. Callers are answered and requests acknowledged once a
+    /// flush covers their write ([`Actor::start_flush`], [`Actor::on_flushed`]); nothing
+    /// waits for deliveries.
     fn commit(&mut self) {
         self.commit_sends();
         self.commit_incoming();

@@ -135,15 +135,16 @@ impl Inner {
             }
             return Err(self.damaged("test: the write was cut short"));
         }
-        for change in changes {
-            if let Err(e) = self.apply(change) {
-                if let Err(undo) = self.undo(&key, record) {
-                    tracing::warn!(error = %undo, "cannot undo a failed write; the next open will");
-                }
-                return Err(e);
+        let written = changes
+            .into_iter()
+            .try_for_each(|change| self.apply(change))
+            .and_then(|()| self.remove(TreeId::Journal, &key).map(drop));
+        if let Err(e) = written {
+            if let Err(undo) = self.undo(&key, record) {
+                tracing::warn!(error = %undo, "cannot undo a failed write; the next open will");
             }
+            return Err(e);
         }
-        self.remove(TreeId::Journal, &key)?;
         Ok(())
     }
 
@@ -179,7 +180,7 @@ impl Inner {
     /// Puts back what `record` (the journal record at `key`) names, then removes it.
     fn undo(&self, key: &[u8], record: JournalRecord) -> Result<()> {
         let mut changes = Vec::with_capacity(record.before.len());
-        for (name, key, old) in record.before {
+        for (name, record_key, old) in record.before {
             let tree = TreeId::ALL
                 .into_iter()
                 .find(|t| t.name() == name)
@@ -187,8 +188,8 @@ impl Inner {
                     self.damaged(&format!("an interrupted write names no tree: {name:?}"))
                 })?;
             changes.push(match old {
-                Some(old) => Change::put(tree, &key, old.into_vec()),
-                None => Change::remove(tree, &key),
+                Some(old) => Change::put(tree, &record_key, old.into_vec()),
+                None => Change::remove(tree, &record_key),
             });
         }
         for change in changes {
