@@ -496,7 +496,7 @@ impl Main {
             }
             Update::Verified(contact) => {
                 self.status = Some((format!("{} is verified", contact.name), false));
-                self.dirty_contacts = true;
+                self.put_contact(contact);
             }
             Update::RelaySet(contact) => {
                 let status = if contact.relay {
@@ -508,7 +508,7 @@ impl Main {
                     format!("{} is no longer a relay for your files", contact.name)
                 };
                 self.status = Some((status, false));
-                self.dirty_contacts = true;
+                self.put_contact(contact);
             }
             Update::Error(message) => self.status = Some((message, true)),
             Update::Info(message) => self.status = Some((message, false)),
@@ -689,6 +689,22 @@ impl Main {
             self.dirty_files = true;
         }
         self.contacts = rows;
+    }
+
+    /// A contact the node just changed: shown as it is now at once, so that a toggle clicked
+    /// again before the list is reloaded starts from the new state; the whole list is reloaded
+    /// as well.
+    fn put_contact(&mut self, contact: Contact) {
+        if let Some(row) = self
+            .contacts
+            .iter_mut()
+            .find(|r| r.contact.peer_id == contact.peer_id)
+            && row.contact.ed25519 == contact.ed25519
+            && row.contact.rsa_der == contact.rsa_der
+        {
+            row.contact = contact;
+        }
+        self.dirty_contacts = true;
     }
 
     /// Replaces the transfers with the node's list, keeping the measured rates (and bytes
