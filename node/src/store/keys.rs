@@ -96,7 +96,7 @@ impl TreeId {
     pub(super) fn max_record(self) -> usize {
         match self {
             TreeId::Manifests => encrypto_crypto::file::MAX_MANIFEST_LEN,
-            // It holds every record of one write: a group commit's, in memory already.
+            // It holds what one write's records held before it, in memory already.
             TreeId::Journal => super::journal::MAX_JOURNAL_RECORD,
             _ => super::MAX_RECORD_LEN,
         }
