@@ -128,13 +128,7 @@ impl Inner {
         let sealed = self.seal_value(TreeId::Journal, &key, &record)?;
         self.insert(TreeId::Journal, &key, sealed)?;
         journal.next += 1;
-        #[cfg(test)]
-        if let Some(n) = journal.cut_after.take() {
-            for change in changes.into_iter().take(n) {
-                self.apply(change)?;
-            }
-            return Err(self.damaged("test: the write was cut short"));
-        }
+        self.cut_short(journal, &mut changes)?;
         let written = changes
             .into_iter()
             .try_for_each(|change| self.apply(change))
@@ -154,19 +148,34 @@ impl Inner {
     /// outbox items removed; an item left behind is sent again and acknowledged as a
     /// duplicate. Its journal record would have held the pages it rewrites, each twice in the
     /// log. The caller holds [`Inner::writing`] (`journal`).
-    pub(super) fn write_in_order(&self, journal: &mut Journal, changes: Vec<Change>) -> Result<()> {
-        #[cfg(test)]
-        if let Some(n) = journal.cut_after.take() {
-            for change in changes.into_iter().take(n) {
-                self.apply(change)?;
-            }
-            return Err(self.damaged("test: the write was cut short"));
-        }
-        #[cfg(not(test))]
-        let _ = journal;
+    pub(super) fn write_in_order(
+        &self,
+        journal: &mut Journal,
+        mut changes: Vec<Change>,
+    ) -> Result<()> {
+        self.cut_short(journal, &mut changes)?;
         for change in changes {
             self.apply(change)?;
         }
+        Ok(())
+    }
+
+    /// Tests: when [`Journal::cut_after`] is set, applies only that many of `changes` and
+    /// fails, as a crash part-way would leave the write.
+    #[cfg(test)]
+    fn cut_short(&self, journal: &mut Journal, changes: &mut Vec<Change>) -> Result<()> {
+        let Some(n) = journal.cut_after.take() else {
+            return Ok(());
+        };
+        for change in changes.drain(..).take(n) {
+            self.apply(change)?;
+        }
+        Err(self.damaged("test: the write was cut short"))
+    }
+
+    #[cfg(not(test))]
+    #[inline]
+    fn cut_short(&self, _: &mut Journal, _: &mut Vec<Change>) -> Result<()> {
         Ok(())
     }
 
