@@ -90,7 +90,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use encrypto_crypto::{Cipher, Identity, MessageId, PeerId, RsaBits, StorageKey};
-use encrypto_node::node::{self, NodeConfig, NodeEvent, NodeHandle};
+use encrypto_node::{NodeConfig, NodeEvent, NodeHandle};
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use tokio::time::timeout_at;
@@ -531,11 +531,11 @@ async fn launch(
     config: NodeConfig,
     until: tokio::time::Instant,
 ) -> Result<(Running, broadcast::Receiver<NodeEvent>)> {
-    let node::Started {
+    let encrypto_node::Started {
         handle,
         events,
         task,
-    } = node::start(identity, name, created_ms, storage_key, config)
+    } = encrypto_node::start(identity, name, created_ms, storage_key, config)
         .with_context(|| format!("starting node {name}"))?;
     // Wait until it listens, so it can be dialled.
     let mut listening = handle.subscribe();
@@ -1745,7 +1745,7 @@ async fn file_transfer(
     let peer: PeerId = parts.next().context("no peer id")?.parse()?;
 
     let (a, _ea) = start_node(tmp.path().join("a"), "sender", false, until).await?;
-    let full = node::addr_with_peer(&addr, peer);
+    let full = encrypto_node::addr_with_peer(&addr, peer);
     timeout_at(until, a.handle.add_peer(full))
         .await
         .map_err(|_| anyhow!("adding the receiver timed out"))??;

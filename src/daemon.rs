@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use encrypto_crypto::keystore::KeystoreContents;
-use encrypto_node::{DataDir, Multiaddr, NodeConfig, node};
+use encrypto_node::{DataDir, Multiaddr, NodeConfig};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
@@ -264,9 +264,9 @@ async fn serve(
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let public = contents.identity.public().clone();
-    let node::Started {
+    let encrypto_node::Started {
         handle: node, task, ..
-    } = node::start(
+    } = encrypto_node::start(
         contents.identity,
         &contents.name,
         contents.created_ms,

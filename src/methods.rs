@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use encrypto_crypto::file::FileId;
 use encrypto_crypto::keystore::KdfParams;
 use encrypto_crypto::{Cipher, PeerId, PublicIdentity, SafetyNumber};
-use encrypto_node::node::FileTransfer;
+use encrypto_node::FileTransfer;
 use encrypto_node::store::{Body, Contact, Direction, Status, StoredMessage, TransferRole};
 use encrypto_node::{DataDir, Multiaddr, NodeEvent, NodeHandle, PeerInfo};
 use serde_json::{Map, Value, json};

@@ -11,8 +11,8 @@ use encrypto_crypto::envelope::{self, OutboundSession};
 use encrypto_crypto::keystore::KdfParams;
 use encrypto_crypto::{Cipher, Identity, MessageId, PeerId, RsaBits, StorageKey};
 use encrypto_node::DataDir;
-use encrypto_node::node::{self, NodeEvent, NodeHandle};
 use encrypto_node::store::{Body, Direction, Status, Store, StoredMessage};
+use encrypto_node::{NodeEvent, NodeHandle};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio::time::timeout_at;
@@ -334,7 +334,7 @@ async fn dht_run(
                 .into_iter()
                 .next()
                 .context("the first node listens nowhere")?;
-            bootstrap = Some(node::addr_with_peer(&addr, node.handle.peer_id()));
+            bootstrap = Some(encrypto_node::addr_with_peer(&addr, node.handle.peer_id()));
         }
         nodes.push(node);
     }
@@ -456,9 +456,13 @@ async fn idle_rss(args: &Args) -> Result<IdleFigures> {
 
     let (a, _ea) = start_node(tmp.path().join("peer"), "peer", true, step()).await?;
     let result = async {
-        timeout_at(step(), a.handle.add_peer(node::addr_with_peer(&addr, peer)))
-            .await
-            .map_err(|_| anyhow!("adding the idle node timed out"))??;
+        timeout_at(
+            step(),
+            a.handle
+                .add_peer(encrypto_node::addr_with_peer(&addr, peer)),
+        )
+        .await
+        .map_err(|_| anyhow!("adding the idle node timed out"))??;
         let connected = child
             .line(step(), "the idle node to pin its peer's profile")
             .await?;

@@ -152,7 +152,7 @@ fn main() {
     let bob_id = bob.identity.peer_id();
     let bob_handle = {
         let _guard = rt.enter();
-        encrypto_node::node::start(
+        encrypto_node::start(
             bob.identity,
             &bob.name,
             bob.created_ms,

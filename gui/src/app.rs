@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use encrypto_crypto::file::FileId;
 use encrypto_crypto::keystore::KdfParams;
 use encrypto_crypto::{Fingerprint, MessageId, PeerId, PublicIdentity, RsaBits};
-use encrypto_node::node::FileTransfer;
+use encrypto_node::FileTransfer;
 use encrypto_node::store::{Body, Contact, StoredMessage, TransferRole, TransferState};
 use encrypto_node::{Multiaddr, NodeConfig, NodeEvent, NodeHandle, PeerInfo};
 use zeroize::Zeroizing;

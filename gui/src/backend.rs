@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use encrypto_crypto::file::FileId;
 use encrypto_crypto::keystore::KdfParams;
 use encrypto_crypto::{Cipher, PeerId, PublicIdentity, RsaBits};
-use encrypto_node::node::FileTransfer;
+use encrypto_node::FileTransfer;
 use encrypto_node::store::{Contact, StoredMessage};
 use encrypto_node::{
     DataDir, DataDirError, Multiaddr, NodeConfig, NodeError, NodeEvent, NodeHandle, PeerInfo,
@@ -457,7 +457,7 @@ async fn open_identity(
     let name = contents.name.clone();
     let mut config = setup.node;
     config.data_dir = setup.data_dir;
-    let encrypto_node::node::Started { handle, events, .. } = encrypto_node::node::start(
+    let encrypto_node::Started { handle, events, .. } = encrypto_node::start(
         contents.identity,
         &contents.name,
         contents.created_ms,

@@ -14,7 +14,7 @@ use egui_kittest::kittest::{NodeT, Queryable};
 use encrypto_crypto::keystore::KdfParams;
 use encrypto_crypto::{Cipher, PeerId, RsaBits};
 use encrypto_gui::{App, Options};
-use encrypto_node::node::FileTransfer;
+use encrypto_node::FileTransfer;
 use encrypto_node::store::{Body, Direction, TransferRole, TransferState};
 use encrypto_node::{DataDir, NodeConfig, NodeHandle};
 use tempfile::TempDir;
@@ -59,7 +59,7 @@ impl Peer {
             .unwrap();
         let handle = {
             let _guard = rt.enter();
-            encrypto_node::node::start(
+            encrypto_node::start(
                 contents.identity,
                 &contents.name,
                 contents.created_ms,
@@ -219,7 +219,7 @@ fn pair_with(change: impl FnOnce(&mut Options)) -> Pair {
         }
         panic!("Bob's node does not listen");
     });
-    let p2p = encrypto_node::node::addr_with_peer;
+    let p2p = encrypto_node::addr_with_peer;
     bob.rt
         .block_on(node.add_peer(p2p(&bob_addrs[0], bob.handle.peer_id())))
         .unwrap();
@@ -551,7 +551,7 @@ fn the_relay_toggle_marks_the_contact_as_a_relay_and_clears_it() {
         has_label(h, "Relay for my files")
     });
     let node = h.state().node().unwrap();
-    let relay_mark = |node: &encrypto_node::node::NodeHandle| {
+    let relay_mark = |node: &encrypto_node::NodeHandle| {
         bob.rt
             .block_on(node.contact(bob.handle.peer_id()))
             .unwrap()

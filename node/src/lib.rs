@@ -23,20 +23,25 @@
 //! - [`directory`]: the name directory on Kademlia: name and profile keys, and the checks on
 //!   records before they are stored.
 //!
-//! - [`node`]: the `Node` actor with its [`NodeHandle`] and event stream; it owns the swarm
+//! - [`actor`]: the node actor with its [`NodeHandle`] and event stream; it owns the swarm
 //!   and the store and runs the messaging flows (profiles pinned on connect, outbox and
 //!   acknowledgements, retries, cipher switch, delete chat, rate limits). It runs on a thread
-//!   of its own with the swarm's connection tasks ([`node::start`]); signature checks, RSA
-//!   decryptions and flushes under load go to that runtime's blocking threads.
+//!   of its own with the swarm's connection tasks ([`start`]); signature checks, RSA
+//!   decryptions and flushes under load go to that runtime's blocking threads. Its public
+//!   items are re-exported here at the crate root.
 //!
+pub mod actor;
 pub mod datadir;
 pub mod directory;
-pub mod node;
 pub mod protocol;
 pub mod store;
 pub mod swarm;
 
+pub use actor::{
+    ADD_TIMEOUT, DirectoryEntry, FileTransfer, MAX_RSA_TEXT_LEN, MAX_TEXT_LEN, NodeConfig,
+    NodeError, NodeEvent, NodeHandle, PeerInfo, SEARCH_TIMEOUT, Started, Via, addr_with_peer,
+    peer_of_addr, start,
+};
 pub use datadir::{DataDir, DataDirError};
 pub use libp2p::Multiaddr;
-pub use node::{DirectoryEntry, NodeConfig, NodeError, NodeEvent, NodeHandle, PeerInfo, Via};
 pub use store::{Store, StoreError};

@@ -256,7 +256,7 @@ pub struct ProfileResponse {
 }
 
 /// A request on `/encrypto/file/1`. Who may ask what is the node's business (see
-/// `node::files`): a sender serves its file to the recipient and to the relays it chose; a
+/// `actor::files`): a sender serves its file to the recipient and to the relays it chose; a
 /// relay serves what it holds to the file's recipient.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FileRequest {

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use encrypto_crypto::{Identity, PeerId, RsaBits, StorageKey};
-use encrypto_node::node::{self, NodeConfig, NodeEvent, NodeHandle};
+use encrypto_node::{NodeConfig, NodeEvent, NodeHandle};
 use futures::StreamExt;
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, kad};
@@ -43,7 +43,7 @@ async fn start(
     config.swarm.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
     config.swarm.mdns = false;
     config.bootstrap = bootstrap.into_iter().collect();
-    let node::Started { handle, .. } = node::start(
+    let encrypto_node::Started { handle, .. } = encrypto_node::start(
         identity(1000 + i as u64),
         name,
         1,

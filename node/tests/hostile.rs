@@ -11,12 +11,12 @@ use std::time::Duration;
 use encrypto_crypto::control::{Control, ControlKind};
 use encrypto_crypto::envelope::{self, OutboundSession};
 use encrypto_crypto::{Identity, MessageId, PublicIdentity, RsaBits, SignedProfile, StorageKey};
-use encrypto_node::node::{self, NodeConfig, NodeEvent, NodeHandle};
 use encrypto_node::protocol::{
     CborCodec, ChatPayload, EnvelopeBatch, MAX_BATCH_ENVELOPES, MAX_MSG_FRAME, MSG_PROTOCOL,
     MsgRequest, MsgResponse, PROFILE_PROTOCOL, ProfileRequest, ProfileResponse,
 };
 use encrypto_node::store::{Direction, Status};
+use encrypto_node::{NodeConfig, NodeEvent, NodeHandle};
 use futures::StreamExt;
 use libp2p::request_response::{self, Message, ProtocolSupport};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
@@ -75,9 +75,9 @@ async fn start_node_with(
     config.swarm.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
     config.swarm.mdns = false;
     tweak(&mut config);
-    let node::Started {
+    let encrypto_node::Started {
         handle, mut events, ..
-    } = node::start(
+    } = encrypto_node::start(
         identity(seed),
         name,
         1,

@@ -21,8 +21,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use encrypto_crypto::{Identity, MessageId, PeerId, RsaBits, StorageKey};
-use encrypto_node::node::{self, NodeConfig, NodeEvent, NodeHandle, PeerInfo, Via};
 use encrypto_node::store::{Body, Direction};
+use encrypto_node::{NodeConfig, NodeEvent, NodeHandle, PeerInfo, Via};
 use nix::sched::{CloneFlags, setns};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -234,11 +234,11 @@ impl Running {
         let mut config = NodeConfig::new(spec.dir);
         config.swarm.listen = vec!["/ip4/0.0.0.0/tcp/0".parse().unwrap()];
         config.swarm.mdns = true;
-        let node::Started {
+        let encrypto_node::Started {
             handle,
             events,
             task,
-        } = node::start(
+        } = encrypto_node::start(
             spec.identity,
             spec.name,
             1,

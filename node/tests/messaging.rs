@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use encrypto_crypto::{Cipher, Identity, MessageId, PeerId, RsaBits};
 use encrypto_node::NodeError;
-use encrypto_node::node::NodeEvent;
+use encrypto_node::NodeEvent;
 use encrypto_node::store::{Body, Direction, Status};
 use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;

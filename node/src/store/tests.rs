@@ -1108,7 +1108,7 @@ fn pages_are_cut_by_time_span_count_and_size() {
     assert_eq!(store.delete_chat(&a).unwrap(), many.len());
 
     // Large texts: three to a page, which still takes the largest envelopes on delivery.
-    let text = "x".repeat(crate::node::MAX_TEXT_LEN / 2);
+    let text = "x".repeat(crate::MAX_TEXT_LEN / 2);
     let big: Vec<_> = (1..=4)
         .map(|n| {
             let (mut m, mut item) = numbered(a, 9, n);

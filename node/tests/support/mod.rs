@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use encrypto_crypto::{Identity, RsaBits, StorageKey};
 use encrypto_node::NodeEvent;
-use encrypto_node::node::{self, NodeConfig, NodeHandle};
+use encrypto_node::{NodeConfig, NodeHandle};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{Multiaddr, Swarm, SwarmBuilder, noise, tcp, yamux};
 use rand::SeedableRng;
@@ -110,11 +110,11 @@ impl Spec {
         config.swarm.listen = vec![self.listen.parse().unwrap()];
         config.swarm.mdns = false;
         (self.tweak)(&mut config);
-        let node::Started {
+        let encrypto_node::Started {
             handle,
             mut events,
             task,
-        } = node::start(
+        } = encrypto_node::start(
             self.identity(),
             self.name,
             1,

@@ -1479,16 +1479,21 @@ impl Actor {
         self.resume_files();
     }
 
+    /// The one way into the send pipeline, for texts and file offers
+    /// alike: `message` joins the history and `item` the outbox in the next group commit, and
+    /// `reply` is answered with the message id once that write is flushed.
+    fn queue_send(&mut self, message: StoredMessage, item: OutboxItem, reply: Reply<MessageId>) {
+        self.pending_sends.push((message, item));
+        self.pending_replies.push(reply);
+    }
+
     // ----- commands -------------------------------------------------------------------------
 
     fn handle_command(&mut self, command: Command) {
         match command {
             Command::SendText(peer, text, cipher, reply) => {
                 match self.prepare_text(peer, text, cipher) {
-                    Ok((message, item)) => {
-                        self.pending_sends.push((message, item));
-                        self.pending_replies.push(reply);
-                    }
+                    Ok((message, item)) => self.queue_send(message, item, reply),
                     Err(e) => {
                         let _ = reply.send(Err(e));
                     }

@@ -980,8 +980,7 @@ impl Actor {
             attempts: 0,
         };
         let (tx, rx) = oneshot::channel();
-        self.pending_sends.push((message, item));
-        self.pending_replies.push(tx);
+        self.queue_send(message, item, tx);
         for relay in via {
             self.ask_to_hold(
                 manifest.file_id,
