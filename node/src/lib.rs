@@ -29,12 +29,17 @@
 //!   of its own with the swarm's connection tasks ([`node::start`]); signature checks, RSA
 //!   decryptions and flushes under load go to that runtime's blocking threads.
 //!
+//! - `unwrap` (private): the RSA work of opening inbound envelopes done ahead on the check
+//!   jobs, and how jobs running at once share it (each session key unwrapped once).
+//!
 pub mod datadir;
 pub mod directory;
 pub mod node;
 pub mod protocol;
 pub mod store;
 pub mod swarm;
+
+mod unwrap;
 
 pub use datadir::{DataDir, DataDirError};
 pub use libp2p::Multiaddr;
