@@ -1,13 +1,14 @@
 //! Envelope decoding and the full `open` path (alice -> bob) on arbitrary bytes, and the
-//! node's split path (`verify_many`, `decrypt_ahead`, `open_verified`) agreeing with it.
+//! node's split path (`verify_many`, the RSA work done ahead, `open_verified`) agreeing with it.
 #![no_main]
 
 mod common;
 
 use encrypto_crypto::MessageId;
-use encrypto_crypto::envelope::{self, Envelope, InboundSessions, OpenContext, OpenPolicy};
+use encrypto_crypto::envelope::{
+    self, Envelope, InboundSessions, OpenContext, OpenPolicy, RsaWork,
+};
 use libfuzzer_sys::fuzz_target;
-use std::sync::Mutex;
 
 fn never(_: &[u8; 32], _: &MessageId) -> bool {
     false
@@ -25,13 +26,30 @@ fuzz_target!(|data: &[u8]| {
         };
         let mut rng = rand_core_rng();
         let whole = envelope::open(&env, &ctx, &mut InboundSessions::default(), &mut rng);
-        // The node's path: signatures checked, RSA work done ahead on another thread, then
-        // opened. It must come to the same answer.
+        // The node's path: signatures checked, RSA work done ahead on another thread (the
+        // steps the node's `unwrap::decrypt_ahead` takes, in its order), then opened. It must
+        // come to the same answer.
         let split = match envelope::verify_many(vec![env], ctx.sender).pop() {
             Some(Ok(mut verified)) => {
-                let sessions = Mutex::new(InboundSessions::default());
-                envelope::decrypt_ahead([&mut verified], ctx.me, &sessions, &mut rng);
-                let mut sessions = sessions.into_inner().unwrap();
+                let mut sessions = InboundSessions::default();
+                let unwrapped = match verified.rsa_work(ctx.me.public()) {
+                    RsaWork::None => None,
+                    RsaWork::Body => {
+                        verified.decrypt_rsa_ahead(ctx.me, &mut rng);
+                        None
+                    }
+                    RsaWork::SessionKey(key) if key.is_cached(&sessions) => None,
+                    RsaWork::SessionKey(key) => {
+                        Some(key.unwrap_key(ctx.me, &mut rng).map(|k| (key.sender, k)))
+                    }
+                };
+                match unwrapped {
+                    Some(Ok((sender, key))) => {
+                        sessions.insert(sender, key);
+                    }
+                    Some(Err(e)) => verified.reject_ahead(e),
+                    None => {}
+                }
                 envelope::open_verified(&verified, &ctx, &mut sessions, &mut rng)
             }
             Some(Err(e)) => Err(e),

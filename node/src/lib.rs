@@ -30,12 +30,17 @@
 //!   decryptions and flushes under load go to that runtime's blocking threads. Its public
 //!   items are re-exported here at the crate root.
 //!
+//! - `unwrap` (private): the RSA work of opening inbound envelopes done ahead on the check
+//!   jobs, and how jobs running at once share it (each session key unwrapped once).
+//!
 pub mod actor;
 pub mod datadir;
 pub mod directory;
 pub mod protocol;
 pub mod store;
 pub mod swarm;
+
+mod unwrap;
 
 pub use actor::{
     ADD_TIMEOUT, DirectoryEntry, FileTransfer, MAX_RSA_TEXT_LEN, MAX_TEXT_LEN, NodeConfig,

@@ -101,7 +101,7 @@ pub(super) fn verify_batch(batch: &EnvelopeBatch, sender: &PublicIdentity) -> Ch
 }
 
 /// [`verify_batch`], then the RSA work of opening the envelopes that passed, done ahead
-/// ([`envelope::decrypt_ahead`]): what a check job does.
+/// ([`crate::unwrap::decrypt_ahead`]): what a check job does.
 pub(super) fn check_batch(
     batch: &EnvelopeBatch,
     sender: &PublicIdentity,
@@ -109,7 +109,7 @@ pub(super) fn check_batch(
     sessions: &Mutex<InboundSessions>,
 ) -> Checked {
     let mut checked = verify_batch(batch, sender);
-    envelope::decrypt_ahead(
+    crate::unwrap::decrypt_ahead(
         checked.iter_mut().filter_map(|c| c.as_mut().ok()),
         me,
         sessions,
