@@ -229,6 +229,35 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Files an incoming message exactly once: checks its id against the seen ids of its
+    /// sender (`message.peer`), then in one journalled write inserts it into history and
+    /// records the id seen (see `store::seen`; no other writer comes between the check and the
+    /// write); then flushes. Returns `false`, writing nothing, for a duplicate. When this
+    /// returns the message is durable and may be acknowledged.
+    ///
+    /// # Errors
+    /// [`StoreError::TooLarge`]; write or flush failures.
+    pub fn store_incoming(&self, message: &StoredMessage) -> Result<bool> {
+        let stored = self.store_incoming_many(std::slice::from_ref(message))?;
+        Ok(stored.first().copied().unwrap_or(false))
+    }
+
+    /// [`Store::store_incoming`] for several messages: one write and one flush. Returns,
+    /// for each message, whether it was new (a repeat within `messages` counts as a
+    /// duplicate).
+    ///
+    /// # Errors
+    /// As [`Store::store_incoming`]; nothing is written on error.
+    pub fn store_incoming_many(&self, messages: &[StoredMessage]) -> Result<Vec<bool>> {
+        let stored = self.write_incoming_many(messages)?;
+        if stored.contains(&true) {
+            self.inner.flush()?;
+        }
+        Ok(stored)
+    }
+}
+
 impl Inner {
     /// The index's lock. A panic while it was held leaves at worst an id unremembered.
     pub(super) fn seen_index(&self) -> MutexGuard<'_, SeenIndex> {
