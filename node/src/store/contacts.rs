@@ -55,6 +55,7 @@ impl Store {
         Ok(contacts)
     }
 
+    #[cfg(test)]
     /// Removes the contact for `peer` (not its history). Returns whether there was one.
     /// Flushed before returning.
     ///
@@ -107,6 +108,7 @@ impl Store {
         Ok(peers)
     }
 
+    #[cfg(test)]
     /// Forgets a known peer. Returns whether it was there. Not flushed.
     ///
     /// # Errors

@@ -37,10 +37,10 @@
 //! # Atomicity and durability
 //!
 //! Each call is atomic: it happens entirely or not at all, also across trees
-//! ([`Store::enqueue_outgoing`] and [`Store::store_incoming`] write history and the outbox or
+//! (`Store::enqueue_outgoing` and `Store::store_incoming` write history and the outbox or
 //! the seen ids with one journal record of what they replace, and a write that a crash cut
 //! short is undone at the next open: see `store::journal`, and the `journal` tree below). The
-//! exception is [`Store::complete_outgoing`], whose every partial state is one a resend
+//! exception is `Store::complete_outgoing`, whose every partial state is one a resend
 //! completes (it says how). Calls that the node's
 //! delivery guarantees rest on flush before they return; each one says so. The others are
 //! written to disk by sled's background flush (every 500 ms), by the next flushing call, by
@@ -78,6 +78,8 @@ mod keys;
 mod outbox;
 mod seen;
 mod sessions;
+// Only the bench and the tests write settings today.
+#[cfg(any(test, feature = "bench-internals"))]
 mod settings;
 #[cfg(test)]
 mod tests;
@@ -284,6 +286,7 @@ impl Store {
         self.inner.flush()
     }
 
+    #[cfg(test)]
     /// [`Store::flush`] without blocking the calling thread: for an async caller that groups
     /// several non-flushing writes and waits for them to be durable together.
     ///

@@ -166,6 +166,7 @@ impl Store {
         inner.flush()
     }
 
+    #[cfg(test)]
     /// Replaces an outbox item that is still there (to count an attempt, say); returns
     /// `false`, writing nothing, if it was completed meanwhile. Not flushed.
     ///
@@ -244,6 +245,7 @@ impl Store {
 }
 
 impl Store {
+    #[cfg(test)]
     /// Files an outgoing chat message: its history entry and its outbox item, atomically (one
     /// journalled write over both trees), then flushes. When this returns, the message
     /// survives a restart and will be sent.
@@ -255,22 +257,23 @@ impl Store {
         self.enqueue_outgoing_many(&[(message.clone(), item.clone())])
     }
 
-    /// [`Store::enqueue_outgoing`] for several messages: one write and one flush for all
+    #[cfg(test)]
+    /// `Store::enqueue_outgoing` for several messages: one write and one flush for all
     /// of them (group commit for a sender with many messages queued).
     ///
     /// # Errors
-    /// As [`Store::enqueue_outgoing`]; nothing is written if any pair is invalid.
+    /// As `Store::enqueue_outgoing`; nothing is written if any pair is invalid.
     pub fn enqueue_outgoing_many(&self, pairs: &[(StoredMessage, OutboxItem)]) -> Result<()> {
         self.write_outgoing_many(pairs)?;
         self.inner.flush()
     }
 
-    /// [`Store::enqueue_outgoing_many`] without the flush: the pairs are written atomically
+    /// `Store::enqueue_outgoing_many` without the flush: the pairs are written atomically
     /// but are durable only after the next [`Store::flush`] (or another flushing call). For a
     /// caller that flushes off its own thread and answers once the flush is done.
     ///
     /// # Errors
-    /// As [`Store::enqueue_outgoing`], less flush failures.
+    /// As `Store::enqueue_outgoing`, less flush failures.
     pub fn write_outgoing_many(&self, pairs: &[(StoredMessage, OutboxItem)]) -> Result<()> {
         let inner = &self.inner;
         for (message, item) in pairs {
@@ -314,6 +317,7 @@ impl Store {
         inner.write_all(&mut inner.writing(), changes)
     }
 
+    #[cfg(test)]
     /// The peer acknowledged `id`: marks its outgoing history entry [`Status::Delivered`], then
     /// removes its outbox item, then flushes. A crash or an error between the two leaves the
     /// item, which is sent again and acknowledged as a duplicate (not atomic, and need not
@@ -332,7 +336,8 @@ impl Store {
         Ok(self.complete_outgoing_many(peer, &[(*id, created_ms)])? > 0)
     }
 
-    /// [`Store::complete_outgoing`] for several messages to one peer (one acknowledgement
+    #[cfg(test)]
+    /// `Store::complete_outgoing` for several messages to one peer (one acknowledgement
     /// carries many ids): one write and one flush. Returns how many changed.
     ///
     /// # Errors
@@ -355,7 +360,7 @@ impl Store {
         Ok(changed)
     }
 
-    /// [`Store::complete_outgoing_many`] without the flush (see
+    /// `Store::complete_outgoing_many` without the flush (see
     /// [`Store::write_outgoing_many`]), which also records in each history entry the sealed
     /// envelope the peer acknowledged (for "show ciphertext"; sealed with the storage key
     /// like the rest of the entry), in the same write. A completion lost in a crash

@@ -113,12 +113,12 @@ impl Store {
         inner.seen_contains(&mut inner.seen_index(), &hash)
     }
 
-    /// [`Store::store_incoming_many`] without the flush (see [`Store::write_outgoing_many`]):
+    /// `Store::store_incoming_many` without the flush (see [`Store::write_outgoing_many`]):
     /// the messages may be acknowledged only after the next [`Store::flush`]. A repeat is
     /// detected as soon as this returns, flushed or not.
     ///
     /// # Errors
-    /// As [`Store::store_incoming`], less flush failures.
+    /// As `Store::store_incoming`, less flush failures.
     pub fn write_incoming_many(&self, messages: &[StoredMessage]) -> Result<Vec<bool>> {
         let inner = &self.inner;
         let mut index = inner.seen_index();
@@ -230,6 +230,7 @@ impl Store {
 }
 
 impl Store {
+    #[cfg(test)]
     /// Files an incoming message exactly once: checks its id against the seen ids of its
     /// sender (`message.peer`), then in one journalled write inserts it into history and
     /// records the id seen (see `store::seen`; no other writer comes between the check and the
@@ -243,12 +244,13 @@ impl Store {
         Ok(stored.first().copied().unwrap_or(false))
     }
 
-    /// [`Store::store_incoming`] for several messages: one write and one flush. Returns,
+    #[cfg(test)]
+    /// `Store::store_incoming` for several messages: one write and one flush. Returns,
     /// for each message, whether it was new (a repeat within `messages` counts as a
     /// duplicate).
     ///
     /// # Errors
-    /// As [`Store::store_incoming`]; nothing is written on error.
+    /// As `Store::store_incoming`; nothing is written on error.
     pub fn store_incoming_many(&self, messages: &[StoredMessage]) -> Result<Vec<bool>> {
         let stored = self.write_incoming_many(messages)?;
         if stored.contains(&true) {

@@ -96,6 +96,7 @@ impl Store {
         Ok(keys)
     }
 
+    #[cfg(test)]
     /// Forgets one inbound session key. Returns whether it was there. Not flushed.
     ///
     /// # Errors

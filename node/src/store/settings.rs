@@ -15,6 +15,7 @@ impl Store {
         self.inner.flush()
     }
 
+    #[cfg(test)]
     /// A setting's value, if set.
     ///
     /// # Errors
@@ -31,6 +32,7 @@ impl Store {
         }
     }
 
+    #[cfg(test)]
     /// Removes a setting. Returns whether it was set. Flushed before returning.
     ///
     /// # Errors
