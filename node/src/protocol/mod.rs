@@ -35,8 +35,9 @@
 //!
 //! - Reading, the declared length is checked against the limit *before* a byte of the body is
 //!   read, so a peer cannot make us buffer more than the limit. An oversized frame is an
-//!   [`io::ErrorKind::InvalidData`] error carrying [`FrameError::TooLarge`]; a stream that ends
-//!   early is [`io::ErrorKind::UnexpectedEof`] with [`FrameError::Truncated`] or
+//!   [`InvalidData`](std::io::ErrorKind::InvalidData) error carrying
+//!   [`FrameError::TooLarge`]; a stream that ends early is
+//!   [`UnexpectedEof`](std::io::ErrorKind::UnexpectedEof) with [`FrameError::Truncated`] or
 //!   [`FrameError::TruncatedPrefix`]; bytes that are not exactly one value of the expected type
 //!   are `InvalidData` with [`FrameError::Malformed`].
 //! - Writing, a message whose encoding exceeds the limit is refused locally with

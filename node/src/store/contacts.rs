@@ -3,6 +3,8 @@
 
 use encrypto_crypto::PeerId;
 
+#[cfg(doc)]
+use super::StoreError;
 use super::keys::TreeId;
 use super::types::{ContactRecord, PeerRecord};
 use super::{Contact, KnownPeer, Result, Store};

@@ -4,6 +4,8 @@
 use encrypto_crypto::{KeyId, PeerId};
 use zeroize::Zeroizing;
 
+#[cfg(doc)]
+use super::StoreError;
 use super::keys::TreeId;
 use super::{Result, Store};
 

@@ -1,5 +1,7 @@
 //! Settings: named values, each filed under a keyed hash of its name.
 
+#[cfg(doc)]
+use super::StoreError;
 use super::keys::TreeId;
 use super::{Result, Store};
 
