@@ -10,7 +10,7 @@ use encrypto_crypto::file::FileId;
 use encrypto_crypto::keystore::KdfParams;
 use encrypto_crypto::{Cipher, PeerId, PublicIdentity, SafetyNumber};
 use encrypto_node::FileTransfer;
-use encrypto_node::store::{Body, Contact, Direction, Status, StoredMessage, TransferRole};
+use encrypto_node::view::{Body, Contact, Direction, Message, Status, TransferRole};
 use encrypto_node::{DataDir, Multiaddr, NodeEvent, NodeHandle, PeerInfo};
 use serde_json::{Map, Value, json};
 use tokio::sync::broadcast;
@@ -246,13 +246,11 @@ impl Server {
                 .map_err(RpcError::failed)?
         };
         // With `show` on a changed key, the number is the one for the keys being offered.
-        let keys = match (&contact.pending_profile, show_only) {
-            (Some(profile), true) => encrypto_crypto::SignedProfile::from_bytes(profile)
-                .and_then(|p| p.verify(&contact.peer_id))
-                .map(|v| v.public),
-            _ => contact.public(),
+        let keys = match (&contact.presented, show_only) {
+            (Some(presented), true) => Some(presented.clone()),
+            _ => contact.public.clone(),
         }
-        .map_err(RpcError::failed)?;
+        .ok_or_else(|| RpcError::failed("the contact's pinned keys do not parse"))?;
         Ok(json!({
             "peer_id": contact.peer_id.to_string(),
             "name": contact.name,
@@ -694,7 +692,7 @@ fn contact_json(c: &Contact) -> Value {
     })
 }
 
-fn message_json(m: &StoredMessage) -> Value {
+fn message_json(m: &Message) -> Value {
     let (text, file_id) = match &m.body {
         Body::Text(text) => (Some(text.clone()), None),
         Body::File { file_id, .. } => (None, Some(hex::encode(file_id))),

@@ -17,7 +17,7 @@ use encrypto_crypto::file::FileId;
 use encrypto_crypto::keystore::KdfParams;
 use encrypto_crypto::{Fingerprint, MessageId, PeerId, PublicIdentity, RsaBits};
 use encrypto_node::FileTransfer;
-use encrypto_node::store::{Body, Contact, StoredMessage, TransferRole, TransferState};
+use encrypto_node::view::{Body, Contact, Message, TransferRole, TransferState};
 use encrypto_node::{Multiaddr, NodeConfig, NodeEvent, NodeHandle, PeerInfo};
 use zeroize::Zeroizing;
 
@@ -183,7 +183,7 @@ pub(crate) struct Main {
     pub(crate) fingerprint: Fingerprint,
     pub(crate) contacts: Vec<ContactRow>,
     fingerprints: HashMap<[u8; 32], Fingerprint>,
-    pub(crate) histories: HashMap<PeerId, Vec<StoredMessage>>,
+    pub(crate) histories: HashMap<PeerId, Vec<Message>>,
     pub(crate) unread: HashMap<PeerId, usize>,
     pub(crate) selected: Option<PeerId>,
     pub(crate) drafts: HashMap<PeerId, String>,
@@ -608,7 +608,7 @@ impl Main {
             }
             NodeEvent::CipherChanged { peer, cipher, by } => {
                 self.dirty_contacts = true;
-                if by == encrypto_node::store::Direction::In {
+                if by == encrypto_node::view::Direction::In {
                     self.status = Some((
                         format!(
                             "{} switched the chat to {}",
@@ -623,7 +623,7 @@ impl Main {
                 self.histories.remove(&peer);
                 self.unread.remove(&peer);
                 self.dirty_history.insert(peer);
-                if by == encrypto_node::store::Direction::In {
+                if by == encrypto_node::view::Direction::In {
                     self.status = Some((
                         format!("{} deleted your chat for both of you", self.name_of(&peer)),
                         false,
@@ -666,11 +666,11 @@ impl Main {
     fn set_contacts(&mut self, contacts: Vec<Contact>) {
         let mut rows = Vec::with_capacity(contacts.len());
         for contact in contacts {
-            let public = PublicIdentity::from_bytes(&contact.ed25519, &contact.rsa_der).ok();
+            let public = contact.public.clone();
             let fingerprint = public.as_ref().map(|p| {
                 *self
                     .fingerprints
-                    .entry(contact.ed25519)
+                    .entry(p.ed25519_bytes())
                     .or_insert_with(|| p.fingerprint())
             });
             rows.push(ContactRow {
@@ -699,8 +699,7 @@ impl Main {
             .contacts
             .iter_mut()
             .find(|r| r.contact.peer_id == contact.peer_id)
-            && row.contact.ed25519 == contact.ed25519
-            && row.contact.rsa_der == contact.rsa_der
+            && row.contact.public == contact.public
         {
             row.contact = contact;
         }

@@ -11,7 +11,7 @@ use encrypto_crypto::file::FileId;
 use encrypto_crypto::keystore::KdfParams;
 use encrypto_crypto::{Cipher, PeerId, PublicIdentity, RsaBits};
 use encrypto_node::FileTransfer;
-use encrypto_node::store::{Contact, StoredMessage};
+use encrypto_node::view::{Contact, Message};
 use encrypto_node::{
     DataDir, DataDirError, Multiaddr, NodeConfig, NodeError, NodeEvent, NodeHandle, PeerInfo,
     StoreError, Via,
@@ -69,7 +69,7 @@ pub(crate) enum Update {
     /// Events were dropped (the UI fell behind): reload everything.
     Lagged,
     Contacts(Vec<Contact>),
-    History(PeerId, Vec<StoredMessage>),
+    History(PeerId, Vec<Message>),
     Peers(Vec<PeerInfo>),
     ListenAddrs(Vec<Multiaddr>),
     SearchResults {

@@ -15,7 +15,7 @@ use encrypto_crypto::keystore::KdfParams;
 use encrypto_crypto::{Cipher, PeerId, RsaBits};
 use encrypto_gui::{App, Options};
 use encrypto_node::FileTransfer;
-use encrypto_node::store::{Body, Direction, TransferRole, TransferState};
+use encrypto_node::view::{Body, Direction, TransferRole, TransferState};
 use encrypto_node::{DataDir, NodeConfig, NodeHandle};
 use tempfile::TempDir;
 
@@ -519,7 +519,7 @@ fn verify_shows_the_safety_number_and_marks_the_contact_verified() {
         .unwrap()
         .into_iter()
         .find(|c| c.peer_id == alice)
-        .and_then(|c| c.public().ok())
+        .and_then(|c| c.public)
         .unwrap();
     let node = h.state().node().unwrap();
     let alice_public = bob
@@ -528,7 +528,7 @@ fn verify_shows_the_safety_number_and_marks_the_contact_verified() {
         .unwrap()
         .into_iter()
         .find(|c| c.peer_id == bob.handle.peer_id())
-        .and_then(|c| c.public().ok())
+        .and_then(|c| c.public)
         .unwrap();
     let safety = encrypto_crypto::SafetyNumber::between(&bob_public, &alice_public).to_string();
     assert!(has_label(&h, &safety), "the dialog shows {safety}");

@@ -10,11 +10,18 @@
 //!
 //! - [`datadir`]: the data directory (mode 0700) and the sealed keystore file in it (mode
 //!   0600): [`DataDir`].
-//! - [`protocol`]: the wire protocols (`/encrypto/msg/3`, `/encrypto/profile/1`), their message
-//!   types, and the length-prefixed CBOR codec with explicit size limits.
-//! - [`store`]: the sled store in `DATA_DIR/store`: contacts, history, outbox, seen message
-//!   ids, crypto sessions, known peers and settings, every value sealed with the storage key
-//!   and every per-chat key a keyed hash: [`Store`].
+//! - [`protocol`]: the wire protocols (`/encrypto/msg/3`, `/encrypto/profile/1`,
+//!   `/encrypto/file/1`), their message types, and the length-prefixed CBOR codec with explicit
+//!   size limits: `protocol/{mod (names and limits), msg, profile, file, codec}`.
+//! - `store` (the crate's own; public only with the `bench-internals` feature, for the
+//!   benches): the sled store in `DATA_DIR/store`: contacts, history, outbox, seen message
+//!   ids, crypto sessions, known peers, settings and file transfers, every value sealed with
+//!   the storage key and every per-chat key a keyed hash:
+//!   `store/{mod (open, sealing), format, keys, journal, contacts, history, outbox, seen,
+//!   sessions, settings, files, types, error}`.
+//! - [`view`]: what the window, the daemon and the tests see of the store: [`view::Contact`],
+//!   [`view::Message`] and the enums they carry (file transfers are
+//!   [`node::FileTransfer`]).
 //!
 //! - [`swarm`]: the libp2p swarm: TCP (noise, yamux) and QUIC, identify, ping, mDNS, Kademlia
 //!   on `/encrypto/kad/1.0.0`, the two request-response protocols, connection limits, and the
@@ -37,8 +44,14 @@ pub mod actor;
 pub mod datadir;
 pub mod directory;
 pub mod protocol;
+#[cfg(feature = "bench-internals")]
 pub mod store;
+// Its items are `pub` for the bench (`bench-internals`); without it they are the crate's own.
+#[cfg(not(feature = "bench-internals"))]
+#[allow(unreachable_pub)]
+pub(crate) mod store;
 pub mod swarm;
+pub mod view;
 
 mod unwrap;
 
@@ -49,4 +62,6 @@ pub use actor::{
 };
 pub use datadir::{DataDir, DataDirError};
 pub use libp2p::Multiaddr;
-pub use store::{Store, StoreError};
+#[cfg(feature = "bench-internals")]
+pub use store::Store;
+pub use store::StoreError;

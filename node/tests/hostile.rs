@@ -15,8 +15,8 @@ use encrypto_node::protocol::{
     CborCodec, ChatPayload, EnvelopeBatch, MAX_BATCH_ENVELOPES, MAX_MSG_FRAME, MSG_PROTOCOL,
     MsgRequest, MsgResponse, PROFILE_PROTOCOL, ProfileRequest, ProfileResponse,
 };
-use encrypto_node::store::{Direction, Status};
 use encrypto_node::{NodeConfig, NodeEvent, NodeHandle};
+use encrypto_node::view::{Direction, Status};
 use futures::StreamExt;
 use libp2p::request_response::{self, Message, ProtocolSupport};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
@@ -483,7 +483,8 @@ async fn a_changed_key_is_flagged_not_accepted() {
         !pinned.listed,
         "a peer that only connected is not a contact"
     );
-    let pinned_rsa = pinned.rsa_der.clone();
+    let pinned_keys = pinned.public.clone();
+    assert!(pinned_keys.is_some());
 
     // Same Ed25519 key (so the same PeerId), another RSA key: validly signed, but not the key
     // that was pinned.
@@ -502,7 +503,8 @@ async fn a_changed_key_is_flagged_not_accepted() {
     .await;
     let contact = victim.contact(mallory.peer_id()).await.unwrap().unwrap();
     assert!(contact.key_changed);
-    assert_eq!(contact.rsa_der, pinned_rsa, "the pinned key was replaced");
+    assert_eq!(contact.public, pinned_keys, "the pinned key was replaced");
+    assert_eq!(contact.presented.as_ref(), Some(swapped.public()));
     let err = victim
         .send_text(mallory.peer_id(), "to whom?".into())
         .await
@@ -512,8 +514,8 @@ async fn a_changed_key_is_flagged_not_accepted() {
     // Re-verifying (after comparing safety numbers) accepts exactly the keys that were offered.
     let accepted = victim.verify_contact(mallory.peer_id()).await.unwrap();
     assert!(accepted.verified && !accepted.key_changed);
-    assert_eq!(accepted.rsa_der, swapped.public().rsa_der());
-    assert_eq!(accepted.pending_profile, None);
+    assert_eq!(accepted.public.as_ref(), Some(swapped.public()));
+    assert_eq!(accepted.presented, None);
     let stored = victim.contact(mallory.peer_id()).await.unwrap().unwrap();
     assert_eq!(stored, accepted);
     victim

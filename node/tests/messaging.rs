@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use encrypto_crypto::{Cipher, Identity, MessageId, PeerId, RsaBits};
 use encrypto_node::NodeError;
 use encrypto_node::NodeEvent;
-use encrypto_node::store::{Body, Direction, Status};
+use encrypto_node::view::{Body, Direction, Status};
 use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
 use rand::SeedableRng;
@@ -29,7 +29,7 @@ async fn delivered(r: &mut Running, want: &[MessageId]) {
     .await;
 }
 
-fn texts(history: &[encrypto_node::store::StoredMessage], direction: Direction) -> Vec<String> {
+fn texts(history: &[encrypto_node::view::Message], direction: Direction) -> Vec<String> {
     history
         .iter()
         .filter(|m| m.direction == direction)
@@ -69,7 +69,7 @@ async fn both_ways(listen: &str) {
     assert!(hb.iter().all(|m| m.cipher == Cipher::Aes));
     // "Show ciphertext": the sender records the envelope the peer acknowledged; it is the one
     // the peer keeps.
-    let envelope = |h: &[encrypto_node::store::StoredMessage], d| {
+    let envelope = |h: &[encrypto_node::view::Message], d| {
         h.iter()
             .find(|m| m.direction == d)
             .and_then(|m| m.envelope.clone())

@@ -5,7 +5,7 @@
 use egui::{Align, Key, Layout, Modifiers, RichText, TextEdit};
 use encrypto_crypto::file::FileId;
 use encrypto_crypto::{Cipher, PeerId};
-use encrypto_node::store::{Body, Direction, Status, StoredMessage, TransferRole, TransferState};
+use encrypto_node::view::{Body, Direction, Message, Status, TransferRole, TransferState};
 
 use super::cipher_label;
 use crate::app::{Dialog, Main};
@@ -174,7 +174,7 @@ impl Main {
         }
     }
 
-    fn bubble(&mut self, ui: &mut egui::Ui, message: &StoredMessage, backend: &Backend) {
+    fn bubble(&mut self, ui: &mut egui::Ui, message: &Message, backend: &Backend) {
         let out = message.direction == Direction::Out;
         let layout = if out {
             Layout::right_to_left(Align::TOP)
@@ -291,7 +291,7 @@ impl Main {
     fn file_card(
         &mut self,
         ui: &mut egui::Ui,
-        message: &StoredMessage,
+        message: &Message,
         file_id: FileId,
         name: &str,
         size: u64,

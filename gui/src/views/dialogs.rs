@@ -2,7 +2,7 @@
 //! and both fingerprints side by side).
 
 use egui::RichText;
-use encrypto_crypto::{SafetyNumber, SignedProfile};
+use encrypto_crypto::SafetyNumber;
 
 use crate::app::{Dialog, Main};
 use crate::backend::Backend;
@@ -61,14 +61,7 @@ impl Main {
                 let key_changed = row.contact.key_changed;
                 // A contact whose keys changed is verified against the keys it presents now:
                 // accepting them is what "Mark as verified" does then.
-                let presented = row
-                    .contact
-                    .pending_profile
-                    .as_deref()
-                    .filter(|_| key_changed)
-                    .and_then(|bytes| SignedProfile::from_bytes(bytes).ok())
-                    .and_then(|p| p.verify(&peer).ok())
-                    .map(|v| v.public);
+                let presented = row.contact.presented.clone().filter(|_| key_changed);
                 let theirs = if key_changed {
                     presented
                 } else {

@@ -61,6 +61,7 @@ use crate::store::{
     StoreError, StoredMessage, TransferRole,
 };
 use crate::swarm::{self, Behaviour, BehaviourEvent, SwarmConfig};
+use crate::view;
 
 mod dht;
 mod files;
@@ -513,7 +514,7 @@ impl NodeHandle {
     /// [`NodeError::Dial`] for an address without a PeerId or one that cannot be reached,
     /// [`NodeError::KeyChanged`] if the peer now presents keys other than the pinned ones,
     /// [`NodeError::Timeout`] if no verified profile arrives within [`ADD_TIMEOUT`].
-    pub async fn add_peer(&self, addr: Multiaddr) -> Result<Contact, NodeError> {
+    pub async fn add_peer(&self, addr: Multiaddr) -> Result<view::Contact, NodeError> {
         let peer = peer_of_addr(&addr).ok_or_else(|| NodeError::Dial {
             addr: addr.clone(),
             reason: "the address does not end in /p2p/PEER_ID".to_owned(),
@@ -525,17 +526,18 @@ impl NodeHandle {
     ///
     /// # Errors
     /// As [`add_peer`](Self::add_peer); [`NodeError::NoAddress`] when no address is known.
-    pub async fn add_peer_id(&self, peer: PeerId) -> Result<Contact, NodeError> {
+    pub async fn add_peer_id(&self, peer: PeerId) -> Result<view::Contact, NodeError> {
         self.add(peer, None).await
     }
 
-    async fn add(&self, peer: PeerId, addr: Option<Multiaddr>) -> Result<Contact, NodeError> {
+    async fn add(&self, peer: PeerId, addr: Option<Multiaddr>) -> Result<view::Contact, NodeError> {
         if peer == self.peer_id {
             return Err(NodeError::SelfPeer);
         }
         tokio::time::timeout(ADD_TIMEOUT, self.ask(|r| Command::AddPeer(peer, addr, r)))
             .await
             .map_err(|_| NodeError::Timeout(peer))?
+            .map(view::Contact::from)
     }
 
     /// Marks a contact verified (the user compared safety numbers). For a contact whose key
@@ -544,8 +546,10 @@ impl NodeHandle {
     ///
     /// # Errors
     /// [`NodeError::UnknownPeer`] or a store failure.
-    pub async fn verify_contact(&self, peer: PeerId) -> Result<Contact, NodeError> {
-        self.ask(|r| Command::VerifyContact(peer, r)).await
+    pub async fn verify_contact(&self, peer: PeerId) -> Result<view::Contact, NodeError> {
+        self.ask(|r| Command::VerifyContact(peer, r))
+            .await
+            .map(view::Contact::from)
     }
 
     /// Marks a contact as a relay for files, or clears the mark. A file sent to a recipient
@@ -554,8 +558,10 @@ impl NodeHandle {
     ///
     /// # Errors
     /// [`NodeError::UnknownPeer`] or a store failure.
-    pub async fn set_relay(&self, peer: PeerId, relay: bool) -> Result<Contact, NodeError> {
-        self.ask(|r| Command::SetRelay(peer, relay, r)).await
+    pub async fn set_relay(&self, peer: PeerId, relay: bool) -> Result<view::Contact, NodeError> {
+        self.ask(|r| Command::SetRelay(peer, relay, r))
+            .await
+            .map(view::Contact::from)
     }
 
     /// Switches the chat's cipher; the peer is told with a signed control message.
@@ -583,8 +589,9 @@ impl NodeHandle {
         &self,
         peer: PeerId,
         limit: Option<usize>,
-    ) -> Result<Vec<StoredMessage>, NodeError> {
-        self.ask(|r| Command::History(peer, limit, r)).await
+    ) -> Result<Vec<view::Message>, NodeError> {
+        let history = self.ask(|r| Command::History(peer, limit, r)).await?;
+        Ok(history.into_iter().map(view::Message::from).collect())
     }
 
     /// The contact list: pinned peers the user added, or with whom a chat exists (sent or
@@ -593,16 +600,18 @@ impl NodeHandle {
     ///
     /// # Errors
     /// A store failure.
-    pub async fn contacts(&self) -> Result<Vec<Contact>, NodeError> {
-        self.ask(Command::Contacts).await
+    pub async fn contacts(&self) -> Result<Vec<view::Contact>, NodeError> {
+        let contacts = self.ask(Command::Contacts).await?;
+        Ok(contacts.into_iter().map(view::Contact::from).collect())
     }
 
     /// The pinned keys and state of one peer, whether or not it is in the contact list.
     ///
     /// # Errors
     /// A store failure.
-    pub async fn contact(&self, peer: PeerId) -> Result<Option<Contact>, NodeError> {
-        self.ask(|r| Command::Contact(peer, r)).await
+    pub async fn contact(&self, peer: PeerId) -> Result<Option<view::Contact>, NodeError> {
+        let contact = self.ask(|r| Command::Contact(peer, r)).await?;
+        Ok(contact.map(view::Contact::from))
     }
 
     /// Connected and discovered peers, with how they were found.

@@ -290,6 +290,7 @@ impl Inner {
         Ok(out)
     }
 
+    #[cfg(any(test, feature = "bench-internals"))]
     /// The entry holding the message `id` filed at `timestamp_ms` in chat `tag`, opened.
     fn find(
         &self,
@@ -317,6 +318,7 @@ impl Inner {
         Ok(None)
     }
 
+    #[cfg(any(test, feature = "bench-internals"))]
     /// Applies `change` to the message `id` filed at `timestamp_ms` in chat `tag` and writes
     /// back the entry holding it (its page, or its own record). Returns `false`, writing
     /// nothing, if there is no such message. Not flushed.
@@ -422,8 +424,9 @@ impl Inner {
 pub(super) type Filed = (Vec<u8>, Vec<u8>);
 
 impl Store {
+    #[cfg(any(test, feature = "bench-internals"))]
     /// Adds or replaces one history entry (keyed by peer, timestamp and id). Not flushed: the
-    /// node's durable paths are [`Store::enqueue_outgoing`] and [`Store::store_incoming`].
+    /// node's durable paths are `Store::enqueue_outgoing` and `Store::store_incoming`.
     ///
     /// # Errors
     /// [`StoreError::TooLarge`]; [`StoreError::Record`] or [`StoreError::BadRecord`] if the
@@ -442,6 +445,7 @@ impl Store {
         Ok(())
     }
 
+    #[cfg(test)]
     /// One history entry, if it exists.
     ///
     /// # Errors
@@ -481,6 +485,7 @@ impl Store {
         Ok(all)
     }
 
+    #[cfg(test)]
     /// A page of older history: the newest `limit` messages of the chat with `peer` filed
     /// strictly before `before_ms`, oldest first. For scrolling back from the oldest message
     /// shown.
@@ -497,6 +502,7 @@ impl Store {
             .newest(&self.inner.tag(peer), Some(before_ms), limit)
     }
 
+    #[cfg(test)]
     /// Sets the status of one history entry. Returns `false` if there is no such entry. Not
     /// flushed.
     ///
@@ -541,6 +547,7 @@ impl Store {
         Ok(count)
     }
 
+    #[cfg(any(test, feature = "bench-internals"))]
     /// How many messages the chat with `peer` holds (counting records that might not open;
     /// nothing is decrypted).
     ///

@@ -12,11 +12,14 @@ use std::collections::{HashMap, HashSet};
 use encrypto_crypto::{MessageId, PeerId};
 use serde::{Deserialize, Serialize};
 
-use super::history::Filed;
+use super::history::{self, Filed};
 use super::journal::Change;
 use super::keys::{self, ChatTag, Slot, TreeId};
 use super::types::OutboxRecord;
-use super::{Acknowledged, Inner, OutboxItem, Result, Store, StoreError, engine_error};
+use super::{
+    Acknowledged, Inner, OutboxItem, OutboxKind, Result, Store, StoreError, StoredMessage,
+    engine_error,
+};
 
 /// A page of outbox items to one chat, oldest first.
 #[derive(Serialize, Deserialize)]
@@ -163,6 +166,7 @@ impl Store {
         inner.flush()
     }
 
+    #[cfg(test)]
     /// Replaces an outbox item that is still there (to count an attempt, say); returns
     /// `false`, writing nothing, if it was completed meanwhile. Not flushed.
     ///
@@ -237,5 +241,155 @@ impl Store {
     pub fn outbox_for(&self, peer: &PeerId) -> Result<Vec<OutboxItem>> {
         let inner = &self.inner;
         inner.list_items(inner.tree(TreeId::Outbox).scan_prefix(inner.tag(peer)))
+    }
+}
+
+impl Store {
+    #[cfg(test)]
+    /// Files an outgoing chat message: its history entry and its outbox item, atomically (one
+    /// journalled write over both trees), then flushes. When this returns, the message
+    /// survives a restart and will be sent.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] unless `item` has the message's id, peer and
+    /// `created_ms == timestamp_ms`; [`StoreError::TooLarge`]; write or flush failures.
+    pub fn enqueue_outgoing(&self, message: &StoredMessage, item: &OutboxItem) -> Result<()> {
+        self.enqueue_outgoing_many(&[(message.clone(), item.clone())])
+    }
+
+    #[cfg(test)]
+    /// `Store::enqueue_outgoing` for several messages: one write and one flush for all
+    /// of them (group commit for a sender with many messages queued).
+    ///
+    /// # Errors
+    /// As `Store::enqueue_outgoing`; nothing is written if any pair is invalid.
+    pub fn enqueue_outgoing_many(&self, pairs: &[(StoredMessage, OutboxItem)]) -> Result<()> {
+        self.write_outgoing_many(pairs)?;
+        self.inner.flush()
+    }
+
+    /// `Store::enqueue_outgoing_many` without the flush: the pairs are written atomically
+    /// but are durable only after the next [`Store::flush`] (or another flushing call). For a
+    /// caller that flushes off its own thread and answers once the flush is done.
+    ///
+    /// # Errors
+    /// As `Store::enqueue_outgoing`, less flush failures.
+    pub fn write_outgoing_many(&self, pairs: &[(StoredMessage, OutboxItem)]) -> Result<()> {
+        let inner = &self.inner;
+        for (message, item) in pairs {
+            if message.id != item.id
+                || message.peer != item.peer
+                || message.timestamp_ms != item.created_ms
+            {
+                return Err(StoreError::Invalid {
+                    what: "outgoing message",
+                    reason: "the history entry and the outbox item differ in id, peer or time",
+                });
+            }
+        }
+        // The outbox is cut into pages as history is: message and item share id and time.
+        let messages: Vec<&StoredMessage> = pairs.iter().map(|(m, _)| m).collect();
+        let mut history = Vec::new();
+        let mut items = Vec::new();
+        let len = |i: usize| {
+            let (message, item) = &pairs[i];
+            let payload = match &item.kind {
+                OutboxKind::Text(text) => text.len(),
+                OutboxKind::Control(bytes) | OutboxKind::Payload(bytes) => bytes.len(),
+            };
+            history::outgoing_len(message, payload)
+        };
+        for (tag, run) in inner.cut(&messages, len) {
+            let run_messages: Vec<&StoredMessage> = run.iter().map(|&i| &pairs[i].0).collect();
+            let run_items: Vec<&OutboxItem> = run.iter().map(|&i| &pairs[i].1).collect();
+            history.push(inner.file_run(&tag, &run_messages)?);
+            items.push(inner.file_items(&tag, &run_items)?);
+        }
+        let changes = history
+            .into_iter()
+            .map(|(key, sealed)| Change::put(TreeId::Messages, key, sealed))
+            .chain(
+                items
+                    .into_iter()
+                    .map(|(key, sealed)| Change::put(TreeId::Outbox, key, sealed)),
+            )
+            .collect();
+        inner.write_all(&mut inner.writing(), changes)
+    }
+
+    #[cfg(test)]
+    /// The peer acknowledged `id`: marks its outgoing history entry [`Status::Delivered`], then
+    /// removes its outbox item, then flushes. A crash or an error between the two leaves the
+    /// item, which is sent again and acknowledged as a duplicate (not atomic, and need not
+    /// be: the entry is marked only once the peer holds the message). Returns whether
+    /// anything changed (`false` for a repeated acknowledgement). A history entry that is
+    /// gone (chat deleted) or does not open does not keep the item in the outbox.
+    ///
+    /// # Errors
+    /// Write or flush failures.
+    pub fn complete_outgoing(
+        &self,
+        peer: &PeerId,
+        id: &MessageId,
+        created_ms: u64,
+    ) -> Result<bool> {
+        Ok(self.complete_outgoing_many(peer, &[(*id, created_ms)])? > 0)
+    }
+
+    #[cfg(test)]
+    /// `Store::complete_outgoing` for several messages to one peer (one acknowledgement
+    /// carries many ids): one write and one flush. Returns how many changed.
+    ///
+    /// # Errors
+    /// Write or flush failures.
+    pub fn complete_outgoing_many(
+        &self,
+        peer: &PeerId,
+        acked: &[(MessageId, u64)],
+    ) -> Result<usize> {
+        let acked: Vec<Acknowledged> = acked
+            .iter()
+            .map(|&(id, created_ms)| Acknowledged {
+                id,
+                created_ms,
+                envelope: None,
+            })
+            .collect();
+        let changed = self.write_completed_many(peer, &acked)?;
+        self.inner.flush()?;
+        Ok(changed)
+    }
+
+    /// `Store::complete_outgoing_many` without the flush (see
+    /// [`Store::write_outgoing_many`]), which also records in each history entry the sealed
+    /// envelope the peer acknowledged (for "show ciphertext"; sealed with the storage key
+    /// like the rest of the entry), in the same write. A completion lost in a crash
+    /// only means the message is sent again, and the peer acknowledges the duplicate without
+    /// storing it twice.
+    ///
+    /// # Errors
+    /// Write failures.
+    pub fn write_completed_many(&self, peer: &PeerId, acked: &[Acknowledged]) -> Result<usize> {
+        let inner = &self.inner;
+        let mut journal = inner.writing();
+        let tag = inner.tag(peer);
+        let mut times: Vec<u64> = acked.iter().map(|a| a.created_ms).collect();
+        times.sort_unstable();
+        times.dedup();
+        let in_history = inner.entries_at(TreeId::Messages, &tag, &times)?;
+        let in_outbox = inner.entries_at(TreeId::Outbox, &tag, &times)?;
+        let by_id: HashMap<MessageId, &Acknowledged> = acked.iter().map(|a| (a.id, a)).collect();
+        let mut changes = Vec::new();
+        let delivered: HashSet<MessageId> = inner
+            .mark_delivered(&in_history, &by_id, &mut changes)?
+            .into_iter()
+            .collect();
+        let removed = inner.remove_acknowledged(&in_outbox, &by_id, &mut changes)?;
+        // History first, then the outbox (see `Inner::write_in_order`).
+        inner.write_in_order(&mut journal, changes)?;
+        Ok(by_id
+            .keys()
+            .filter(|id| removed.contains(id) || delivered.contains(id))
+            .count())
     }
 }

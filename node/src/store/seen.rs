@@ -113,12 +113,12 @@ impl Store {
         inner.seen_contains(&mut inner.seen_index(), &hash)
     }
 
-    /// [`Store::store_incoming_many`] without the flush (see [`Store::write_outgoing_many`]):
+    /// `Store::store_incoming_many` without the flush (see [`Store::write_outgoing_many`]):
     /// the messages may be acknowledged only after the next [`Store::flush`]. A repeat is
     /// detected as soon as this returns, flushed or not.
     ///
     /// # Errors
-    /// As [`Store::store_incoming`], less flush failures.
+    /// As `Store::store_incoming`, less flush failures.
     pub fn write_incoming_many(&self, messages: &[StoredMessage]) -> Result<Vec<bool>> {
         let inner = &self.inner;
         let mut index = inner.seen_index();
@@ -226,6 +226,37 @@ impl Store {
             tree.scan_prefix([CHUNK_TAG]).count(),
             tree.scan_prefix([LOG_TAG]).count(),
         )
+    }
+}
+
+impl Store {
+    #[cfg(test)]
+    /// Files an incoming message exactly once: checks its id against the seen ids of its
+    /// sender (`message.peer`), then in one journalled write inserts it into history and
+    /// records the id seen (see `store::seen`; no other writer comes between the check and the
+    /// write); then flushes. Returns `false`, writing nothing, for a duplicate. When this
+    /// returns the message is durable and may be acknowledged.
+    ///
+    /// # Errors
+    /// [`StoreError::TooLarge`]; write or flush failures.
+    pub fn store_incoming(&self, message: &StoredMessage) -> Result<bool> {
+        let stored = self.store_incoming_many(std::slice::from_ref(message))?;
+        Ok(stored.first().copied().unwrap_or(false))
+    }
+
+    #[cfg(test)]
+    /// `Store::store_incoming` for several messages: one write and one flush. Returns,
+    /// for each message, whether it was new (a repeat within `messages` counts as a
+    /// duplicate).
+    ///
+    /// # Errors
+    /// As `Store::store_incoming`; nothing is written on error.
+    pub fn store_incoming_many(&self, messages: &[StoredMessage]) -> Result<Vec<bool>> {
+        let stored = self.write_incoming_many(messages)?;
+        if stored.contains(&true) {
+            self.inner.flush()?;
+        }
+        Ok(stored)
     }
 }
 

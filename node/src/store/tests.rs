@@ -1,8 +1,10 @@
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::Path;
 
-use encrypto_crypto::Cipher;
 use encrypto_crypto::storage::RecordError;
+use encrypto_crypto::storage::StorageKey;
+use encrypto_crypto::{Cipher, KeyId, MessageId, PeerId};
 use tempfile::TempDir;
 
 use super::*;
