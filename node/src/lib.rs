@@ -29,14 +29,29 @@
 //!   of its own with the swarm's connection tasks ([`node::start`]); signature checks, RSA
 //!   decryptions and flushes under load go to that runtime's blocking threads.
 //!
+//! - `handle_ext`: what the daemon and the window both ask of a [`NodeHandle`] beyond single
+//!   commands: [`NodeHandle::resolve_contact`] (a contact by name or peer id) and
+//!   [`NodeHandle::wait_delivered`] (a delivery, with a timeout).
+//!
+//! - [`config`]: `DATA_DIR/config.json` (bootstrap peers, relay limits, download limit), read
+//!   through serde types that refuse unknown keys by name: [`config::ConfigFile`].
+//!
+//! - [`rpc`]: the control socket's JSON-RPC 2.0 protocol as serde types (framing, error codes,
+//!   [`rpc::Method`], each method's params and reply, the events), shared by the daemon, the
+//!   CLI and the `rpc` fuzz target.
+//!
+pub mod config;
 pub mod datadir;
 pub mod directory;
+mod handle_ext;
 pub mod node;
 pub mod protocol;
+pub mod rpc;
 pub mod store;
 pub mod swarm;
 
 pub use datadir::{DataDir, DataDirError};
+pub use handle_ext::{NotDelivered, ResolveError};
 pub use libp2p::Multiaddr;
 pub use node::{DirectoryEntry, NodeConfig, NodeError, NodeEvent, NodeHandle, PeerInfo, Via};
 pub use store::{Store, StoreError};
