@@ -8,12 +8,23 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use encrypto_crypto::Cipher;
+use encrypto_node::rpc::params::{
+    AddParams, CipherParams, DEFAULT_WAIT_SECS, DeleteChatParams, FetchParams, FilesParams,
+    ForwardParams, HistoryParams, RelayParams, SearchParams, SendFileParams, SendParams, Source,
+    VerifyParams,
+};
+use encrypto_node::rpc::replies::{
+    Added, ChatDeleted, CipherSet, ContactInfo, EventNote, FileInfo, FileState, Found, Message,
+    Offer, Part, Peer, SendStatus, Sent, Subscribed, Verified,
+};
+use encrypto_node::rpc::{self, Call, Incoming, RpcError};
 use encrypto_node::{DataDir, DataDirError};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::commands::Global;
-use crate::output;
-use crate::rpc::{self, RpcError};
+use crate::{human, output};
 
 /// How long a call may wait for its answer (adding a peer waits up to 20 s for its profile).
 const CALL_TIMEOUT: Duration = Duration::from_secs(120);
@@ -71,21 +82,22 @@ impl Connection {
         }
     }
 
-    /// Calls `method` and returns its result; an error reply becomes an [`RpcError`].
-    pub(crate) fn call(&mut self, method: &str, params: Value) -> Result<Value> {
+    /// Calls the daemon and returns its result, read as `R`; an error reply becomes an
+    /// [`RpcError`].
+    pub(crate) fn call<R: DeserializeOwned>(&mut self, call: &Call) -> Result<R> {
         let id = self.next_id;
         self.next_id += 1;
-        let request = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
-        self.send(&request)?;
+        let mut line = rpc::request_line(id, call.method(), &call.params());
+        line.push('\n');
+        self.writer
+            .write_all(line.as_bytes())
+            .context("cannot send to the daemon (did it stop?)")?;
         loop {
             let reply = self.read()?;
-            if reply.get("id").and_then(Value::as_u64) != Some(id) {
+            if reply.id.as_ref().and_then(serde_json::Value::as_u64) != Some(id) {
                 continue; // an event notification, or a stray reply
             }
-            if let Some(error) = reply.get("error") {
-                return Err(RpcError::from_json(error).into());
-            }
-            return Ok(reply.get("result").cloned().unwrap_or(Value::Null));
+            return Ok(reply.into_result()?);
         }
     }
 
@@ -94,22 +106,13 @@ impl Connection {
         self.reader.get_ref().set_read_timeout(Some(timeout)).ok();
     }
 
-    fn send(&mut self, request: &Value) -> Result<()> {
-        let mut line = request.to_string();
-        line.push('\n');
-        self.writer
-            .write_all(line.as_bytes())
-            .context("cannot send to the daemon (did it stop?)")
-    }
-
-    /// The next line from the daemon, as JSON.
-    fn read(&mut self) -> Result<Value> {
+    /// The next line from the daemon.
+    fn read(&mut self) -> Result<Incoming> {
         let mut line = String::new();
         match self.reader.read_line(&mut line) {
             Ok(0) => bail!("the daemon closed the connection (did it stop?)"),
-            Ok(_) => {
-                serde_json::from_str(&line).context("the daemon sent something that is not JSON")
-            }
+            Ok(_) => serde_json::from_str(&line)
+                .context("the daemon sent something that is not a JSON-RPC reply"),
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 bail!("the daemon did not answer in time")
             }
@@ -120,20 +123,20 @@ impl Connection {
     /// `watch`: subscribes and prints events until the daemon goes away or stdout closes.
     pub(crate) fn watch(mut self, json: bool) -> Result<()> {
         self.reader.get_ref().set_read_timeout(None).ok();
-        self.call("subscribe", json!({}))?;
+        let _: Subscribed = self.call(&Call::Subscribe)?;
         if !json {
             output::note("Watching events; Ctrl-C to stop.");
         }
         loop {
-            let line = self.read()?;
-            if line.get("method").and_then(Value::as_str) != Some(rpc::EVENT_METHOD) {
+            let Some(event) = self.read()?.event() else {
                 continue;
-            }
-            let event = line.get("params").cloned().unwrap_or(Value::Null);
-            let text = if json {
-                output::json(&event)
-            } else {
-                format!("{}\n", describe_event(&event))
+            };
+            let text = match serde_json::from_value::<EventNote>(event.clone()) {
+                Ok(note) if json => output::json(&note),
+                Ok(note) => format!("{}\n", human::describe_event(&note)),
+                // An event this build does not know (a newer daemon): shown as it came.
+                Err(_) if json => output::json(&event),
+                Err(_) => format!("{event}\n"),
             };
             if let Err(e) = output::print(&text) {
                 // `encrypto watch | head`: the reader went away; that ends the watch.
@@ -162,28 +165,177 @@ fn not_running(dir: &Path, global: &Global) -> NotRunning {
     NotRunning::NoDaemon(dir.to_path_buf(), flag)
 }
 
-/// Calls `method` and prints its result: for `--json`, a list as one object per line and an
-/// object as one line; otherwise what `human` makes of it.
-pub(crate) fn run(
+/// Calls the daemon and prints its result: with `--json` as one line, otherwise what `human`
+/// makes of it.
+fn run<R: Serialize + DeserializeOwned>(
     global: &Global,
-    method: &str,
-    params: Value,
-    human: impl FnOnce(&Value) -> String,
+    call: &Call,
+    human: impl FnOnce(&R) -> String,
 ) -> Result<()> {
-    let result = Connection::open(global)?.call(method, params)?;
-    print_result(global.json, &result, human)
+    let result: R = Connection::open(global)?.call(call)?;
+    let text = if global.json {
+        output::json(&result)
+    } else {
+        human(&result)
+    };
+    output::print(&text)
 }
 
-pub(crate) fn print_result(
+/// As [`run`] for a list: with `--json`, one line per item.
+fn run_list<T: Serialize + DeserializeOwned>(
+    global: &Global,
+    call: &Call,
+    human: impl FnOnce(&[T]) -> String,
+) -> Result<()> {
+    let items: Vec<T> = Connection::open(global)?.call(call)?;
+    let text = if global.json {
+        items.iter().map(output::json).collect()
+    } else {
+        human(&items)
+    };
+    output::print(&text)
+}
+
+/// `peers`.
+pub(crate) fn peers(global: &Global) -> Result<()> {
+    run_list::<Peer>(global, &Call::Peers, human::peers)
+}
+
+/// `search`.
+pub(crate) fn search(global: &Global, name: String, source: Option<Source>) -> Result<()> {
+    let call = Call::Search(SearchParams {
+        name: name.clone(),
+        source,
+    });
+    run_list::<Found>(global, &call, |found| human::search(&name, found))
+}
+
+/// `add`.
+pub(crate) fn add(global: &Global, peer: String) -> Result<()> {
+    run(global, &Call::Add(AddParams { peer }), |r: &Added| {
+        format!(
+            "Added {} ({})\nfingerprint: {}\nCompare safety numbers with `encrypto verify {}` before trusting it.\n",
+            r.name,
+            r.peer_id,
+            r.fingerprint.as_deref().unwrap_or("?"),
+            r.peer_id,
+        )
+    })
+}
+
+/// `contacts`.
+pub(crate) fn contacts(global: &Global) -> Result<()> {
+    run_list::<ContactInfo>(global, &Call::Contacts, human::contacts)
+}
+
+/// `verify`.
+pub(crate) fn verify(global: &Global, to: String, show: bool) -> Result<()> {
+    let call = Call::Verify(VerifyParams {
+        to: to.clone(),
+        show: Some(show),
+    });
+    run(global, &call, |r: &Verified| {
+        let (number, name) = (&r.safety_number, &r.name);
+        if show {
+            format!(
+                "Safety number with {name}:\n  {number}\nCompare it with {name}'s; if it matches, run `encrypto verify {to}`.\n"
+            )
+        } else {
+            format!("Safety number with {name}:\n  {number}\nMarked {name} as verified.\n")
+        }
+    })
+}
+
+/// `relay`.
+pub(crate) fn relay(global: &Global, to: String, off: bool) -> Result<()> {
+    let call = Call::Relay(RelayParams { to, on: Some(!off) });
+    run(global, &call, |r: &ContactInfo| {
+        let name = &r.name;
+        if off {
+            format!("{name} is no longer a relay for your files.\n")
+        } else {
+            format!("{name} now holds your files, sealed, for recipients who are offline.\n")
+        }
+    })
+}
+
+/// `history`.
+pub(crate) fn history(global: &Global, to: String, limit: Option<u64>) -> Result<()> {
+    let call = Call::History(HistoryParams {
+        to: to.clone(),
+        limit,
+    });
+    run_list::<Message>(global, &call, |items| human::history(&to, items))
+}
+
+/// `cipher`.
+pub(crate) fn cipher(global: &Global, to: String, cipher: Cipher) -> Result<()> {
+    let call = Call::Cipher(CipherParams {
+        to: to.clone(),
+        cipher,
+    });
+    run(global, &call, |r: &CipherSet| {
+        format!(
+            "The chat with {to} now uses {}; {to} is told.\n",
+            r.cipher.as_str()
+        )
+    })
+}
+
+/// `delete-chat`.
+pub(crate) fn delete_chat(global: &Global, to: String, for_both: bool) -> Result<()> {
+    let call = Call::DeleteChat(DeleteChatParams {
+        to: to.clone(),
+        for_both: Some(for_both),
+    });
+    run(global, &call, |r: &ChatDeleted| {
+        let n = r.deleted;
+        let also = if for_both {
+            format!("; {to} was asked to delete it too")
+        } else {
+            String::new()
+        };
+        format!(
+            "Deleted {n} message{} with {to}{also}.\n",
+            if n == 1 { "" } else { "s" }
+        )
+    })
+}
+
+/// `files`.
+pub(crate) fn files(global: &Global) -> Result<()> {
+    run_list::<FileInfo>(global, &Call::Files(FilesParams::default()), human::files)
+}
+
+/// `forward`.
+pub(crate) fn forward(global: &Global, file_id: String, to: String) -> Result<()> {
+    let call = Call::Forward(ForwardParams {
+        file_id,
+        to: to.clone(),
+    });
+    run(global, &call, |r: &Offer| {
+        format!(
+            "Forwarded {} ({}) to {to}; file id {}\n",
+            r.name,
+            human::size(r.size),
+            r.file_id,
+        )
+    })
+}
+
+/// `watch`.
+pub(crate) fn watch(global: &Global) -> Result<()> {
+    Connection::open(global)?.watch(global.json)
+}
+
+/// Prints one result: with `--json` as one line, otherwise what `human` makes of it.
+pub(crate) fn print_result<R: Serialize>(
     json: bool,
-    result: &Value,
-    human: impl FnOnce(&Value) -> String,
+    result: &R,
+    human: impl FnOnce(&R) -> String,
 ) -> Result<()> {
     let text = if json {
-        match result {
-            Value::Array(items) => items.iter().map(output::json).collect(),
-            other => output::json(other),
-        }
+        output::json(result)
     } else {
         human(result)
     };
@@ -192,26 +344,41 @@ pub(crate) fn print_result(
 
 /// `send`: with `wait`, the call lasts until delivery or the timeout; a timeout still prints
 /// the queued message's id (with `--json`) before the error.
-pub(crate) fn send(global: &Global, params: Value, wait_secs: Option<u64>) -> Result<()> {
+pub(crate) fn send(
+    global: &Global,
+    to: String,
+    text: String,
+    cipher: Option<Cipher>,
+    wait: bool,
+    timeout: Option<u64>,
+) -> Result<()> {
+    let secs = wait.then(|| timeout.unwrap_or(DEFAULT_WAIT_SECS));
     let mut connection = Connection::open(global)?;
-    if let Some(secs) = wait_secs {
+    if let Some(secs) = secs {
         connection.set_timeout(Duration::from_secs(secs) + Duration::from_secs(30));
     }
-    let to = params["to"].as_str().unwrap_or_default().to_owned();
-    match connection.call("send", params) {
-        Ok(result) => print_result(global.json, &result, |r| {
-            let id = r["id"].as_str().unwrap_or_default();
-            match r["status"].as_str() {
-                Some("delivered") => format!("Delivered message {id} to {to}\n"),
-                _ => format!("Queued message {id} for {to}; it is delivered in the background\n"),
-            }
+    let call = Call::Send(SendParams {
+        to: to.clone(),
+        text,
+        cipher,
+        wait: Some(wait),
+        timeout: secs,
+    });
+    match connection.call::<Sent>(&call) {
+        Ok(result) => print_result(global.json, &result, |r| match r.status {
+            SendStatus::Delivered => format!("Delivered message {} to {to}\n", r.id),
+            SendStatus::Queued => format!(
+                "Queued message {} for {to}; it is delivered in the background\n",
+                r.id
+            ),
         }),
         Err(e) => {
             if global.json
-                && let Some(data) = e.downcast_ref::<RpcError>().and_then(|r| r.data.clone())
-                && data.get("id").is_some()
+                && let Some(queued) = e
+                    .downcast_ref::<RpcError>()
+                    .and_then(RpcError::data_as::<Sent>)
             {
-                output::print(&output::json(&data))?;
+                output::print(&output::json(&queued))?;
             }
             Err(e)
         }
@@ -234,12 +401,20 @@ pub(crate) fn send_file(
     let path =
         std::path::absolute(path).with_context(|| format!("cannot resolve {}", path.display()))?;
     let mut connection = Connection::open(global)?;
-    let offer = connection.call(
-        "send-file",
-        json!({ "to": to, "path": path.display().to_string(), "via": via }),
-    )?;
-    let file_id = s(&offer["file_id"]).to_owned();
-    if wait && let Err(e) = follow(&mut connection, &file_id, "out", timeout, global.json) {
+    let offer: Offer = connection.call(&Call::SendFile(SendFileParams {
+        to: to.to_owned(),
+        path: path.display().to_string(),
+        via: Some(via.to_vec()),
+    }))?;
+    if wait
+        && let Err(e) = follow(
+            &mut connection,
+            &offer.file_id,
+            Part::Out,
+            timeout,
+            global.json,
+        )
+    {
         // The offer is made whatever happened while waiting: scripts still get its fields.
         if global.json {
             output::print(&output::json(&offer))?;
@@ -254,10 +429,10 @@ pub(crate) fn send_file(
         };
         format!(
             "{} ({}) {done} to {to}\nfile id {}\nsha256 {}\n",
-            s(&r["name"]),
-            human_size(r["size"].as_u64().unwrap_or(0)),
-            s(&r["file_id"]),
-            s(&r["sha256"]),
+            r.name,
+            human::size(r.size),
+            r.file_id,
+            r.sha256.as_deref().unwrap_or(""),
         )
     })
 }
@@ -274,19 +449,24 @@ pub(crate) fn fetch(
         .transpose()
         .context("cannot resolve --out")?;
     let mut connection = Connection::open(global)?;
-    let started = connection.call(
-        "fetch",
-        json!({ "file_id": file_id, "out": out.map(|p| p.display().to_string()) }),
+    let started: FileInfo = connection.call(&Call::Fetch(FetchParams {
+        file_id: file_id.to_owned(),
+        out: out.map(|p| p.display().to_string()),
+    }))?;
+    let done = follow(
+        &mut connection,
+        &started.file_id,
+        Part::In,
+        timeout,
+        global.json,
     )?;
-    let file_id = s(&started["file_id"]).to_owned();
-    let done = follow(&mut connection, &file_id, "in", timeout, global.json)?;
     print_result(global.json, &done, |r| {
         format!(
             "Saved {} ({}) to {}\nsha256 {}\n",
-            s(&r["name"]),
-            human_size(r["size"].as_u64().unwrap_or(0)),
-            s(&r["path"]),
-            s(&r["sha256"]),
+            r.name,
+            human::size(r.size),
+            r.path.as_deref().unwrap_or(""),
+            r.sha256.as_deref().unwrap_or(""),
         )
     })
 }
@@ -296,10 +476,10 @@ pub(crate) fn fetch(
 fn follow(
     connection: &mut Connection,
     file_id: &str,
-    direction: &str,
+    direction: Part,
     timeout: Option<u64>,
     json: bool,
-) -> Result<Value> {
+) -> Result<FileInfo> {
     let deadline = timeout.map(|secs| std::time::Instant::now() + Duration::from_secs(secs));
     let bar = indicatif::ProgressBar::with_draw_target(
         None,
@@ -316,355 +496,43 @@ fn follow(
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
         .progress_chars("=> "),
     );
+    let call = Call::Files(FilesParams {
+        file_id: Some(file_id.to_owned()),
+    });
     loop {
-        let list = connection.call("files", json!({ "file_id": file_id }))?;
+        let list: Vec<FileInfo> = connection.call(&call)?;
         let entry = list
-            .as_array()
-            .and_then(|l| l.iter().find(|f| s(&f["direction"]) == direction))
-            .cloned()
+            .into_iter()
+            .find(|f| f.direction == direction)
             .with_context(|| format!("the daemon no longer lists file {file_id}"))?;
         if bar.length().is_none() {
-            bar.set_length(entry["size"].as_u64().unwrap_or(0));
-            bar.set_message(s(&entry["name"]).to_owned());
+            bar.set_length(entry.size);
+            bar.set_message(entry.name.clone());
         }
-        bar.set_position(entry["bytes_done"].as_u64().unwrap_or(0));
-        match s(&entry["state"]) {
-            "complete" => {
+        bar.set_position(entry.bytes_done);
+        match entry.state {
+            FileState::Complete => {
                 bar.finish_and_clear();
                 return Ok(entry);
             }
-            "failed" => {
+            FileState::Failed => {
                 bar.abandon();
                 bail!(
                     "the transfer of {} failed: {}",
-                    s(&entry["name"]),
-                    entry["error"].as_str().unwrap_or("no reason given")
+                    entry.name,
+                    entry.error.as_deref().unwrap_or("no reason given")
                 );
             }
-            _ => {}
+            FileState::Offered | FileState::Transferring => {}
         }
         if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
             bar.abandon();
             bail!(
                 "{} (file id {file_id}) is not complete within {} s; it goes on in the background (`encrypto files`)",
-                s(&entry["name"]),
+                entry.name,
                 timeout.unwrap_or(0)
             );
         }
         std::thread::sleep(POLL_EVERY);
-    }
-}
-
-// ----- human-readable output -------------------------------------------------------------
-
-fn s(v: &Value) -> &str {
-    v.as_str().unwrap_or("")
-}
-
-/// A table with a header and columns padded to their widest cell.
-pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<String>| {
-        let mut text = String::new();
-        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
-            if i + 1 == cells.len() {
-                text.push_str(cell);
-            } else {
-                let pad = w - cell.chars().count();
-                text.push_str(cell);
-                text.push_str(&" ".repeat(pad + 2));
-            }
-        }
-        text.trim_end().to_owned() + "\n"
-    };
-    let mut text = line(header.iter().map(|h| (*h).to_owned()).collect());
-    for row in rows {
-        text.push_str(&line(row.clone()));
-    }
-    text
-}
-
-fn short_fingerprint(v: &Value) -> String {
-    v.as_str()
-        .and_then(|f| f.split(' ').next())
-        .map_or_else(|| "-".to_owned(), |first| format!("{first}…"))
-}
-
-pub(crate) fn human_peers(result: &Value) -> String {
-    let items = result.as_array().cloned().unwrap_or_default();
-    if items.is_empty() {
-        return "No peers yet: none discovered, none connected.\n".to_owned();
-    }
-    let rows: Vec<Vec<String>> = items
-        .iter()
-        .map(|p| {
-            vec![
-                p["name"].as_str().unwrap_or("?").to_owned(),
-                s(&p["peer_id"]).to_owned(),
-                s(&p["via"]).to_owned(),
-                if p["connected"].as_bool() == Some(true) {
-                    "yes"
-                } else {
-                    "no"
-                }
-                .to_owned(),
-                p["addrs"]
-                    .as_array()
-                    .and_then(|a| a.first())
-                    .map_or("-", |a| s(a))
-                    .to_owned(),
-            ]
-        })
-        .collect();
-    table(&["NAME", "PEER ID", "VIA", "CONNECTED", "ADDRESS"], &rows)
-}
-
-pub(crate) fn human_contacts(result: &Value) -> String {
-    let items = result.as_array().cloned().unwrap_or_default();
-    if items.is_empty() {
-        return "No contacts yet: add one with `encrypto add /ip4/ADDRESS/tcp/PORT/p2p/PEER_ID`.\n"
-            .to_owned();
-    }
-    let rows: Vec<Vec<String>> = items
-        .iter()
-        .map(|c| {
-            let verified = if c["key_changed"].as_bool() == Some(true) {
-                "KEY CHANGED"
-            } else if c["verified"].as_bool() == Some(true) {
-                "yes"
-            } else {
-                "no"
-            };
-            vec![
-                s(&c["name"]).to_owned(),
-                s(&c["peer_id"]).to_owned(),
-                s(&c["cipher"]).to_owned(),
-                verified.to_owned(),
-                if c["relay"].as_bool() == Some(true) {
-                    "yes"
-                } else {
-                    "no"
-                }
-                .to_owned(),
-                short_fingerprint(&c["fingerprint"]),
-            ]
-        })
-        .collect();
-    table(
-        &[
-            "NAME",
-            "PEER ID",
-            "CIPHER",
-            "VERIFIED",
-            "RELAY",
-            "FINGERPRINT",
-        ],
-        &rows,
-    )
-}
-
-pub(crate) fn human_search(name: &str, result: &Value) -> String {
-    let items = result.as_array().cloned().unwrap_or_default();
-    if items.is_empty() {
-        return format!("No one named \"{name}\" is known here yet.\n");
-    }
-    let rows: Vec<Vec<String>> = items
-        .iter()
-        .map(|p| {
-            vec![
-                p["name"].as_str().unwrap_or("?").to_owned(),
-                short_fingerprint(&p["fingerprint"]),
-                s(&p["peer_id"]).to_owned(),
-                s(&p["source"]).to_owned(),
-            ]
-        })
-        .collect();
-    table(&["NAME", "FINGERPRINT", "PEER ID", "SOURCE"], &rows)
-}
-
-pub(crate) fn human_history(to: &str, result: &Value) -> String {
-    let items = result.as_array().cloned().unwrap_or_default();
-    if items.is_empty() {
-        return format!("No messages with {to}.\n");
-    }
-    let mut text = String::new();
-    for m in &items {
-        let time = format_utc(m["timestamp"].as_u64().unwrap_or(0));
-        let who = if s(&m["direction"]) == "out" {
-            "me"
-        } else {
-            to
-        };
-        let body = match m["text"].as_str() {
-            Some(t) => t.to_owned(),
-            None => format!(
-                "[file {} ({}), id {}]",
-                s(&m["name"]),
-                human_size(m["size"].as_u64().unwrap_or(0)),
-                s(&m["file_id"])
-            ),
-        };
-        let status = if s(&m["direction"]) == "out" {
-            format!(", {}", s(&m["status"]))
-        } else {
-            String::new()
-        };
-        text.push_str(&format!(
-            "[{time}] {who}: {body}  ({}{status})\n",
-            s(&m["cipher"])
-        ));
-    }
-    text
-}
-
-/// `1.5 MiB` for a byte count.
-pub(crate) fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
-}
-
-pub(crate) fn human_files(result: &Value) -> String {
-    let items = result.as_array().cloned().unwrap_or_default();
-    if items.is_empty() {
-        return "No file transfers.\n".to_owned();
-    }
-    let rows: Vec<Vec<String>> = items
-        .iter()
-        .map(|f| {
-            let size = f["size"].as_u64().unwrap_or(0);
-            let done = f["bytes_done"].as_u64().unwrap_or(0);
-            let percent = (done * 100).checked_div(size).unwrap_or(100);
-            let state = match s(&f["state"]) {
-                "transferring" => format!("transferring {percent}%"),
-                "failed" => format!("failed: {}", s(&f["error"])),
-                other => other.to_owned(),
-            };
-            let name = if s(&f["name"]).is_empty() {
-                "(sealed, held for the recipient)".to_owned()
-            } else {
-                s(&f["name"]).to_owned()
-            };
-            vec![
-                s(&f["file_id"]).to_owned(),
-                s(&f["direction"]).to_owned(),
-                name,
-                human_size(size),
-                state,
-                f["path"].as_str().unwrap_or("").to_owned(),
-            ]
-        })
-        .collect();
-    table(&["FILE ID", "DIR", "NAME", "SIZE", "STATE", "PATH"], &rows)
-}
-
-/// One line for a person watching events.
-pub(crate) fn describe_event(e: &Value) -> String {
-    let time = format_utc(e["timestamp"].as_u64().unwrap_or(0));
-    let what = match s(&e["event"]) {
-        "message" => format!(
-            "message from {}: {} ({})",
-            s(&e["from"]),
-            e["text"].as_str().unwrap_or("[file]"),
-            s(&e["cipher"])
-        ),
-        "delivered" => format!("delivered {} to {}", s(&e["id"]), s(&e["to"])),
-        "peer_discovered" => format!("discovered {} via {}", s(&e["peer_id"]), s(&e["via"])),
-        "peer_connected" => format!("connected to {}", s(&e["peer_id"])),
-        "peer_disconnected" => format!("disconnected from {}", s(&e["peer_id"])),
-        "cipher_changed" => format!(
-            "chat with {} now uses {} (changed by {})",
-            s(&e["peer"]),
-            s(&e["cipher"]),
-            s(&e["by"])
-        ),
-        "chat_deleted" => format!("chat with {} deleted (by {})", s(&e["peer"]), s(&e["by"])),
-        "key_changed" => format!(
-            "WARNING: the keys of {} changed; compare safety numbers, then `encrypto verify`",
-            s(&e["peer_id"])
-        ),
-        "peer_incompatible" => format!(
-            "{} runs another version of encrypto: messages to it stay queued until one of you \
-             updates",
-            s(&e["peer_id"])
-        ),
-        "file_offered" => format!(
-            "{} offers {} ({}); file id {}",
-            s(&e["from"]),
-            s(&e["name"]),
-            human_size(e["size"].as_u64().unwrap_or(0)),
-            s(&e["file_id"])
-        ),
-        "file_progress" => format!(
-            "file {}: {} of {}",
-            s(&e["file_id"]),
-            human_size(e["bytes_done"].as_u64().unwrap_or(0)),
-            human_size(e["size"].as_u64().unwrap_or(0))
-        ),
-        "file_complete" => format!(
-            "file {} complete{}",
-            s(&e["file_id"]),
-            e["path"]
-                .as_str()
-                .map(|p| format!(": {p}"))
-                .unwrap_or_default()
-        ),
-        "file_failed" => format!("file {} failed: {}", s(&e["file_id"]), s(&e["reason"])),
-        other => format!("{other}: {e}"),
-    };
-    format!("[{time}] {what}")
-}
-
-/// `YYYY-MM-DD HH:MM:SS` in UTC for Unix milliseconds.
-pub(crate) fn format_utc(ms: u64) -> String {
-    let secs = ms / 1000;
-    let days = i64::try_from(secs / 86_400).unwrap_or(0);
-    let rem = secs % 86_400;
-    // Howard Hinnant's civil-from-days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn utc_dates_are_right_across_eras_and_leap_days() {
-        assert_eq!(format_utc(0), "1970-01-01 00:00:00");
-        assert_eq!(format_utc(951_782_400_000), "2000-02-29 00:00:00");
-        assert_eq!(format_utc(1_798_761_599_000), "2026-12-31 23:59:59");
-    }
-
-    #[test]
-    fn tables_pad_columns() {
-        let t = table(&["A", "BB"], &[vec!["long".into(), "x".into()]]);
-        assert_eq!(t, "A     BB\nlong  x\n");
     }
 }

@@ -8,7 +8,9 @@ use anyhow::{Context, Result};
 use encrypto_crypto::RsaBits;
 use encrypto_crypto::keystore::{KdfParams, KeystoreContents};
 use encrypto_node::DataDir;
-use serde_json::json;
+use encrypto_node::rpc::Call;
+use encrypto_node::rpc::replies::Whoami;
+use serde::Serialize;
 
 use crate::{client, output, passphrase};
 
@@ -62,12 +64,12 @@ pub(crate) fn init(global: &Global, name: &str, bits: RsaBits) -> Result<()> {
     )?;
     let (peer_id, fingerprint) = public_strings(&contents);
     let text = if global.json {
-        output::json(&json!({
-            "name": contents.name,
-            "peer_id": peer_id,
-            "fingerprint": fingerprint,
-            "data_dir": dir.path(),
-        }))
+        output::json(&Created {
+            name: &contents.name,
+            peer_id: &peer_id,
+            fingerprint: &fingerprint,
+            data_dir: dir.path(),
+        })
     } else {
         format!(
             "Created a new identity in {}\n{}Keep the passphrase safe: nothing can unlock this identity without it.\n",
@@ -87,20 +89,13 @@ pub(crate) fn init(global: &Global, name: &str, bits: RsaBits) -> Result<()> {
 pub(crate) fn whoami(global: &Global) -> Result<()> {
     match client::Connection::open(global) {
         Ok(mut connection) => {
-            let r = connection.call("whoami", json!({}))?;
+            let r: Whoami = connection.call(&Call::Whoami)?;
             return client::print_result(global.json, &r, |r| {
-                let addrs: Vec<&str> = r["listen_addrs"]
-                    .as_array()
-                    .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
-                    .unwrap_or_default();
                 output::fields(&[
-                    ("name", r["name"].as_str().unwrap_or("?").to_owned()),
-                    ("peer id", r["peer_id"].as_str().unwrap_or("?").to_owned()),
-                    (
-                        "fingerprint",
-                        r["fingerprint"].as_str().unwrap_or("?").to_owned(),
-                    ),
-                    ("listening", addrs.join("\n             ")),
+                    ("name", r.name.clone()),
+                    ("peer id", r.peer_id.clone()),
+                    ("fingerprint", r.fingerprint.clone()),
+                    ("listening", r.listen_addrs.join("\n             ")),
                 ])
             });
         }
@@ -112,15 +107,14 @@ pub(crate) fn whoami(global: &Global) -> Result<()> {
     let passphrase = passphrase::current(global.passphrase_file.as_deref()).get()?;
     let contents = dir.unlock(passphrase.as_bytes())?;
     let (peer_id, fingerprint) = public_strings(&contents);
-    // No daemon runs, so nothing listens.
-    let listen_addrs: Vec<String> = Vec::new();
     let text = if global.json {
-        output::json(&json!({
-            "name": contents.name,
-            "peer_id": peer_id,
-            "fingerprint": fingerprint,
-            "listen_addrs": listen_addrs,
-        }))
+        output::json(&Whoami {
+            name: contents.name.clone(),
+            peer_id,
+            fingerprint,
+            // No daemon runs, so nothing listens.
+            listen_addrs: Vec::new(),
+        })
     } else {
         output::fields(&[
             ("name", contents.name.clone()),
@@ -155,15 +149,32 @@ pub(crate) fn passwd(global: &Global, new_passphrase_file: Option<&Path>) -> Res
         &mut rand::rng(),
     )?;
     let text = if global.json {
-        output::json(&json!({
-            "ok": true,
-            "passphrase_changed": true,
-            "keystore": dir.keystore_path(),
-        }))
+        output::json(&PassphraseChanged {
+            ok: true,
+            passphrase_changed: true,
+            keystore: &dir.keystore_path(),
+        })
     } else {
         format!("Passphrase changed for {}\n", dir.keystore_path().display())
     };
     output::print(&text)
+}
+
+/// What `init --json` prints.
+#[derive(Serialize)]
+struct Created<'a> {
+    name: &'a str,
+    peer_id: &'a str,
+    fingerprint: &'a str,
+    data_dir: &'a Path,
+}
+
+/// What `passwd --json` prints.
+#[derive(Serialize)]
+struct PassphraseChanged<'a> {
+    ok: bool,
+    passphrase_changed: bool,
+    keystore: &'a Path,
 }
 
 fn public_strings(contents: &KeystoreContents) -> (String, String) {

@@ -14,8 +14,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use encrypto_crypto::keystore::KeystoreContents;
+use encrypto_node::config::ConfigFile;
+use encrypto_node::rpc::{self, RpcError, code};
 use encrypto_node::{DataDir, Multiaddr, NodeConfig};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{SignalKind, signal};
@@ -24,7 +27,6 @@ use tracing::{debug, info, warn};
 
 use crate::commands::Global;
 use crate::methods::Server;
-use crate::rpc::{self, RpcError, code};
 use crate::{UsageError, output, passphrase};
 
 /// Replies and notifications queued for one client before it counts as stuck.
@@ -47,16 +49,11 @@ pub(crate) struct Options {
 pub(crate) fn run(global: &Global, options: Options) -> Result<()> {
     // Everything that can be refused is checked before the passphrase is asked for.
     let listen = parse_addrs("--listen", &options.listen)?;
-    let mut bootstrap = parse_addrs("--bootstrap", &options.bootstrap)?;
+    let bootstrap = parse_addrs("--bootstrap", &options.bootstrap)?;
     let external = parse_addrs("--external-addr", &options.external_addr)?;
     let dir = DataDir::open_existing(global.data_dir_path()?)?;
     dir.require_identity()?;
-    let file = ConfigFile::read(&dir.path().join(CONFIG_FILE))?;
-    for addr in file.bootstrap {
-        if !bootstrap.contains(&addr) {
-            bootstrap.push(addr);
-        }
-    }
+    let file = ConfigFile::load(dir.path())?;
     let socket = rpc::socket_path(dir.path());
     check_socket(&socket, dir.path())?;
 
@@ -70,22 +67,9 @@ pub(crate) fn run(global: &Global, options: Options) -> Result<()> {
     }
     config.swarm.mdns = !options.no_mdns;
     config.swarm.relay_server = options.relay_server;
-    if let Some(secs) = file.relay_max_circuit_secs {
-        config.swarm.relay_max_circuit_duration = Duration::from_secs(secs);
-    }
-    if let Some(bytes) = file.relay_max_circuit_bytes {
-        config.swarm.relay_max_circuit_bytes = bytes;
-    }
-    if let Some(n) = file.relay_max_reservations {
-        config.swarm.relay_max_reservations = n;
-    }
-    if let Some(n) = file.relay_max_circuits {
-        config.swarm.relay_max_circuits = n;
-    }
-    if let Some(limit) = file.download_limit {
-        config.auto_download_max = limit;
-    }
+    // The flags' bootstrap peers first, then the file's.
     config.bootstrap = bootstrap;
+    file.apply(&mut config);
     config.external_addrs = external;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -93,101 +77,6 @@ pub(crate) fn run(global: &Global, options: Options) -> Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(serve(global.json, dir, contents, config, socket))
-}
-
-/// The daemon's optional config file in the data dir.
-const CONFIG_FILE: &str = "config.json";
-/// A config file larger than this is not a config file.
-const MAX_CONFIG_LEN: u64 = 1024 * 1024;
-
-/// What `DATA_DIR/config.json` may set (every key optional):
-///
-/// ```json
-/// {"bootstrap": ["/ip4/198.51.100.7/tcp/4001/p2p/12D3Koo..."],
-///  "relay": {"max_circuit_secs": 3600, "max_circuit_bytes": 1073741824,
-///            "max_reservations": 128, "max_circuits": 64},
-///  "download_limit": 1073741824}
-/// ```
-///
-/// `download_limit`: incoming files up to this many bytes download at once; larger ones wait
-/// for `encrypto fetch` (0: every file waits).
-#[derive(Debug, Default)]
-struct ConfigFile {
-    bootstrap: Vec<Multiaddr>,
-    relay_max_circuit_secs: Option<u64>,
-    relay_max_circuit_bytes: Option<u64>,
-    relay_max_reservations: Option<usize>,
-    relay_max_circuits: Option<usize>,
-    download_limit: Option<u64>,
-}
-
-impl ConfigFile {
-    /// Reads the file, or the defaults when there is none. A file that is there but wrong is
-    /// an error naming it and the key.
-    fn read(path: &Path) -> Result<ConfigFile> {
-        let text = match std::fs::metadata(path) {
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(ConfigFile::default()),
-            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-            Ok(meta) if meta.len() > MAX_CONFIG_LEN => {
-                bail!(
-                    "{} is over {MAX_CONFIG_LEN} bytes; is it the right file?",
-                    path.display()
-                )
-            }
-            Ok(_) => std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read {}", path.display()))?,
-        };
-        let config: Value = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not valid JSON", path.display()))?;
-        let mut out = ConfigFile::default();
-        if let Some(list) = config.get("bootstrap") {
-            let Some(list) = list.as_array() else {
-                bail!(
-                    "{}: \"bootstrap\" must be a list of multiaddrs",
-                    path.display()
-                );
-            };
-            for v in list {
-                let addr = v
-                    .as_str()
-                    .unwrap_or_default()
-                    .parse::<Multiaddr>()
-                    .map_err(|e| {
-                        anyhow::anyhow!(
-                            "{}: bootstrap entry {v} is not a multiaddr ({e})",
-                            path.display()
-                        )
-                    })?;
-                out.bootstrap.push(addr);
-            }
-        }
-        if let Some(relay) = config.get("relay") {
-            let number = |key: &str| -> Result<Option<u64>> {
-                match relay.get(key) {
-                    None => Ok(None),
-                    Some(v) => v.as_u64().filter(|n| *n > 0).map(Some).ok_or_else(|| {
-                        anyhow::anyhow!(
-                            "{}: relay.{key} must be a positive whole number",
-                            path.display()
-                        )
-                    }),
-                }
-            };
-            out.relay_max_circuit_secs = number("max_circuit_secs")?;
-            out.relay_max_circuit_bytes = number("max_circuit_bytes")?;
-            out.relay_max_reservations = number("max_reservations")?.map(|n| n as usize);
-            out.relay_max_circuits = number("max_circuits")?.map(|n| n as usize);
-        }
-        if let Some(v) = config.get("download_limit") {
-            out.download_limit = Some(v.as_u64().ok_or_else(|| {
-                anyhow::anyhow!(
-                    "{}: download_limit must be a whole number of bytes",
-                    path.display()
-                )
-            })?);
-        }
-        Ok(out)
-    }
 }
 
 /// `--flag VALUE` values as multiaddrs; a bad one is a usage error naming the flag.
@@ -240,6 +129,15 @@ fn bind_socket(socket: &Path) -> Result<UnixListener> {
     Ok(listener)
 }
 
+/// The line `--json` prints once the daemon serves its socket.
+#[derive(Serialize)]
+struct Ready<'a> {
+    event: &'static str,
+    peer_id: String,
+    listen_addrs: &'a [String],
+    socket: &'a Path,
+}
+
 /// Removes the socket file when dropped, so every way out of [`serve`] cleans up.
 struct SocketGuard(PathBuf);
 
@@ -287,12 +185,12 @@ async fn serve(
     let addrs = wait_listening(&node, listeners).await;
     let addr_strings: Vec<String> = addrs.iter().map(ToString::to_string).collect();
     let ready = if json {
-        output::json(&json!({
-            "event": "ready",
-            "peer_id": node.peer_id().to_string(),
-            "listen_addrs": addr_strings,
-            "socket": socket,
-        }))
+        output::json(&Ready {
+            event: "ready",
+            peer_id: node.peer_id().to_string(),
+            listen_addrs: &addr_strings,
+            socket: &socket,
+        })
     } else {
         format!(
             "ready: peer {} listening on {} (control socket {})\n",
@@ -408,35 +306,4 @@ pub(crate) struct Client {
     pub(crate) tx: mpsc::Sender<Value>,
     /// Tasks forwarding node events to this client.
     pub(crate) subscriptions: Vec<tokio::task::JoinHandle<()>>,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_config_file_sets_bootstrap_and_relay_limits_and_names_what_is_wrong() {
-        let dir = tempfile::TempDir::new().unwrap();
-        let path = dir.path().join(CONFIG_FILE);
-        assert!(ConfigFile::read(&path).unwrap().bootstrap.is_empty());
-        std::fs::write(
-            &path,
-            r#"{"bootstrap": ["/ip4/127.0.0.1/tcp/4001"], "relay": {"max_circuit_secs": 60, "max_circuits": 3}}"#,
-        )
-        .unwrap();
-        let config = ConfigFile::read(&path).unwrap();
-        assert_eq!(config.bootstrap.len(), 1);
-        assert_eq!(config.relay_max_circuit_secs, Some(60));
-        assert_eq!(config.relay_max_circuits, Some(3));
-        assert_eq!(config.relay_max_circuit_bytes, None);
-        for (bad, want) in [
-            ("{", "not valid JSON"),
-            (r#"{"bootstrap": "x"}"#, "must be a list"),
-            (r#"{"relay": {"max_circuits": -1}}"#, "relay.max_circuits"),
-        ] {
-            std::fs::write(&path, bad).unwrap();
-            let err = format!("{:#}", ConfigFile::read(&path).unwrap_err());
-            assert!(err.contains(want) && err.contains("config.json"), "{err}");
-        }
-    }
 }

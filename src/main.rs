@@ -11,17 +11,17 @@ use std::process::ExitCode;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Parser, Subcommand};
-use encrypto_crypto::RsaBits;
-use serde_json::json;
+use encrypto_crypto::{Cipher, RsaBits};
+use encrypto_node::rpc::{self, params::Source};
 
 mod client;
 mod commands;
 mod daemon;
 mod gui_cmd;
+mod human;
 mod methods;
 mod output;
 mod passphrase;
-mod rpc;
 
 /// A usage error found after parsing (a bad multiaddr): exit code 2, like clap's.
 #[derive(Debug)]
@@ -155,8 +155,8 @@ enum Command {
         /// The message
         text: String,
         /// Seal this message with this cipher instead of the chat's
-        #[arg(long, value_parser = ["aes", "rsa"])]
-        cipher: Option<String>,
+        #[arg(long, value_parser = cipher_parser())]
+        cipher: Option<Cipher>,
         /// Wait until the peer has acknowledged the message
         #[arg(long)]
         wait: bool,
@@ -177,8 +177,8 @@ enum Command {
         /// The contact: a peer id, or the name of exactly one contact
         to: String,
         /// The cipher
-        #[arg(value_parser = ["aes", "rsa"])]
-        cipher: String,
+        #[arg(value_parser = cipher_parser())]
+        cipher: Cipher,
     },
     /// Delete a chat's history here (and with --for-both, ask the contact to delete it too)
     DeleteChat {
@@ -247,6 +247,10 @@ fn rsa_bits_parser() -> impl TypedValueParser<Value = RsaBits> {
     })
 }
 
+fn cipher_parser() -> impl TypedValueParser<Value = Cipher> {
+    PossibleValuesParser::new(["aes", "rsa"]).try_map(|name| name.parse::<Cipher>())
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -290,71 +294,28 @@ fn main() -> ExitCode {
                 },
             )
         }
-        Command::Peers => client::run(&global, "peers", json!({}), client::human_peers),
+        Command::Peers => client::peers(&global),
         Command::Search { name, dht, local } => {
             let source = if dht {
-                Some("dht")
+                Some(Source::Dht)
             } else if local {
-                Some("local")
+                Some(Source::Local)
             } else {
                 None
             };
-            client::run(
-                &global,
-                "search",
-                json!({ "name": name, "source": source }),
-                |r| client::human_search(&name, r),
-            )
+            client::search(&global, name, source)
         }
-        Command::Add { peer } => client::run(&global, "add", json!({ "peer": peer }), |r| {
-            format!(
-                "Added {} ({})\nfingerprint: {}\nCompare safety numbers with `encrypto verify {}` before trusting it.\n",
-                r["name"].as_str().unwrap_or("?"),
-                r["peer_id"].as_str().unwrap_or("?"),
-                r["fingerprint"].as_str().unwrap_or("?"),
-                r["peer_id"].as_str().unwrap_or("?"),
-            )
-        }),
-        Command::Contacts => client::run(&global, "contacts", json!({}), client::human_contacts),
-        Command::Verify { to, show } => {
-            client::run(&global, "verify", json!({ "to": to, "show": show }), |r| {
-                let number = r["safety_number"].as_str().unwrap_or("?");
-                let name = r["name"].as_str().unwrap_or(&to);
-                if show {
-                    format!(
-                        "Safety number with {name}:\n  {number}\nCompare it with {name}'s; if it matches, run `encrypto verify {to}`.\n"
-                    )
-                } else {
-                    format!("Safety number with {name}:\n  {number}\nMarked {name} as verified.\n")
-                }
-            })
-        }
-        Command::Relay { to, off } => {
-            client::run(&global, "relay", json!({ "to": to, "on": !off }), |r| {
-                let name = r["name"].as_str().unwrap_or(&to);
-                if off {
-                    format!("{name} is no longer a relay for your files.\n")
-                } else {
-                    format!(
-                        "{name} now holds your files, sealed, for recipients who are offline.\n"
-                    )
-                }
-            })
-        }
+        Command::Add { peer } => client::add(&global, peer),
+        Command::Contacts => client::contacts(&global),
+        Command::Verify { to, show } => client::verify(&global, to, show),
+        Command::Relay { to, off } => client::relay(&global, to, off),
         Command::Send {
             to,
             text,
             cipher,
             wait,
             timeout,
-        } => {
-            let secs = wait.then(|| timeout.unwrap_or(methods::DEFAULT_WAIT_SECS));
-            client::send(
-                &global,
-                json!({ "to": to, "text": text, "cipher": cipher, "wait": wait, "timeout": secs }),
-                secs,
-            )
-        }
+        } => client::send(&global, to, text, cipher, wait, timeout),
         Command::SendFile {
             to,
             path,
@@ -367,55 +328,12 @@ fn main() -> ExitCode {
             out,
             timeout,
         } => client::fetch(&global, &file_id, out.as_deref(), timeout),
-        Command::Files => client::run(&global, "files", json!({}), client::human_files),
-        Command::Forward { file_id, to } => client::run(
-            &global,
-            "forward",
-            json!({ "file_id": file_id, "to": to }),
-            |r| {
-                format!(
-                    "Forwarded {} ({}) to {to}; file id {}\n",
-                    r["name"].as_str().unwrap_or("?"),
-                    client::human_size(r["size"].as_u64().unwrap_or(0)),
-                    r["file_id"].as_str().unwrap_or("?"),
-                )
-            },
-        ),
-        Command::History { to, limit } => client::run(
-            &global,
-            "history",
-            json!({ "to": to, "limit": limit }),
-            |r| client::human_history(&to, r),
-        ),
-        Command::Cipher { to, cipher } => client::run(
-            &global,
-            "cipher",
-            json!({ "to": to, "cipher": cipher }),
-            |r| {
-                format!(
-                    "The chat with {to} now uses {}; {to} is told.\n",
-                    r["cipher"].as_str().unwrap_or(&cipher)
-                )
-            },
-        ),
-        Command::DeleteChat { to, for_both } => client::run(
-            &global,
-            "delete-chat",
-            json!({ "to": to, "for_both": for_both }),
-            |r| {
-                let n = r["deleted"].as_u64().unwrap_or(0);
-                let also = if for_both {
-                    format!("; {to} was asked to delete it too")
-                } else {
-                    String::new()
-                };
-                format!(
-                    "Deleted {n} message{} with {to}{also}.\n",
-                    if n == 1 { "" } else { "s" }
-                )
-            },
-        ),
-        Command::Watch => client::Connection::open(&global).and_then(|c| c.watch(global.json)),
+        Command::Files => client::files(&global),
+        Command::Forward { file_id, to } => client::forward(&global, file_id, to),
+        Command::History { to, limit } => client::history(&global, to, limit),
+        Command::Cipher { to, cipher } => client::cipher(&global, to, cipher),
+        Command::DeleteChat { to, for_both } => client::delete_chat(&global, to, for_both),
+        Command::Watch => client::watch(&global),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -27,8 +27,10 @@ pub(crate) fn fields(rows: &[(&str, String)]) -> String {
 }
 
 /// One JSON object on one line.
-pub(crate) fn json(value: &serde_json::Value) -> String {
-    format!("{value}\n")
+pub(crate) fn json(value: &impl serde::Serialize) -> String {
+    let line = serde_json::to_string(value)
+        .expect("output types are plain structs with string keys, which always serialize");
+    format!("{line}\n")
 }
 
 /// A line on stderr for the person at the terminal (hints, progress). Never fails the command.

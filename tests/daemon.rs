@@ -255,12 +255,13 @@ fn errors_are_one_clear_line_with_the_right_exit_code() {
               {\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"launch\"}\n\
               {\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"send\",\"params\":{\"to\":\"bob\"}}\n\
               {\"id\":3,\"method\":\"whoami\"}\n\
-              {\"jsonrpc\":\"2.0\",\"id\":4,\"method\":\"whoami\"}\n",
+              {\"jsonrpc\":\"2.0\",\"id\":4,\"method\":\"whoami\"}\n\
+              {\"jsonrpc\":\"2.0\",\"id\":5,\"method\":\"send\",\"params\":{\"to\":\"bob\",\"text\":\"hi\",\"wiat\":true}}\n",
         )
         .unwrap();
     let mut reader = BufReader::new(socket.try_clone().unwrap());
     let mut replies = Vec::new();
-    for _ in 0..5 {
+    for _ in 0..6 {
         let mut line = String::new();
         reader.read_line(&mut line).unwrap();
         replies.push(serde_json::from_str::<Value>(&line).unwrap());
@@ -277,6 +278,22 @@ fn errors_are_one_clear_line_with_the_right_exit_code() {
     assert_eq!(replies[2]["error"]["code"], -32602);
     assert_eq!(replies[3]["error"]["code"], -32600);
     assert_eq!(replies[4]["result"]["name"], "alice");
+    // An unknown parameter is refused by name, not ignored (the message was not sent).
+    assert_eq!(replies[5]["error"]["code"], -32602);
+    let refused = replies[5]["error"]["message"].as_str().unwrap();
+    assert!(refused.contains("unknown field `wiat`"), "{refused}");
+    // The method-not-found message lists every method, the file ones too.
+    let not_found = replies[1]["error"]["message"].as_str().unwrap();
+    for method in [
+        "relay",
+        "send-file",
+        "fetch",
+        "files",
+        "forward",
+        "subscribe",
+    ] {
+        assert!(not_found.contains(method), "{not_found}");
+    }
     // An endless line is cut off, and the daemon still serves others.
     let mut flood = UnixStream::connect(alice.socket()).unwrap();
     flood.set_read_timeout(Some(STEP)).unwrap();
@@ -383,6 +400,13 @@ fn bootstrap_peers_come_from_the_config_file_and_are_remembered() {
             .iter()
             .any(|p| p["peer_id"] == dh.peer_id.as_str() && p["connected"] == true)
     };
+    // A misspelt key is refused by name, not ignored.
+    std::fs::write(carol.data.join("config.json"), b"{\"bootstarp\": []}").unwrap();
+    fails(
+        &carol.run(&["daemon", "--no-mdns"]),
+        1,
+        "config.json: unknown field `bootstarp`",
+    );
     // A broken config file is refused, naming the file.
     std::fs::write(
         carol.data.join("config.json"),

@@ -11,6 +11,7 @@ use encrypto_crypto::file::FileId;
 use encrypto_crypto::keystore::KdfParams;
 use encrypto_crypto::{Cipher, PeerId, PublicIdentity, RsaBits};
 use encrypto_node::FileTransfer;
+use encrypto_node::config::ConfigFile;
 use encrypto_node::view::{Contact, Message};
 use encrypto_node::{
     DataDir, DataDirError, Multiaddr, NodeConfig, NodeError, NodeEvent, NodeHandle, PeerInfo,
@@ -425,6 +426,9 @@ async fn open_identity(
     request: OpenRequest,
     setup: NodeSetup,
 ) -> Result<(Session, broadcast::Receiver<NodeEvent>), OpenError> {
+    // The same `config.json` the daemon takes (bootstrap peers, relay and download limits),
+    // read before the slow key work so a broken file is reported at once.
+    let file = ConfigFile::load(&setup.data_dir).map_err(|e| OpenError::Other(one_line(&e)))?;
     let dir = setup.data_dir.clone();
     let (kdf, bits) = (setup.kdf, setup.rsa_bits);
     let contents = tokio::task::spawn_blocking(move || {
@@ -457,6 +461,7 @@ async fn open_identity(
     let name = contents.name.clone();
     let mut config = setup.node;
     config.data_dir = setup.data_dir;
+    file.apply(&mut config);
     let encrypto_node::Started { handle, events, .. } = encrypto_node::start(
         contents.identity,
         &contents.name,

@@ -21,7 +21,7 @@
 //!   sessions, settings, files, types, error}`.
 //! - [`view`]: what the window, the daemon and the tests see of the store: [`view::Contact`],
 //!   [`view::Message`] and the enums they carry (file transfers are
-//!   [`node::FileTransfer`]).
+//!   [`FileTransfer`]).
 //!
 //! - [`swarm`]: the libp2p swarm: TCP (noise, yamux) and QUIC, identify, ping, mDNS, Kademlia
 //!   on `/encrypto/kad/1.0.0`, the two request-response protocols, connection limits, and the
@@ -40,10 +40,24 @@
 //! - `unwrap` (private): the RSA work of opening inbound envelopes done ahead on the check
 //!   jobs, and how jobs running at once share it (each session key unwrapped once).
 //!
+//! - `handle_ext`: what the daemon and the window both ask of a [`NodeHandle`] beyond single
+//!   commands: [`NodeHandle::resolve_contact`] (a contact by name or peer id) and
+//!   [`NodeHandle::wait_delivered`] (a delivery, with a timeout).
+//!
+//! - [`config`]: `DATA_DIR/config.json` (bootstrap peers, relay limits, download limit), read
+//!   through serde types that refuse unknown keys by name: [`config::ConfigFile`].
+//!
+//! - [`rpc`]: the control socket's JSON-RPC 2.0 protocol as serde types (framing, error codes,
+//!   [`rpc::Method`], each method's params and reply, the events), shared by the daemon, the
+//!   CLI and the `rpc` fuzz target.
+//!
 pub mod actor;
+pub mod config;
 pub mod datadir;
 pub mod directory;
+mod handle_ext;
 pub mod protocol;
+pub mod rpc;
 #[cfg(feature = "bench-internals")]
 pub mod store;
 // Its items are `pub` for the bench (`bench-internals`); without it they are the crate's own.
@@ -61,6 +75,7 @@ pub use actor::{
     peer_of_addr, start,
 };
 pub use datadir::{DataDir, DataDirError};
+pub use handle_ext::{NotDelivered, ResolveError};
 pub use libp2p::Multiaddr;
 #[cfg(feature = "bench-internals")]
 pub use store::Store;
