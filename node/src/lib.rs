@@ -29,12 +29,17 @@
 //!   of its own with the swarm's connection tasks ([`node::start`]); signature checks, RSA
 //!   decryptions and flushes under load go to that runtime's blocking threads.
 //!
+//! - `test_support` (feature `test-support`): the harness that runs real nodes on loopback for
+//!   the tests and the benchmark: start, connect, wait for an event with a bounded timeout.
+//!
 pub mod datadir;
 pub mod directory;
 pub mod node;
 pub mod protocol;
 pub mod store;
 pub mod swarm;
+#[cfg(feature = "test-support")]
+pub mod test_support;
 
 pub use datadir::{DataDir, DataDirError};
 pub use libp2p::Multiaddr;
