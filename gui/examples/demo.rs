@@ -15,14 +15,8 @@ use std::time::Duration;
 use encrypto_crypto::keystore::KdfParams;
 use encrypto_crypto::{Cipher, PeerId, RsaBits};
 use encrypto_gui::{App, Options};
-use encrypto_node::{DataDir, Multiaddr, NodeConfig, NodeHandle};
-
-fn loopback(dir: &Path) -> NodeConfig {
-    let mut config = NodeConfig::new(dir.to_owned());
-    config.swarm.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("a valid address")];
-    config.swarm.mdns = false;
-    config
-}
+use encrypto_node::test_support::{loopback_config, start_node};
+use encrypto_node::{DataDir, NodeHandle};
 
 fn identity(
     dir: &Path,
@@ -150,43 +144,27 @@ fn main() {
     let bob = identity(&root.join("bob"), "Bob", "bob's demo passphrase");
     let rt = tokio::runtime::Runtime::new().expect("a runtime");
     let bob_id = bob.identity.peer_id();
-    let bob_handle = {
+    // Bob listens by the time his node has started: his address is the window's bootstrap.
+    let bob_node = {
         let _guard = rt.enter();
-        encrypto_node::start(
+        start_node(
             bob.identity,
             &bob.name,
             bob.created_ms,
             bob.storage_key,
-            loopback(&root.join("bob")),
+            loopback_config(root.join("bob")),
         )
         .expect("Bob's node")
-        .handle
     };
-    let bob_addr: Multiaddr = rt.block_on(async {
-        for _ in 0..100 {
-            if let Some(addr) = bob_handle
-                .listen_addrs()
-                .await
-                .ok()
-                .and_then(|a| a.into_iter().next())
-            {
-                return addr;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("Bob's node does not listen");
-    });
-    let bootstrap: Multiaddr = format!("{bob_addr}/p2p/{bob_id}")
-        .parse()
-        .expect("a valid address");
+    let bootstrap = bob_node.dialable();
 
     let mut options = Options::new(alice_dir.clone());
-    options.node = loopback(&alice_dir);
+    options.node = loopback_config(&alice_dir);
     options.node.bootstrap = vec![bootstrap];
     options.notifications = false;
     let demo = Demo {
         app: App::new(options).expect("the window's runtime"),
-        bob: bob_handle,
+        bob: bob_node.handle,
         bob_id,
         started: false,
         rt: rt.handle().clone(),

@@ -16,16 +16,16 @@ use encrypto_crypto::{Cipher, PeerId, RsaBits};
 use encrypto_gui::{App, Options};
 use encrypto_node::FileTransfer;
 use encrypto_node::view::{Body, Direction, TransferRole, TransferState};
-use encrypto_node::{DataDir, NodeConfig, NodeHandle};
+use encrypto_node::test_support::{Running, loopback_config, start_node};
+use encrypto_node::{DataDir, NodeConfig};
 use tempfile::TempDir;
 
 /// How long any one wait may take.
 const WAIT: Duration = Duration::from_secs(40);
 
+/// The harness's loopback config, with retries fast enough for a test.
 fn loopback(dir: &Path) -> NodeConfig {
-    let mut config = NodeConfig::new(dir.to_owned());
-    config.swarm.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
-    config.swarm.mdns = false;
+    let mut config = loopback_config(dir);
     config.retry_initial = Duration::from_millis(100);
     config.retry_max = Duration::from_secs(1);
     config
@@ -34,7 +34,7 @@ fn loopback(dir: &Path) -> NodeConfig {
 /// A node run by the test itself, on its own runtime.
 struct Peer {
     rt: tokio::runtime::Runtime,
-    handle: NodeHandle,
+    node: Running,
     _dir: TempDir,
 }
 
@@ -57,9 +57,9 @@ impl Peer {
             .enable_all()
             .build()
             .unwrap();
-        let handle = {
+        let node = {
             let _guard = rt.enter();
-            encrypto_node::start(
+            start_node(
                 contents.identity,
                 &contents.name,
                 contents.created_ms,
@@ -67,18 +67,17 @@ impl Peer {
                 loopback(data.path()),
             )
             .unwrap()
-            .handle
         };
         Peer {
             rt,
-            handle,
+            node,
             _dir: dir,
         }
     }
 
     fn texts_with(&self, peer: PeerId) -> Vec<(Direction, String)> {
         self.rt
-            .block_on(self.handle.history(peer, None))
+            .block_on(self.node.handle.history(peer, None))
             .unwrap()
             .into_iter()
             .filter_map(|m| match m.body {
@@ -91,7 +90,7 @@ impl Peer {
     /// The file named `name` this node receives (or received).
     fn download_named(&self, name: &str) -> Option<FileTransfer> {
         self.rt
-            .block_on(self.handle.files())
+            .block_on(self.node.handle.files())
             .unwrap()
             .into_iter()
             .find(|t| t.role == TransferRole::Receive && t.name == name)
@@ -99,7 +98,7 @@ impl Peer {
 
     fn cipher_of(&self, peer: PeerId) -> Option<Cipher> {
         self.rt
-            .block_on(self.handle.contacts())
+            .block_on(self.node.handle.contacts())
             .unwrap()
             .into_iter()
             .find(|c| c.peer_id == peer)
@@ -109,7 +108,7 @@ impl Peer {
 
 impl Drop for Peer {
     fn drop(&mut self) {
-        let handle = self.handle.clone();
+        let handle = self.node.handle.clone();
         self.rt.block_on(async move {
             let _ = tokio::time::timeout(Duration::from_secs(5), handle.shutdown()).await;
         });
@@ -198,41 +197,18 @@ fn pair_with(change: impl FnOnce(&mut Options)) -> Pair {
     onboard(&mut h, "Alice", "alice passphrase");
     let node = h.state().node().expect("the node runs after onboarding");
     let bob = Peer::start("Bob");
-    let addrs = bob.rt.block_on(async {
-        for _ in 0..200 {
-            let addrs = node.listen_addrs().await.unwrap();
-            if !addrs.is_empty() {
-                return addrs;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("the window's node does not listen");
-    });
+    // The window's node listens once it has started.
+    let addrs = bob.rt.block_on(node.listen_addrs()).unwrap();
+    assert!(!addrs.is_empty(), "the window's node does not listen");
     // Each adds the other (a peer that only connects is pinned but not listed).
-    let bob_addrs = bob.rt.block_on(async {
-        for _ in 0..200 {
-            let addrs = bob.handle.listen_addrs().await.unwrap();
-            if !addrs.is_empty() {
-                return addrs;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("Bob's node does not listen");
-    });
     let p2p = encrypto_node::addr_with_peer;
+    bob.rt.block_on(node.add_peer(bob.node.dialable())).unwrap();
     bob.rt
-        .block_on(node.add_peer(p2p(&bob_addrs[0], bob.handle.peer_id())))
-        .unwrap();
-    bob.rt
-        .block_on(bob.handle.add_peer(p2p(&addrs[0], node.peer_id())))
+        .block_on(bob.node.handle.add_peer(p2p(&addrs[0], node.peer_id())))
         .unwrap();
     wait_until(&mut h, "Bob as a contact", |h| has_label(h, "Bob"));
+    // `add_peer` returned: Bob has pinned Alice and lists her.
     let alice = node.peer_id();
-    let bob_sees_alice = Instant::now() + WAIT;
-    while bob.cipher_of(alice).is_none() {
-        assert!(Instant::now() < bob_sees_alice, "Bob never pinned Alice");
-        std::thread::sleep(Duration::from_millis(20));
-    }
     Pair {
         h,
         bob,
@@ -366,7 +342,7 @@ fn an_incoming_message_shows_with_an_unread_badge() {
         mut h, bob, alice, ..
     } = pair();
     bob.rt
-        .block_on(bob.handle.send_text(alice, "hi Alice".into()))
+        .block_on(bob.node.handle.send_text(alice, "hi Alice".into()))
         .unwrap();
     wait_until(&mut h, "the unread badge", |h| has_label(h, "1 unread"));
     assert_eq!(h.state().title(), "Encrypto (1)");
@@ -407,7 +383,7 @@ fn delete_for_both_empties_both_histories() {
         mut h, bob, alice, ..
     } = pair();
     bob.rt
-        .block_on(bob.handle.send_text(alice, "delete me".into()))
+        .block_on(bob.node.handle.send_text(alice, "delete me".into()))
         .unwrap();
     h.get_by_label("Bob").click();
     wait_until(&mut h, "the message", |h| has_label(h, "delete me"));
@@ -469,7 +445,7 @@ fn show_ciphertext_shows_the_bytes_the_peer_received() {
     wait_until(&mut h, "delivery", |h| has_label(h, "✔✔"));
     let received = bob
         .rt
-        .block_on(bob.handle.history(alice, None))
+        .block_on(bob.node.handle.history(alice, None))
         .unwrap()
         .pop()
         .and_then(|m| m.envelope)
@@ -515,7 +491,7 @@ fn verify_shows_the_safety_number_and_marks_the_contact_verified() {
     // The safety number shown is the one Bob computes for the same pair of keys.
     let bob_public = bob
         .rt
-        .block_on(bob.handle.contacts())
+        .block_on(bob.node.handle.contacts())
         .unwrap()
         .into_iter()
         .find(|c| c.peer_id == alice)
@@ -527,7 +503,7 @@ fn verify_shows_the_safety_number_and_marks_the_contact_verified() {
         .block_on(node.contacts())
         .unwrap()
         .into_iter()
-        .find(|c| c.peer_id == bob.handle.peer_id())
+        .find(|c| c.peer_id == bob.node.handle.peer_id())
         .and_then(|c| c.public)
         .unwrap();
     let safety = encrypto_crypto::SafetyNumber::between(&bob_public, &alice_public).to_string();
@@ -539,7 +515,7 @@ fn verify_shows_the_safety_number_and_marks_the_contact_verified() {
         .block_on(node.contacts())
         .unwrap()
         .into_iter()
-        .any(|c| c.peer_id == bob.handle.peer_id() && c.verified);
+        .any(|c| c.peer_id == bob.node.handle.peer_id() && c.verified);
     assert!(verified);
 }
 
@@ -553,7 +529,7 @@ fn the_relay_toggle_marks_the_contact_as_a_relay_and_clears_it() {
     let node = h.state().node().unwrap();
     let relay_mark = |node: &encrypto_node::NodeHandle| {
         bob.rt
-            .block_on(node.contact(bob.handle.peer_id()))
+            .block_on(node.contact(bob.node.handle.peer_id()))
             .unwrap()
             .unwrap()
             .relay
@@ -590,7 +566,7 @@ fn a_file_from_the_peer_shows_as_a_card_and_lands_in_downloads() {
     std::fs::write(&source, &sent).unwrap();
     open_bob(&mut h);
     bob.rt
-        .block_on(bob.handle.send_file(alice, source, Vec::new()))
+        .block_on(bob.node.handle.send_file(alice, source, Vec::new()))
         .unwrap();
     wait_until(&mut h, "the file's card", |h| {
         has_label(h, "holiday notes.bin")
@@ -623,7 +599,7 @@ fn a_file_over_the_download_limit_waits_for_the_download_button() {
     std::fs::write(&source, &sent).unwrap();
     open_bob(&mut h);
     bob.rt
-        .block_on(bob.handle.send_file(alice, source, Vec::new()))
+        .block_on(bob.node.handle.send_file(alice, source, Vec::new()))
         .unwrap();
     wait_until(&mut h, "the offer with a Download button", |h| {
         has_label(h, "offered") && has_label(h, "Download")
@@ -685,7 +661,7 @@ fn a_file_picked_or_dropped_reaches_the_peer() {
     assert_eq!(std::fs::read(saved).unwrap(), note, "byte-identical");
     let offers = bob
         .rt
-        .block_on(bob.handle.history(alice, None))
+        .block_on(bob.node.handle.history(alice, None))
         .unwrap()
         .into_iter()
         .filter(|m| matches!(m.body, Body::File { .. }))

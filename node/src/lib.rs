@@ -51,6 +51,9 @@
 //!   [`rpc::Method`], each method's params and reply, the events), shared by the daemon, the
 //!   CLI and the `rpc` fuzz target.
 //!
+//! - `test_support` (feature `test-support`): the harness that runs real nodes on loopback for
+//!   the tests and the benchmark: start, connect, wait for an event with a bounded timeout.
+//!
 pub mod actor;
 pub mod config;
 pub mod datadir;
@@ -66,6 +69,8 @@ pub mod store;
 pub(crate) mod store;
 pub mod swarm;
 pub mod view;
+#[cfg(feature = "test-support")]
+pub mod test_support;
 
 mod unwrap;
 

@@ -9,21 +9,15 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use encrypto_crypto::{Identity, PeerId, RsaBits, StorageKey};
-use encrypto_node::{NodeConfig, NodeEvent, NodeHandle};
+use encrypto_crypto::{PeerId, StorageKey};
+use encrypto_node::{NodeEvent, NodeHandle};
+use encrypto_node::test_support::loopback_config;
 use futures::StreamExt;
-use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, kad};
-use rand::SeedableRng;
-use rand::rngs::StdRng;
-use support::STEP;
+use support::seeded_identity as identity;
 use tempfile::TempDir;
 
 const NODES: usize = 30;
-
-fn identity(seed: u64) -> Identity {
-    Identity::generate(&mut StdRng::seed_from_u64(seed), RsaBits::B2048).unwrap()
-}
 
 struct Net {
     handles: Vec<NodeHandle>,
@@ -39,32 +33,12 @@ async fn start(
     name: &str,
     bootstrap: Option<Multiaddr>,
 ) -> (NodeHandle, Multiaddr) {
-    let mut config = NodeConfig::new(tmp.path().join(format!("n{i}")));
-    config.swarm.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
-    config.swarm.mdns = false;
+    let mut config = loopback_config(tmp.path().join(format!("n{i}")));
     config.bootstrap = bootstrap.into_iter().collect();
-    let encrypto_node::Started { handle, .. } = encrypto_node::start(
-        identity(1000 + i as u64),
-        name,
-        1,
-        StorageKey::from_bytes([i as u8; 32]),
-        config,
-    )
-    .unwrap();
-    // Polled, not awaited as an event: on a multi-thread runtime the node may be listening
-    // before a subscription could see it.
-    let addr = tokio::time::timeout(STEP, async {
-        loop {
-            if let Some(addr) = handle.listen_addrs().await.unwrap().pop() {
-                return addr;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("not listening within the step timeout");
-    let peer = handle.peer_id();
-    (handle, addr.with(Protocol::P2p(peer)))
+    let storage = StorageKey::from_bytes([i as u8; 32]);
+    let node = support::start_node(identity(1000 + i as u64), name, 1, storage, config).unwrap();
+    let addr = node.dialable();
+    (node.handle, addr)
 }
 
 async fn network() -> Net {
@@ -209,7 +183,8 @@ async fn forged_profile_records_are_discarded() {
         );
         kad.set_mode(Some(kad::Mode::Server));
         Sybil { kad }
-    });
+    })
+    .unwrap();
     swarm
         .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
         .unwrap();

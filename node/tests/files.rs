@@ -45,34 +45,10 @@ async fn completed(r: &mut Running, file_id: FileId, role: TransferRole) -> Opti
 }
 
 /// [`wait_for`] with room for a large file on a loaded debug build: up to 8 steps.
-async fn wait_for_long<T>(r: &mut Running, mut pick: impl FnMut(&NodeEvent) -> Option<T>) -> T {
-    let mut result = None;
-    for _ in 0..8 {
-        let attempt =
-            tokio::time::timeout(support::STEP, wait_for_inner(&mut r.events, &mut pick)).await;
-        if let Ok(v) = attempt {
-            result = Some(v);
-            break;
-        }
-    }
-    result.expect("event not seen within 8 step timeouts")
-}
-
-async fn wait_for_inner<T>(
-    events: &mut tokio::sync::broadcast::Receiver<NodeEvent>,
-    pick: &mut impl FnMut(&NodeEvent) -> Option<T>,
-) -> T {
-    loop {
-        match events.recv().await {
-            Ok(event) => {
-                if let Some(v) = pick(&event) {
-                    return v;
-                }
-            }
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => panic!("node stopped"),
-        }
-    }
+async fn wait_for_long<T>(r: &mut Running, pick: impl FnMut(&NodeEvent) -> Option<T>) -> T {
+    r.wait(8 * support::STEP, "an event (8 steps)", pick)
+        .await
+        .unwrap()
 }
 
 async fn transfer(r: &Running, file_id: FileId, role: TransferRole) -> FileTransfer {
@@ -96,8 +72,8 @@ async fn a_64_mib_file_arrives_byte_identical_and_shows_in_both_histories() {
         Spec::new(&tmp, "alice", 1, LISTEN),
         Spec::new(&tmp, "bob", 2, LISTEN),
     );
-    let (mut a, mut b) = (sa.start().await, sb.start().await);
-    connect(&mut a, &mut b).await;
+    let (mut a, mut b) = (sa.start().unwrap(), sb.start().unwrap());
+    connect(&mut a, &mut b).await.unwrap();
     let (pa, pb) = (a.handle.peer_id(), b.handle.peer_id());
     let (path, bytes) = random_file(tmp.path(), "video.bin", 64 << 20, 7);
 
@@ -137,8 +113,8 @@ async fn a_64_mib_file_arrives_byte_identical_and_shows_in_both_histories() {
                 if file_id == sent.file_id.as_bytes() && name == "video.bin" && *size == 64 << 20
         )));
     }
-    a.stop().await;
-    b.stop().await;
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,8 +124,8 @@ async fn empty_and_one_byte_files_arrive_and_names_never_clash() {
         Spec::new(&tmp, "alice", 3, LISTEN),
         Spec::new(&tmp, "bob", 4, LISTEN),
     );
-    let (mut a, mut b) = (sa.start().await, sb.start().await);
-    connect(&mut a, &mut b).await;
+    let (mut a, mut b) = (sa.start().unwrap(), sb.start().unwrap());
+    connect(&mut a, &mut b).await.unwrap();
     let pb = b.handle.peer_id();
     let empty = tmp.path().join("empty.txt");
     std::fs::write(&empty, b"").unwrap();
@@ -181,8 +157,8 @@ async fn empty_and_one_byte_files_arrive_and_names_never_clash() {
     assert_eq!(saved2, sb.dir.join("downloads").join("one (1).txt"));
     assert_eq!(std::fs::read(&saved).unwrap(), b"x");
     assert_eq!(std::fs::read(&saved2).unwrap(), b"y");
-    a.stop().await;
-    b.stop().await;
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -193,8 +169,8 @@ async fn bad_paths_are_clear_errors() {
         Spec::new(&tmp, "bob", 6, LISTEN),
     );
     sa.tweak = |c: &mut NodeConfig| c.max_file_size = 1000;
-    let (mut a, mut b) = (sa.start().await, sb.start().await);
-    connect(&mut a, &mut b).await;
+    let (mut a, mut b) = (sa.start().unwrap(), sb.start().unwrap());
+    connect(&mut a, &mut b).await.unwrap();
     let pb = b.handle.peer_id();
     let missing = a
         .handle
@@ -240,8 +216,8 @@ async fn bad_paths_are_clear_errors() {
         .to_string();
     assert!(unknown.contains("no file"), "{unknown}");
     assert!(a.handle.files().await.unwrap().is_empty());
-    a.stop().await;
-    b.stop().await;
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,8 +227,8 @@ async fn a_download_interrupted_by_a_restart_resumes_from_the_chunks_held() {
         Spec::new(&tmp, "alice", 7, LISTEN),
         Spec::new(&tmp, "bob", 8, LISTEN),
     );
-    let (mut a, mut b) = (sa.start().await, sb.start().await);
-    connect(&mut a, &mut b).await;
+    let (mut a, mut b) = (sa.start().unwrap(), sb.start().unwrap());
+    connect(&mut a, &mut b).await.unwrap();
     let pb = b.handle.peer_id();
     let (path, bytes) = random_file(tmp.path(), "big.bin", 48 << 20, 9);
     let size = bytes.len() as u64;
@@ -268,9 +244,9 @@ async fn a_download_interrupted_by_a_restart_resumes_from_the_chunks_held() {
         before < size,
         "the file finished before the receiver could be stopped"
     );
-    b.stop().await;
+    b.stop().await.unwrap();
 
-    let mut b = sb.start().await;
+    let mut b = sb.start().unwrap();
     let held = transfer(&b, sent.file_id, TransferRole::Receive).await;
     assert!(
         held.bytes_done >= before,
@@ -283,8 +259,8 @@ async fn a_download_interrupted_by_a_restart_resumes_from_the_chunks_held() {
         .await
         .unwrap();
     assert!(std::fs::read(&saved).unwrap() == bytes, "the copy differs");
-    a.stop().await;
-    b.stop().await;
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -314,9 +290,13 @@ async fn a_relay_serves_the_sealed_chunks_while_the_sender_is_offline_and_learns
     );
     // Bob downloads only when asked, so the sender can leave first.
     sb.tweak = |c: &mut NodeConfig| c.auto_download_max = 0;
-    let (mut a, mut b, mut r) = (sa.start().await, sb.start().await, sr.start().await);
-    connect(&mut a, &mut b).await;
-    connect(&mut a, &mut r).await;
+    let (mut a, mut b, mut r) = (
+        sa.start().unwrap(),
+        sb.start().unwrap(),
+        sr.start().unwrap(),
+    );
+    connect(&mut a, &mut b).await.unwrap();
+    connect(&mut a, &mut r).await.unwrap();
     let (pb, pr) = (b.handle.peer_id(), r.handle.peer_id());
     let (path, bytes) = random_file(tmp.path(), "secret.bin", 8 << 20, 21);
 
@@ -347,7 +327,7 @@ async fn a_relay_serves_the_sealed_chunks_while_the_sender_is_offline_and_learns
     .await;
     let offered = transfer(&b, sent.file_id, TransferRole::Receive).await;
     assert_eq!(offered.state, TransferState::Offered);
-    a.stop().await;
+    a.stop().await.unwrap();
 
     b.handle.fetch_file(sent.file_id, None).await.unwrap();
     let saved = completed(&mut b, sent.file_id, TransferRole::Receive)
@@ -376,7 +356,7 @@ async fn a_relay_serves_the_sealed_chunks_while_the_sender_is_offline_and_learns
         dropped,
         "the relay kept its copy after the recipient completed"
     );
-    r.stop().await;
+    r.stop().await.unwrap();
     for file in files_under(&sr.dir) {
         let content = std::fs::read(&file).unwrap();
         for probe in &probes {
@@ -387,49 +367,37 @@ async fn a_relay_serves_the_sealed_chunks_while_the_sender_is_offline_and_learns
             );
         }
     }
-    b.stop().await;
+    b.stop().await.unwrap();
 }
 
 mod hostile {
     use encrypto_node::protocol::{FILE_PROTOCOL, FileCodec, FileRequest, FileResponse};
+    use encrypto_node::test_support::{listen_loopback, raw_swarm_for};
     use futures::StreamExt;
     use libp2p::request_response::{self, Message, ProtocolSupport};
     use libp2p::swarm::SwarmEvent;
-    use libp2p::{Multiaddr, Swarm, SwarmBuilder, noise, tcp, yamux};
+    use libp2p::{Multiaddr, Swarm};
+    use std::time::Duration;
 
     pub(crate) type Source = Swarm<request_response::Behaviour<FileCodec>>;
 
     /// A peer that agrees to hold files and then serves chunks of the right length made of
     /// random bytes.
     pub(crate) fn swarm() -> Source {
-        SwarmBuilder::with_new_identity()
-            .with_tokio()
-            .with_tcp(
-                tcp::Config::default(),
-                noise::Config::new,
-                yamux::Config::default,
+        let key = libp2p::identity::Keypair::generate_ed25519();
+        // libp2p's default idle timeout, as a swarm built without one has.
+        raw_swarm_for(key, Duration::from_secs(10), |_| {
+            request_response::Behaviour::with_codec(
+                encrypto_node::protocol::file_codec(),
+                [(FILE_PROTOCOL, ProtocolSupport::Full)],
+                request_response::Config::default(),
             )
-            .unwrap()
-            .with_behaviour(|_| {
-                request_response::Behaviour::with_codec(
-                    encrypto_node::protocol::file_codec(),
-                    [(FILE_PROTOCOL, ProtocolSupport::Full)],
-                    request_response::Config::default(),
-                )
-            })
-            .unwrap()
-            .build()
+        })
+        .unwrap()
     }
 
     pub(crate) async fn listen(swarm: &mut Source) -> Multiaddr {
-        swarm
-            .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
-            .unwrap();
-        loop {
-            if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
-                return address;
-            }
-        }
+        listen_loopback(swarm).await.unwrap()
     }
 
     /// Serves until dropped; every chunk request bumps `served`.
@@ -473,8 +441,8 @@ async fn corrupted_chunks_from_a_hostile_source_are_rejected_and_fetched_elsewhe
         Spec::new(&tmp, "alice", 31, LISTEN),
         Spec::new(&tmp, "bob", 32, LISTEN),
     );
-    let (mut a, mut b) = (sa.start().await, sb.start().await);
-    connect(&mut a, &mut b).await;
+    let (mut a, mut b) = (sa.start().unwrap(), sb.start().unwrap());
+    connect(&mut a, &mut b).await.unwrap();
     let pb = b.handle.peer_id();
 
     let mut source = hostile::swarm();
@@ -510,8 +478,8 @@ async fn corrupted_chunks_from_a_hostile_source_are_rejected_and_fetched_elsewhe
     assert!(asked >= 1, "the hostile source was never asked");
     assert!(rejected >= 1, "no bad chunk was reported");
     server.abort();
-    a.stop().await;
-    b.stop().await;
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -522,11 +490,15 @@ async fn a_recipient_offline_when_the_file_is_sent_gets_it_from_a_marked_relay_a
         Spec::new(&tmp, "bob", 42, LISTEN),
         Spec::new(&tmp, "relay", 43, LISTEN),
     );
-    let (mut a, mut b, mut r) = (sa.start().await, sb.start().await, sr.start().await);
+    let (mut a, mut b, mut r) = (
+        sa.start().unwrap(),
+        sb.start().unwrap(),
+        sr.start().unwrap(),
+    );
     // Everyone has met once (keys pinned), then Bob goes offline.
-    connect(&mut a, &mut b).await;
-    connect(&mut a, &mut r).await;
-    connect(&mut b, &mut r).await;
+    connect(&mut a, &mut b).await.unwrap();
+    connect(&mut a, &mut r).await.unwrap();
+    connect(&mut b, &mut r).await.unwrap();
     let (pa, pb, pr) = (a.handle.peer_id(), b.handle.peer_id(), r.handle.peer_id());
     let marked = a.handle.set_relay(pr, true).await.unwrap();
     assert!(marked.relay);
@@ -542,7 +514,7 @@ async fn a_recipient_offline_when_the_file_is_sent_gets_it_from_a_marked_relay_a
         "a relay was used for an online recipient"
     );
     completed(&mut b, direct.file_id, TransferRole::Receive).await;
-    b.stop().await;
+    b.stop().await.unwrap();
     wait_for(&mut a.events, |e| {
         matches!(e, NodeEvent::PeerDisconnected { peer } if *peer == pb).then_some(())
     })
@@ -553,11 +525,11 @@ async fn a_recipient_offline_when_the_file_is_sent_gets_it_from_a_marked_relay_a
     let sent = a.handle.send_file(pb, path, Vec::new()).await.unwrap();
     assert_eq!(sent.relays, vec![pr]);
     completed(&mut r, sent.file_id, TransferRole::Relay).await;
-    a.stop().await;
+    a.stop().await.unwrap();
 
     // Bob comes back and meets only the relay: the offer and every chunk come from it.
-    let mut b = sb.start().await;
-    connect(&mut b, &mut r).await;
+    let mut b = sb.start().unwrap();
+    connect(&mut b, &mut r).await.unwrap();
     let saved = completed(&mut b, sent.file_id, TransferRole::Receive)
         .await
         .unwrap();
@@ -567,8 +539,8 @@ async fn a_recipient_offline_when_the_file_is_sent_gets_it_from_a_marked_relay_a
         &m.body,
         Body::File { file_id, .. } if file_id == sent.file_id.as_bytes()
     )));
-    b.stop().await;
-    r.stop().await;
+    b.stop().await.unwrap();
+    r.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -579,16 +551,20 @@ async fn a_received_file_is_forwarded_without_sealing_it_again() {
         Spec::new(&tmp, "bob", 52, LISTEN),
         Spec::new(&tmp, "carol", 53, LISTEN),
     );
-    let (mut a, mut b, mut c) = (sa.start().await, sb.start().await, sc.start().await);
-    connect(&mut a, &mut b).await;
-    connect(&mut b, &mut c).await;
+    let (mut a, mut b, mut c) = (
+        sa.start().unwrap(),
+        sb.start().unwrap(),
+        sc.start().unwrap(),
+    );
+    connect(&mut a, &mut b).await.unwrap();
+    connect(&mut b, &mut c).await.unwrap();
     let (pb, pc) = (b.handle.peer_id(), c.handle.peer_id());
     let (path, bytes) = random_file(tmp.path(), "plan.pdf", 2 << 20, 54);
     let sent = a.handle.send_file(pb, path, Vec::new()).await.unwrap();
     completed(&mut b, sent.file_id, TransferRole::Receive).await;
 
     // Bob passes it on to Carol; Alice is gone by then, so the chunks come from Bob's copy.
-    a.stop().await;
+    a.stop().await.unwrap();
     let forwarded = b.handle.forward_file(sent.file_id, pc).await.unwrap();
     assert_eq!(forwarded.file_id, sent.file_id);
     assert_eq!(forwarded.name, "plan.pdf");
@@ -608,6 +584,6 @@ async fn a_received_file_is_forwarded_without_sealing_it_again() {
         .unwrap_err()
         .to_string();
     assert!(missing.contains("no complete copy"), "{missing}");
-    b.stop().await;
-    c.stop().await;
+    b.stop().await.unwrap();
+    c.stop().await.unwrap();
 }

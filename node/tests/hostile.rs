@@ -10,20 +10,24 @@ use std::time::Duration;
 
 use encrypto_crypto::control::{Control, ControlKind};
 use encrypto_crypto::envelope::{self, OutboundSession};
-use encrypto_crypto::{Identity, MessageId, PublicIdentity, RsaBits, SignedProfile, StorageKey};
+use encrypto_crypto::{Identity, MessageId, PublicIdentity, SignedProfile, StorageKey};
+use encrypto_node::addr_with_peer as dialable;
+use encrypto_node::{NodeConfig, NodeEvent, NodeHandle};
 use encrypto_node::protocol::{
     CborCodec, ChatPayload, EnvelopeBatch, MAX_BATCH_ENVELOPES, MAX_MSG_FRAME, MSG_PROTOCOL,
     MsgRequest, MsgResponse, PROFILE_PROTOCOL, ProfileRequest, ProfileResponse,
 };
-use encrypto_node::{NodeConfig, NodeEvent, NodeHandle};
 use encrypto_node::view::{Direction, Status};
+use encrypto_node::test_support::loopback_config;
 use futures::StreamExt;
 use libp2p::request_response::{self, Message, ProtocolSupport};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use support::{STEP, raw_swarm, wait_for};
+use support::{
+    STEP, raw_swarm, seeded_identity as identity, start_node as start_harness_node, wait_for,
+};
 use tempfile::TempDir;
 use tokio::sync::broadcast;
 
@@ -43,10 +47,6 @@ enum RawMsgRequest {
     Envelope(serde_bytes::ByteBuf),
     Control(serde_bytes::ByteBuf),
     Envelopes(Vec<serde_bytes::ByteBuf>),
-}
-
-fn identity(seed: u64) -> Identity {
-    Identity::generate(&mut StdRng::seed_from_u64(seed), RsaBits::B2048).unwrap()
 }
 
 fn now_ms() -> u64 {
@@ -71,26 +71,11 @@ async fn start_node_with(
     seed: u64,
     tweak: impl FnOnce(&mut NodeConfig),
 ) -> (NodeHandle, broadcast::Receiver<NodeEvent>, Multiaddr) {
-    let mut config = NodeConfig::new(tmp.path().join(name));
-    config.swarm.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
-    config.swarm.mdns = false;
+    let mut config = loopback_config(tmp.path().join(name));
     tweak(&mut config);
-    let encrypto_node::Started {
-        handle, mut events, ..
-    } = encrypto_node::start(
-        identity(seed),
-        name,
-        1,
-        StorageKey::from_bytes([seed as u8; 32]),
-        config,
-    )
-    .unwrap();
-    let addr = wait_for(&mut events, |e| match e {
-        NodeEvent::Listening { addr } => Some(addr.clone()),
-        _ => None,
-    })
-    .await;
-    (handle, events, addr)
+    let storage = StorageKey::from_bytes([seed as u8; 32]);
+    let node = start_harness_node(identity(seed), name, 1, storage, config).unwrap();
+    (node.handle, node.events, node.addr)
 }
 
 /// Sends a text from a real node and waits (one step at most) until it is acknowledged.
@@ -105,11 +90,6 @@ async fn send_and_deliver(
         matches!(e, NodeEvent::Delivered { id: done, .. } if *done == id).then_some(())
     })
     .await;
-}
-
-/// `addr` with `/p2p/PEER` appended, as `add_peer` takes it.
-fn dialable(addr: &Multiaddr, peer: PeerId) -> Multiaddr {
-    addr.clone().with(libp2p::multiaddr::Protocol::P2p(peer))
 }
 
 fn hostile_swarm(me: &Identity) -> Swarm<Hostile> {
@@ -132,6 +112,7 @@ fn hostile_swarm(me: &Identity) -> Swarm<Hostile> {
             request_response::Config::default(),
         ),
     })
+    .unwrap()
 }
 
 /// Sends one message request and waits for its outcome: the response, or the failure text.
@@ -838,7 +819,8 @@ async fn streams_opened_and_never_finished_do_not_lock_out_honest_peers() {
                 .with_request_timeout(Duration::from_secs(600))
                 .with_max_concurrent_streams(100_000),
         )
-    });
+    })
+    .unwrap();
     staller.add_peer_address(victim_peer, victim_addr.clone());
     for _ in 0..STREAMS {
         staller
@@ -958,7 +940,8 @@ async fn a_peer_of_another_version_is_reported_once_and_its_messages_stay_queued
             [(PROFILE_PROTOCOL, ProtocolSupport::Full)],
             request_response::Config::default(),
         ),
-    });
+    })
+    .unwrap();
     swarm.dial(addr).unwrap();
     // The old build answers profile requests and presents its own once connected, for as
     // long as the test runs.

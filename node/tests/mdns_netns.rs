@@ -238,6 +238,7 @@ impl Running {
             handle,
             events,
             task,
+            ..
         } = encrypto_node::start(
             spec.identity,
             spec.name,

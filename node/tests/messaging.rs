@@ -46,8 +46,8 @@ async fn both_ways(listen: &str) {
         Spec::new(&tmp, "alice", 1, listen),
         Spec::new(&tmp, "bob", 2, listen),
     );
-    let (mut a, mut b) = (sa.start().await, sb.start().await);
-    connect(&mut a, &mut b).await;
+    let (mut a, mut b) = (sa.start().unwrap(), sb.start().unwrap());
+    connect(&mut a, &mut b).await.unwrap();
     let (pa, pb) = (a.handle.peer_id(), b.handle.peer_id());
 
     let m1 = a.handle.send_text(pb, "hello bob".into()).await.unwrap();
@@ -77,8 +77,8 @@ async fn both_ways(listen: &str) {
     let sent = envelope(&ha, Direction::Out);
     assert!(sent.is_some(), "the sent envelope is recorded");
     assert_eq!(sent, envelope(&hb, Direction::In));
-    a.stop().await;
-    b.stop().await;
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
 }
 
 #[tokio::test]
@@ -98,8 +98,8 @@ async fn a_thousand_messages_arrive_exactly_once_in_order() {
         Spec::new(&tmp, "alice", 3, "/ip4/127.0.0.1/tcp/0"),
         Spec::new(&tmp, "bob", 4, "/ip4/127.0.0.1/tcp/0"),
     );
-    let (mut a, mut b) = (sa.start().await, sb.start().await);
-    connect(&mut a, &mut b).await;
+    let (mut a, mut b) = (sa.start().unwrap(), sb.start().unwrap());
+    connect(&mut a, &mut b).await.unwrap();
     let pb = b.handle.peer_id();
     let mut ids = Vec::new();
     for i in 0..1000 {
@@ -116,8 +116,8 @@ async fn a_thousand_messages_arrive_exactly_once_in_order() {
     assert_eq!(texts(&hb, Direction::In), want);
     let ha = a.handle.history(pb, None).await.unwrap();
     assert!(ha.iter().all(|m| m.status == Status::Delivered));
-    a.stop().await;
-    b.stop().await;
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
 }
 
 /// Many callers at once make group commits with many waiters (flushed off the actor's
@@ -133,8 +133,8 @@ async fn concurrent_callers_and_a_cipher_switch_lose_and_repeat_nothing() {
         Spec::new(&tmp, "alice", 21, "/ip4/127.0.0.1/tcp/0"),
         Spec::new(&tmp, "bob", 22, "/ip4/127.0.0.1/tcp/0"),
     );
-    let (mut a, mut b) = (sa.start().await, sb.start().await);
-    connect(&mut a, &mut b).await;
+    let (mut a, mut b) = (sa.start().unwrap(), sb.start().unwrap());
+    connect(&mut a, &mut b).await.unwrap();
     let (pa, pb) = (a.handle.peer_id(), b.handle.peer_id());
     let mut callers = tokio::task::JoinSet::new();
     for c in 0..CALLERS {
@@ -182,8 +182,47 @@ async fn concurrent_callers_and_a_cipher_switch_lose_and_repeat_nothing() {
     let ha = a.handle.history(pb, None).await.unwrap();
     assert_eq!(ha.len(), CALLERS * EACH);
     assert!(ha.iter().all(|m| m.status == Status::Delivered));
-    a.stop().await;
-    b.stop().await;
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
+
+/// `start` returns once every configured listener has its address: each is in
+/// `Started::listen_addrs` with its real port, as the node itself reports them.
+#[tokio::test]
+async fn start_returns_the_addresses_of_every_listener() {
+    let tmp = TempDir::new().unwrap();
+    let mut config = encrypto_node::test_support::loopback_config(tmp.path().join("alice"));
+    config.swarm.listen = vec![
+        "/ip4/127.0.0.1/tcp/0".parse().unwrap(),
+        "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap(),
+    ];
+    let started = encrypto_node::start(
+        support::seeded_identity(51),
+        "alice",
+        1,
+        encrypto_crypto::StorageKey::from_bytes([51; 32]),
+        config,
+    )
+    .unwrap();
+    let addrs = &started.listen_addrs;
+    let tcp = addrs
+        .iter()
+        .find(|a| a.iter().any(|p| matches!(p, Protocol::Tcp(_))));
+    let quic = addrs
+        .iter()
+        .find(|a| a.iter().any(|p| matches!(p, Protocol::QuicV1)));
+    assert!(
+        tcp.is_some_and(|a| !a.iter().any(|p| p == Protocol::Tcp(0))),
+        "no TCP port in {addrs:?}"
+    );
+    assert!(quic.is_some(), "no QUIC address in {addrs:?}");
+    let mut reported = started.handle.listen_addrs().await.unwrap();
+    let mut returned = addrs.clone();
+    reported.sort();
+    returned.sort();
+    assert_eq!(reported, returned);
+    started.handle.shutdown().await;
+    started.task.await.unwrap();
 }
 
 /// A node remembers where to redial a peer: the address it dialled, or the listen addresses
@@ -198,8 +237,8 @@ async fn an_accepted_connection_leaves_only_dialable_addresses_remembered() {
         Spec::new(&tmp, "alice", 23, "/ip4/127.0.0.1/udp/0/quic-v1"),
         Spec::new(&tmp, "bob", 24, "/ip4/127.0.0.1/tcp/0"),
     );
-    let (mut a, mut b) = (sa.start().await, sb.start().await);
-    connect(&mut a, &mut b).await;
+    let (mut a, mut b) = (sa.start().unwrap(), sb.start().unwrap());
+    connect(&mut a, &mut b).await.unwrap();
     let pa = a.handle.peer_id();
     let listening: Vec<Multiaddr> = a.handle.listen_addrs().await.unwrap();
     let known = |peers: Vec<encrypto_node::PeerInfo>| {
@@ -225,8 +264,8 @@ async fn an_accepted_connection_leaves_only_dialable_addresses_remembered() {
             "Bob remembers {addr} for Alice, who listens on {listening:?}"
         );
     }
-    a.stop().await;
-    b.stop().await;
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
 }
 
 #[tokio::test]
@@ -236,10 +275,10 @@ async fn messages_sent_while_the_peer_is_offline_arrive_after_restarts() {
         Spec::new(&tmp, "alice", 5, "/ip4/127.0.0.1/tcp/0"),
         Spec::new(&tmp, "bob", 6, "/ip4/127.0.0.1/tcp/0"),
     );
-    let (mut a, mut b) = (sa.start().await, sb.start().await);
-    connect(&mut a, &mut b).await;
+    let (mut a, mut b) = (sa.start().unwrap(), sb.start().unwrap());
+    connect(&mut a, &mut b).await.unwrap();
     let (pa, pb): (PeerId, PeerId) = (a.handle.peer_id(), b.handle.peer_id());
-    b.stop().await;
+    b.stop().await.unwrap();
 
     let mut ids = Vec::new();
     for i in 0..20 {
@@ -251,9 +290,9 @@ async fn messages_sent_while_the_peer_is_offline_arrive_after_restarts() {
         );
     }
     // Alice restarts too before Bob is back: the outbox must survive it.
-    a.stop().await;
-    let mut a = sa.start().await;
-    let mut b = sb.start().await;
+    a.stop().await.unwrap();
+    let mut a = sa.start().unwrap();
+    let mut b = sb.start().unwrap();
     // Nobody dials by hand: Alice remembers Bob's address and redials him on her own (Bob
     // restarted on the same address, as a daemon with a fixed port would).
     delivered(&mut a, &ids).await;
@@ -261,8 +300,8 @@ async fn messages_sent_while_the_peer_is_offline_arrive_after_restarts() {
     let want: Vec<String> = (0..20).map(|i| format!("offline {i}")).collect();
     assert_eq!(texts(&hb, Direction::In), want);
     let _ = &mut b.events;
-    a.stop().await;
-    b.stop().await;
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
 }
 
 #[tokio::test]
@@ -272,8 +311,8 @@ async fn cipher_switch_and_delete_for_both_are_seen_on_both_sides() {
         Spec::new(&tmp, "alice", 7, "/ip4/127.0.0.1/tcp/0"),
         Spec::new(&tmp, "bob", 8, "/ip4/127.0.0.1/tcp/0"),
     );
-    let (mut a, mut b) = (sa.start().await, sb.start().await);
-    connect(&mut a, &mut b).await;
+    let (mut a, mut b) = (sa.start().unwrap(), sb.start().unwrap());
+    connect(&mut a, &mut b).await.unwrap();
     let (pa, pb) = (a.handle.peer_id(), b.handle.peer_id());
 
     a.handle.set_cipher(pb, Cipher::Rsa).await.unwrap();
@@ -311,21 +350,21 @@ async fn cipher_switch_and_delete_for_both_are_seen_on_both_sides() {
     .await;
     assert!(b.handle.history(pa, None).await.unwrap().is_empty());
     assert!(a.handle.history(pb, None).await.unwrap().is_empty());
-    a.stop().await;
-    b.stop().await;
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn sending_to_a_stranger_or_too_much_is_a_clear_error() {
     let tmp = TempDir::new().unwrap();
     let mut sa = Spec::new(&tmp, "alice", 9, "/ip4/127.0.0.1/tcp/0");
-    let a = sa.start().await;
+    let a = sa.start().unwrap();
     let stranger = Identity::generate(&mut StdRng::seed_from_u64(99), RsaBits::B2048)
         .unwrap()
         .peer_id();
     let err = a.handle.send_text(stranger, "hi".into()).await.unwrap_err();
     assert!(err.to_string().contains("not a contact"), "{err}");
-    a.stop().await;
+    a.stop().await.unwrap();
 }
 
 /// Every file under `dir`, read whole.
@@ -356,8 +395,8 @@ async fn the_stores_hold_no_message_text_and_no_private_key_bytes() {
         Spec::new(&tmp, "alice", 11, "/ip4/127.0.0.1/tcp/0"),
         Spec::new(&tmp, "bob", 12, "/ip4/127.0.0.1/tcp/0"),
     );
-    let (mut a, mut b) = (sa.start().await, sb.start().await);
-    connect(&mut a, &mut b).await;
+    let (mut a, mut b) = (sa.start().unwrap(), sb.start().unwrap());
+    connect(&mut a, &mut b).await.unwrap();
     let (pa, pb) = (a.handle.peer_id(), b.handle.peer_id());
     let marker = "PLAINTEXT-MARKER-d41d8cd98f00";
     let m1 = a
@@ -372,8 +411,8 @@ async fn the_stores_hold_no_message_text_and_no_private_key_bytes() {
         .unwrap();
     delivered(&mut a, &[m1]).await;
     delivered(&mut b, &[m2]).await;
-    a.stop().await;
-    b.stop().await;
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
 
     let mut secrets: Vec<(String, Vec<u8>)> = vec![("marker".into(), marker.as_bytes().to_vec())];
     for spec in [&sa, &sb] {
@@ -415,7 +454,7 @@ async fn add_peer_by_address_pins_the_profile_and_reports_failures() {
         Spec::new(&tmp, "alice", 41, "/ip4/127.0.0.1/tcp/0"),
         Spec::new(&tmp, "bob", 42, "/ip4/127.0.0.1/tcp/0"),
     );
-    let (mut a, b) = (sa.start().await, sb.start().await);
+    let (mut a, b) = (sa.start().unwrap(), sb.start().unwrap());
     let pb = b.handle.peer_id();
 
     // An address without /p2p/ and a PeerId with no known address are refused at once.
@@ -448,7 +487,7 @@ async fn add_peer_by_address_pins_the_profile_and_reports_failures() {
     assert_eq!(a.handle.contacts().await.unwrap()[0].cipher, Cipher::Aes);
 
     // A peer that is gone: the dial fails and says so, well before the add timeout.
-    b.stop().await;
+    b.stop().await.unwrap();
     let gone = Identity::generate(&mut StdRng::seed_from_u64(43), RsaBits::B2048)
         .unwrap()
         .peer_id();
@@ -462,5 +501,5 @@ async fn add_peer_by_address_pins_the_profile_and_reports_failures() {
         matches!(err, NodeError::Unreachable { peer, .. } if peer == gone),
         "{err}"
     );
-    a.stop().await;
+    a.stop().await.unwrap();
 }

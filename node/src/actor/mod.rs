@@ -842,7 +842,13 @@ pub struct Started {
     /// Ends when the node has stopped and its store is closed: after [`NodeHandle::shutdown`],
     /// or once every handle is dropped.
     pub task: tokio::task::JoinHandle<()>,
+    /// Where it listens: every configured listener has reported its addresses before
+    /// [`start`] returns, so a caller can hand them out (or dial them) at once.
+    pub listen_addrs: Vec<Multiaddr>,
 }
+
+/// How long the configured listeners may take to report their addresses when the node starts.
+const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Starts a node for an unlocked identity.
 ///
@@ -856,7 +862,8 @@ pub struct Started {
 /// # Errors
 /// [`NodeError::Store`] if the store cannot be opened (locked by another process, damaged,
 /// another identity's), [`NodeError::Swarm`] if the network cannot be set up,
-/// [`NodeError::Thread`] if the node's thread or runtime cannot start.
+/// [`NodeError::Thread`] if the node's thread or runtime cannot start. A listener that closes
+/// or reports no address within a few seconds is [`NodeError::Swarm`] too.
 pub fn start(
     identity: Identity,
     name: &str,
@@ -884,9 +891,17 @@ pub fn start(
                 }
             };
             runtime.block_on(async move {
-                match prepare(identity, &name, created_ms, storage_key, config) {
-                    Ok((actor, commands, started)) => {
-                        let _ = started_tx.send(Ok(started));
+                let prepared = prepare(identity, &name, created_ms, storage_key, config);
+                let (mut actor, commands, (handle, events)) = match prepared {
+                    Ok(prepared) => prepared,
+                    Err(e) => {
+                        let _ = started_tx.send(Err(e));
+                        return;
+                    }
+                };
+                match actor.await_listeners().await {
+                    Ok(addrs) => {
+                        let _ = started_tx.send(Ok((handle, events, addrs)));
                         actor.run(commands).await;
                     }
                     Err(e) => {
@@ -900,7 +915,7 @@ pub fn start(
             let _ = ended_tx.send(());
         })
         .map_err(|e| NodeError::Thread(e.to_string()))?;
-    let (handle, events) = started_rx
+    let (handle, events, listen_addrs) = started_rx
         .recv()
         .map_err(|_| NodeError::Thread("it ended while starting".into()))??;
     let task = tokio::spawn(async move {
@@ -912,6 +927,7 @@ pub fn start(
         handle,
         events,
         task,
+        listen_addrs,
     })
 }
 
@@ -996,6 +1012,67 @@ fn prepare(
             first_subscriber,
         ),
     ))
+}
+
+impl Actor {
+    /// Drives the swarm until each configured listener has reported an address (or
+    /// [`LISTEN_TIMEOUT`] passed); the events go through the usual handler, so none is lost.
+    /// Returns every address listened on so far.
+    async fn await_listeners(&mut self) -> Result<Vec<Multiaddr>, NodeError> {
+        let expected = self.config.swarm.listen.len();
+        let mut reported = HashSet::new();
+        let waited = tokio::time::timeout(LISTEN_TIMEOUT, async {
+            while reported.len() < expected {
+                let event = self.swarm.select_next_some().await;
+                match &event {
+                    SwarmEvent::NewListenAddr { listener_id, .. } => {
+                        reported.insert(*listener_id);
+                    }
+                    SwarmEvent::ListenerClosed {
+                        listener_id,
+                        reason,
+                        ..
+                    } if !reported.contains(listener_id) => {
+                        let reason = match reason {
+                            Err(e) => e.to_string(),
+                            Ok(()) => "the listener closed".to_owned(),
+                        };
+                        return Err(self.listen_error(reason));
+                    }
+                    _ => {}
+                }
+                self.handle_swarm_event(event);
+            }
+            Ok(())
+        })
+        .await;
+        match waited {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(
+                    self.listen_error(format!("no address reported within {LISTEN_TIMEOUT:?}"))
+                );
+            }
+        }
+        Ok(self.swarm.listeners().cloned().collect())
+    }
+
+    /// A listener failed while starting: libp2p does not say which configured address it was
+    /// for, so the error names the first one (all of them in the reason when there are more).
+    fn listen_error(&self, reason: String) -> NodeError {
+        let listen = &self.config.swarm.listen;
+        let reason = match listen.len() {
+            0 | 1 => reason,
+            _ => {
+                let all: Vec<String> = listen.iter().map(ToString::to_string).collect();
+                format!("{reason} (one of {})", all.join(", "))
+            }
+        };
+        NodeError::Swarm(swarm::SwarmError::Listen {
+            addr: listen.first().cloned().unwrap_or_else(Multiaddr::empty),
+            reason,
+        })
+    }
 }
 
 struct Actor {
