@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use encrypto_crypto::PeerId;
-use encrypto_node::{NodeEvent};
+use encrypto_node::NodeEvent;
 use encrypto_node::test_support::wait_event;
 use tokio::time::timeout_at;
 

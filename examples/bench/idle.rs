@@ -8,7 +8,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use encrypto_crypto::keystore::KdfParams;
 use encrypto_crypto::{PeerId, RsaBits};
 use encrypto_node::DataDir;
-use encrypto_node::{NodeEvent};
+use encrypto_node::NodeEvent;
 use encrypto_node::test_support::{loopback_config, wait_event};
 use tokio::time::timeout_at;
 
@@ -55,9 +55,13 @@ pub(crate) async fn idle_rss(args: &Args) -> Result<IdleFigures> {
 
     let a = Node::from(start_node(tmp.path().join("peer"), "peer", true).await?);
     let result = async {
-        timeout_at(step(), a.handle.add_peer(encrypto_node::addr_with_peer(&addr, peer)))
-            .await
-            .map_err(|_| anyhow!("adding the idle node timed out"))??;
+        timeout_at(
+            step(),
+            a.handle
+                .add_peer(encrypto_node::addr_with_peer(&addr, peer)),
+        )
+        .await
+        .map_err(|_| anyhow!("adding the idle node timed out"))??;
         let connected = child
             .line(step(), "the idle node to pin its peer's profile")
             .await?;

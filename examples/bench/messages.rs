@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use encrypto_crypto::{Cipher, MessageId, PeerId};
-use encrypto_node::{NodeEvent, NodeHandle};
 use encrypto_node::test_support::{connect_within, wait_event};
+use encrypto_node::{NodeEvent, NodeHandle};
 use tokio::sync::{broadcast, watch};
 use tokio::time::timeout_at;
 

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use anyhow::Result;
 use encrypto_crypto::{Identity, RsaBits, StorageKey};
-use encrypto_node::{NodeConfig, NodeHandle};
-use encrypto_node::test_support::{self, Running};
 use encrypto_node::Multiaddr;
+use encrypto_node::test_support::{self, Running};
+use encrypto_node::{NodeConfig, NodeHandle};
 use tokio::task::JoinHandle;
 
 /// The longest one setup step (start, connect, cipher switch) may take.

@@ -15,8 +15,8 @@ use encrypto_crypto::keystore::KdfParams;
 use encrypto_crypto::{Cipher, PeerId, RsaBits};
 use encrypto_gui::{App, Options};
 use encrypto_node::FileTransfer;
-use encrypto_node::view::{Body, Direction, TransferRole, TransferState};
 use encrypto_node::test_support::{Running, loopback_config, start_node};
+use encrypto_node::view::{Body, Direction, TransferRole, TransferState};
 use encrypto_node::{DataDir, NodeConfig};
 use tempfile::TempDir;
 

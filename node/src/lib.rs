@@ -68,9 +68,9 @@ pub mod store;
 #[allow(unreachable_pub)]
 pub(crate) mod store;
 pub mod swarm;
-pub mod view;
 #[cfg(feature = "test-support")]
 pub mod test_support;
+pub mod view;
 
 mod unwrap;
 

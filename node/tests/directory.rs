@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use encrypto_crypto::{PeerId, StorageKey};
-use encrypto_node::{NodeEvent, NodeHandle};
 use encrypto_node::test_support::loopback_config;
+use encrypto_node::{NodeEvent, NodeHandle};
 use futures::StreamExt;
 use libp2p::{Multiaddr, kad};
 use support::seeded_identity as identity;

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use encrypto_crypto::PeerId;
 use encrypto_crypto::file::FileId;
-use encrypto_node::{FileTransfer, NodeConfig, NodeEvent};
 use encrypto_node::view::{Body, TransferRole, TransferState};
+use encrypto_node::{FileTransfer, NodeConfig, NodeEvent};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};

@@ -12,13 +12,13 @@ use encrypto_crypto::control::{Control, ControlKind};
 use encrypto_crypto::envelope::{self, OutboundSession};
 use encrypto_crypto::{Identity, MessageId, PublicIdentity, SignedProfile, StorageKey};
 use encrypto_node::addr_with_peer as dialable;
-use encrypto_node::{NodeConfig, NodeEvent, NodeHandle};
 use encrypto_node::protocol::{
     CborCodec, ChatPayload, EnvelopeBatch, MAX_BATCH_ENVELOPES, MAX_MSG_FRAME, MSG_PROTOCOL,
     MsgRequest, MsgResponse, PROFILE_PROTOCOL, ProfileRequest, ProfileResponse,
 };
-use encrypto_node::view::{Direction, Status};
 use encrypto_node::test_support::loopback_config;
+use encrypto_node::view::{Direction, Status};
+use encrypto_node::{NodeConfig, NodeEvent, NodeHandle};
 use futures::StreamExt;
 use libp2p::request_response::{self, Message, ProtocolSupport};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};

@@ -21,8 +21,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use encrypto_crypto::{Identity, MessageId, PeerId, RsaBits, StorageKey};
-use encrypto_node::{NodeConfig, NodeEvent, NodeHandle, PeerInfo, Via};
 use encrypto_node::view::{Body, Direction};
+use encrypto_node::{NodeConfig, NodeEvent, NodeHandle, PeerInfo, Via};
 use nix::sched::{CloneFlags, setns};
 use rand::SeedableRng;
 use rand::rngs::StdRng;

@@ -7,8 +7,10 @@ use encrypto_crypto::{Cipher, PeerId};
 use serde::{Deserialize, Serialize};
 
 use super::params::Source;
+use crate::view::{
+    Body, Contact, Direction, Message as StoredMessage, Status, TransferRole, TransferState,
+};
 use crate::{DirectoryEntry, FileTransfer};
-use crate::view::{Body, Contact, Direction, Message as StoredMessage, Status, TransferRole, TransferState};
 use crate::{Multiaddr, NodeEvent, PeerInfo};
 
 /// `whoami`.
