@@ -34,6 +34,7 @@
 //!   [`Started`]) and the `Command`s a handle sends the actor, each with named fields.
 //! - `inbound`: inbound message requests in arrival order, their signatures checked off the
 //!   actor's thread.
+//! - `receive`: the per-peer rate limit on inbound frames.
 //! - `dht`: the name directory on Kademlia. `nat`: relay reservation, AutoNAT, hole punching.
 //! - `files`: file transfers (sending, downloading, serving, relaying).
 
@@ -73,6 +74,7 @@ mod dht;
 mod files;
 mod inbound;
 mod nat;
+mod receive;
 pub use api::{
     ADD_TIMEOUT, MAX_RSA_TEXT_LEN, MAX_TEXT_LEN, NodeConfig, NodeError, NodeEvent, NodeHandle,
     PeerInfo, Started, Via, addr_with_peer, peer_of_addr,
@@ -114,12 +116,6 @@ fn take_due(timers: &mut HashMap<PeerId, Instant>, now: Instant) -> Vec<PeerId> 
         timers.remove(peer);
     }
     due
-}
-
-/// A token bucket per peer for inbound frames.
-struct Bucket {
-    tokens: f64,
-    last: Instant,
 }
 
 /// A pinned contact with its keys parsed once (parsing an RSA key per message was a tenth of
@@ -307,6 +303,7 @@ fn prepare(
     let (commands, rx) = mpsc::channel(256);
     let (events, first_subscriber) = broadcast::channel(EVENT_CAPACITY);
     let peer_id = identity.peer_id();
+    let limiter = receive::RateLimiter::new(config.inbound_per_second, config.inbound_burst);
     let mut actor = Actor {
         identity: Arc::new(identity),
         profile,
@@ -337,7 +334,7 @@ fn prepare(
         retry_at: HashMap::new(),
         mdns_dials: HashMap::new(),
         backoff: HashMap::new(),
-        buckets: HashMap::new(),
+        limiter,
         last_ts: 0,
         last_prune: Instant::now(),
         adding: HashMap::new(),
@@ -411,7 +408,8 @@ struct Actor {
     /// then.
     mdns_dials: HashMap<PeerId, Instant>,
     backoff: HashMap<PeerId, Duration>,
-    buckets: HashMap<PeerId, Bucket>,
+    /// The per-peer limit on inbound message frames.
+    limiter: receive::RateLimiter,
     last_ts: u64,
     last_prune: Instant,
     /// `add_peer` calls waiting for the peer's verified profile.
@@ -1693,26 +1691,7 @@ impl Actor {
 
     /// Takes `n` tokens from the peer's bucket, if it has them.
     fn allow_inbound(&mut self, peer: &PeerId, n: usize) -> bool {
-        let (rate, burst) = (
-            f64::from(self.config.inbound_per_second),
-            f64::from(self.config.inbound_burst).max(crate::protocol::MAX_BATCH_ENVELOPES as f64),
-        );
-        let now = Instant::now();
-        let bucket = self.buckets.entry(*peer).or_insert(Bucket {
-            tokens: burst,
-            last: now,
-        });
-        bucket.tokens =
-            (bucket.tokens + now.duration_since(bucket.last).as_secs_f64() * rate).min(burst);
-        bucket.last = now;
-        // Batches hold at most a few hundred envelopes: exact as an f64.
-        let n = n as f64;
-        if bucket.tokens >= n {
-            bucket.tokens -= n;
-            true
-        } else {
-            false
-        }
+        self.limiter.allow(peer, n, Instant::now())
     }
 
     fn reject(&mut self, peer: PeerId, channel: ResponseChannel<MsgResponse>, reason: String) {
@@ -2087,7 +2066,7 @@ impl Actor {
                 if num_established == 0 {
                     self.connected.remove(&peer_id);
                     self.queues.remove(&peer_id);
-                    self.buckets.remove(&peer_id);
+                    self.limiter.forget(&peer_id);
                     self.emit(NodeEvent::PeerDisconnected { peer: peer_id });
                 }
             }
