@@ -755,7 +755,7 @@ impl NodeHandle {
     }
 }
 
-/// A node just started by [`start`].
+/// A node just started by [`start`](super::start).
 #[derive(Debug)]
 pub struct Started {
     /// The only way to talk to the node; clone it freely.
