@@ -34,6 +34,7 @@
 //!   [`Started`]) and the `Command`s a handle sends the actor, each with named fields.
 //! - `inbound`: inbound message requests in arrival order, their signatures checked off the
 //!   actor's thread.
+//! - `outbox`: the retry timers with their backoff.
 //! - `receive`: the per-peer rate limit on inbound frames.
 //! - `dht`: the name directory on Kademlia. `nat`: relay reservation, AutoNAT, hole punching.
 //! - `files`: file transfers (sending, downloading, serving, relaying).
@@ -74,6 +75,7 @@ mod dht;
 mod files;
 mod inbound;
 mod nat;
+mod outbox;
 mod receive;
 pub use api::{
     ADD_TIMEOUT, MAX_RSA_TEXT_LEN, MAX_TEXT_LEN, NodeConfig, NodeError, NodeEvent, NodeHandle,
@@ -104,19 +106,6 @@ const MAX_BATCH: usize = 512;
 /// How long the node with the greater peer id waits before it dials a peer that mDNS found
 /// (see the mDNS arm of `handle_behaviour_event`).
 const MDNS_DIAL_DELAY: Duration = Duration::from_secs(1);
-
-/// Removes from `timers` the peers whose time has come by `now`, and returns them.
-fn take_due(timers: &mut HashMap<PeerId, Instant>, now: Instant) -> Vec<PeerId> {
-    let due: Vec<PeerId> = timers
-        .iter()
-        .filter(|(_, at)| **at <= now)
-        .map(|(peer, _)| *peer)
-        .collect();
-    for peer in &due {
-        timers.remove(peer);
-    }
-    due
-}
 
 /// A pinned contact with its keys parsed once (parsing an RSA key per message was a tenth of
 /// the node's CPU in the benchmark).
@@ -304,6 +293,7 @@ fn prepare(
     let (events, first_subscriber) = broadcast::channel(EVENT_CAPACITY);
     let peer_id = identity.peer_id();
     let limiter = receive::RateLimiter::new(config.inbound_per_second, config.inbound_burst);
+    let retries = outbox::Retries::new(config.retry_initial, config.retry_max);
     let mut actor = Actor {
         identity: Arc::new(identity),
         profile,
@@ -331,9 +321,8 @@ fn prepare(
         flushing: JoinSet::new(),
         waiting: VecDeque::new(),
         unflushed: HashSet::new(),
-        retry_at: HashMap::new(),
+        retries,
         mdns_dials: HashMap::new(),
-        backoff: HashMap::new(),
         limiter,
         last_ts: 0,
         last_prune: Instant::now(),
@@ -403,11 +392,11 @@ struct Actor {
     waiting: VecDeque<(u64, Waiter)>,
     /// Outgoing messages written but not flushed yet: not sent before they are durable.
     unflushed: HashSet<MessageId>,
-    retry_at: HashMap<PeerId, Instant>,
+    /// When peers with something to deliver are tried again.
+    retries: outbox::Retries,
     /// Peers found through mDNS that this node dials at the given time unless connected by
     /// then.
     mdns_dials: HashMap<PeerId, Instant>,
-    backoff: HashMap<PeerId, Duration>,
     /// The per-peer limit on inbound message frames.
     limiter: receive::RateLimiter,
     last_ts: u64,
@@ -842,7 +831,7 @@ impl Actor {
             Ok(items) => {
                 let now = Instant::now();
                 for item in items {
-                    self.retry_at.entry(item.peer).or_insert(now);
+                    self.retries.due_now(item.peer, now);
                 }
             }
             Err(e) => warn!(error = %e, "cannot read the outbox"),
@@ -1295,14 +1284,14 @@ impl Actor {
         self.expire_searches();
         self.announce_if_due();
         let now = Instant::now();
-        for peer in take_due(&mut self.mdns_dials, now) {
+        for peer in outbox::take_due(&mut self.mdns_dials, now) {
             self.dial_discovered(peer);
         }
         if now.duration_since(self.last_prune) >= PRUNE_EVERY {
             self.last_prune = now;
             self.prune_seen();
         }
-        for peer in take_due(&mut self.retry_at, now) {
+        for peer in self.retries.take_due(now) {
             if self.connected.contains(&peer) {
                 self.deliver(peer);
                 continue;
@@ -1322,7 +1311,7 @@ impl Actor {
                 }
                 self.schedule_retry(peer);
             } else {
-                self.backoff.remove(&peer);
+                self.retries.reset(&peer);
             }
         }
     }
@@ -1343,20 +1332,7 @@ impl Actor {
     }
 
     fn schedule_retry(&mut self, peer: PeerId) {
-        let next = self
-            .backoff
-            .get(&peer)
-            .map_or(self.config.retry_initial, |d| {
-                (*d * 2).min(self.config.retry_max)
-            });
-        self.backoff.insert(peer, next);
-        // A quarter either way: two nodes that failed to reach each other at the same moment
-        // (both dialling at once after a restart, say: one simultaneous-open TCP connection on
-        // which both noise handshakes fail) would otherwise try again at the same moment too.
-        let jittered = next.mul_f64(rand::random_range(0.75..1.25));
-        self.retry_at
-            .entry(peer)
-            .or_insert(Instant::now() + jittered);
+        self.retries.schedule(peer, Instant::now());
     }
 
     /// Sends what the outbox holds for `peer`, if it is connected; otherwise dials it and
@@ -1650,7 +1626,7 @@ impl Actor {
             self.requeue(peer);
             return;
         }
-        self.backoff.remove(&peer);
+        self.retries.reset(&peer);
         if let Some(session) = self.sessions.get_mut(&peer)
             && flight.key_ids.contains(&session.key_id())
             && !session.is_acknowledged()
@@ -2052,7 +2028,7 @@ impl Actor {
                     self.mdns_dials.remove(&peer_id);
                     self.emit(NodeEvent::PeerConnected { peer: peer_id });
                     self.send_profile(peer_id);
-                    self.backoff.remove(&peer_id);
+                    self.retries.reset(&peer_id);
                     self.files_peer_connected(peer_id);
                 }
             }
