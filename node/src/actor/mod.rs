@@ -34,7 +34,7 @@
 //!   [`Started`]) and the `Command`s a handle sends the actor, each with named fields.
 //! - `inbound`: inbound message requests in arrival order, their signatures checked off the
 //!   actor's thread.
-//! - `outbox`: the retry timers with their backoff.
+//! - `outbox`: the in-flight requests (one table) and the retry timers with their backoff.
 //! - `receive`: the per-peer rate limit on inbound frames.
 //! - `dht`: the name directory on Kademlia. `nat`: relay reservation, AutoNAT, hole punching.
 //! - `files`: file transfers (sending, downloading, serving, relaying).
@@ -84,6 +84,7 @@ pub use api::{
 use api::{Command, Reply};
 pub use dht::{DirectoryEntry, SEARCH_TIMEOUT};
 pub use files::FileTransfer;
+use outbox::InFlight;
 
 /// Most envelopes the node puts in one request (the protocol allows more, but a smaller batch
 /// keeps the receiver's actor from working on one request for long).
@@ -144,18 +145,6 @@ impl<'a> SeenIn<'a> {
             seen: self,
         }
     }
-}
-
-/// An outbound request waiting for its response.
-struct InFlight {
-    peer: PeerId,
-    /// The messages it carries: (id, created_ms).
-    items: Vec<(MessageId, u64)>,
-    /// The session keys their envelopes used.
-    key_ids: Vec<envelope::KeyId>,
-    /// The envelopes sent for texts, by id: recorded in the history once acknowledged (for
-    /// "show ciphertext").
-    envelopes: Vec<(MessageId, Vec<u8>)>,
 }
 
 /// An outbox item sealed for the wire.
@@ -307,9 +296,7 @@ fn prepare(
         incompatible: HashSet::new(),
         connected: HashSet::new(),
         pinned: HashMap::new(),
-        in_flight: HashMap::new(),
-        in_flight_ids: HashSet::new(),
-        in_flight_count: HashMap::new(),
+        in_flight: outbox::InFlightTable::default(),
         queues: HashMap::new(),
         pending_sends: Vec::new(),
         pending_replies: Vec::new(),
@@ -367,9 +354,8 @@ struct Actor {
     connected: HashSet<PeerId>,
     /// Contacts with parsed keys, by peer; dropped whenever a contact is written.
     pinned: HashMap<PeerId, Arc<Pinned>>,
-    in_flight: HashMap<OutboundRequestId, InFlight>,
-    in_flight_ids: HashSet<MessageId>,
-    in_flight_count: HashMap<PeerId, usize>,
+    /// Outbound message requests waiting for their response.
+    in_flight: outbox::InFlightTable<OutboundRequestId>,
     /// Outbox items loaded from the store and not in flight, per peer, oldest first. A peer
     /// with no entry is (re)loaded from the store on its next delivery.
     queues: HashMap<PeerId, VecDeque<OutboxItem>>,
@@ -1351,10 +1337,11 @@ impl Actor {
                     // Acknowledged but not yet recorded: not to be sent again.
                     let acked: HashSet<MessageId> =
                         self.pending_acks.iter().map(|(_, a)| a.id).collect();
+                    let flying = self.in_flight.ids_to(&peer);
                     let queue = items
                         .into_iter()
                         .filter(|i| {
-                            !self.in_flight_ids.contains(&i.id)
+                            !flying.contains(&i.id)
                                 && !self.unflushed.contains(&i.id)
                                 && !acked.contains(&i.id)
                         })
@@ -1367,8 +1354,7 @@ impl Actor {
                 }
             }
         }
-        let mut budget = MAX_IN_FLIGHT_PER_PEER
-            .saturating_sub(self.in_flight_count.get(&peer).copied().unwrap_or(0));
+        let mut budget = MAX_IN_FLIGHT_PER_PEER.saturating_sub(self.in_flight.count_to(&peer));
         while budget > 0 {
             let Some(item) = self.queues.get_mut(&peer).and_then(VecDeque::pop_front) else {
                 break;
@@ -1399,10 +1385,7 @@ impl Actor {
                 }
             };
             let request_id = self.swarm.behaviour_mut().msg.send_request(&peer, request);
-            self.in_flight_ids
-                .extend(flight.items.iter().map(|(id, _)| *id));
-            *self.in_flight_count.entry(peer).or_default() += 1;
-            self.in_flight.insert(request_id, flight);
+            self.in_flight.track(request_id, flight);
             budget -= 1;
         }
     }
@@ -1492,14 +1475,7 @@ impl Actor {
 
     /// Forgets a finished request; returns it.
     fn untrack(&mut self, request_id: OutboundRequestId) -> Option<InFlight> {
-        let flight = self.in_flight.remove(&request_id)?;
-        for (id, _) in &flight.items {
-            self.in_flight_ids.remove(id);
-        }
-        if let Some(n) = self.in_flight_count.get_mut(&flight.peer) {
-            *n = n.saturating_sub(1);
-        }
-        Some(flight)
+        self.in_flight.untrack(&request_id)
     }
 
     /// A request to `peer` failed: reload its queue from the store next time (it still holds

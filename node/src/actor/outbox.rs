@@ -1,10 +1,66 @@
-//! The outbox's retry timers: when each peer with something to deliver is tried again, with
-//! a backoff that doubles per failure up to a ceiling.
+//! The outbox's bookkeeping: the requests in flight, in one table, and the retry timers
+//! (when each peer with something to deliver is tried again, with a backoff that doubles per
+//! failure up to a ceiling).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
 use std::time::{Duration, Instant};
 
-use encrypto_crypto::PeerId;
+use encrypto_crypto::envelope;
+use encrypto_crypto::{MessageId, PeerId};
+
+/// An outbound request waiting for its response.
+pub(super) struct InFlight {
+    pub(super) peer: PeerId,
+    /// The messages it carries: (id, created_ms).
+    pub(super) items: Vec<(MessageId, u64)>,
+    /// The session keys their envelopes used.
+    pub(super) key_ids: Vec<envelope::KeyId>,
+    /// The envelopes sent for texts, by id: recorded in the history once acknowledged (for
+    /// "show ciphertext").
+    pub(super) envelopes: Vec<(MessageId, Vec<u8>)>,
+}
+
+/// The requests in flight, by request id (generic so that tests need no swarm). How many go
+/// to a peer and which messages they carry are read from the table itself: a peer has at
+/// most a few hundred in flight.
+pub(super) struct InFlightTable<K> {
+    requests: HashMap<K, InFlight>,
+}
+
+impl<K> Default for InFlightTable<K> {
+    fn default() -> Self {
+        InFlightTable {
+            requests: HashMap::new(),
+        }
+    }
+}
+
+impl<K: Hash + Eq> InFlightTable<K> {
+    /// A request was sent.
+    pub(super) fn track(&mut self, request: K, flight: InFlight) {
+        self.requests.insert(request, flight);
+    }
+
+    /// A request finished (answered or failed): forgotten, and returned.
+    pub(super) fn untrack(&mut self, request: &K) -> Option<InFlight> {
+        self.requests.remove(request)
+    }
+
+    /// How many requests to `peer` are in flight.
+    pub(super) fn count_to(&self, peer: &PeerId) -> usize {
+        self.requests.values().filter(|f| f.peer == *peer).count()
+    }
+
+    /// The messages in flight to `peer`.
+    pub(super) fn ids_to(&self, peer: &PeerId) -> HashSet<MessageId> {
+        self.requests
+            .values()
+            .filter(|f| f.peer == *peer)
+            .flat_map(|f| f.items.iter().map(|(id, _)| *id))
+            .collect()
+    }
+}
 
 /// When each peer is retried, and its current backoff.
 pub(super) struct Retries {
@@ -74,6 +130,34 @@ pub(super) fn take_due(timers: &mut HashMap<PeerId, Instant>, now: Instant) -> V
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn flight(peer: PeerId, ids: &[u8]) -> InFlight {
+        InFlight {
+            peer,
+            items: ids.iter().map(|n| (MessageId([*n; 16]), 0)).collect(),
+            key_ids: Vec::new(),
+            envelopes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_in_flight_table_counts_and_forgets_per_peer() {
+        let mut table = InFlightTable::default();
+        let (a, b) = (PeerId::random(), PeerId::random());
+        table.track(1u64, flight(a, &[1, 2]));
+        table.track(2, flight(a, &[3]));
+        table.track(3, flight(b, &[4]));
+        assert_eq!(table.count_to(&a), 2);
+        assert_eq!(table.count_to(&b), 1);
+        let ids: HashSet<MessageId> = [1, 2, 3].map(|n| MessageId([n; 16])).into();
+        assert_eq!(table.ids_to(&a), ids);
+        let done = table.untrack(&1).unwrap();
+        assert_eq!((done.peer, done.items.len()), (a, 2));
+        assert!(table.untrack(&1).is_none(), "forgotten once");
+        assert_eq!(table.count_to(&a), 1);
+        assert_eq!(table.ids_to(&a), [MessageId([3; 16])].into());
+        assert_eq!(table.ids_to(&b), [MessageId([4; 16])].into());
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_ceiling_and_resets() {
