@@ -41,17 +41,17 @@ const MAX_CHECK_JOBS: usize = 2;
 
 /// Each envelope of a batch as the blocking thread checked it: its structure, sender and
 /// signature, or why it is refused.
-pub(super) type Checked = Vec<Result<Verified, String>>;
+pub(super) type CheckedBatch = Vec<Result<Verified, String>>;
 
 /// What a check job hands back: the batch and how each of its envelopes fared.
-pub(super) type Job = (EnvelopeBatch, Checked);
+pub(super) type CheckJob = (EnvelopeBatch, CheckedBatch);
 
 /// The inbound requests not handled yet, oldest first, and the checks running for them.
 #[derive(Default)]
 pub(super) struct InboundQueue {
     queue: VecDeque<Queued>,
     /// The batches being checked, on blocking threads.
-    pub(super) jobs: JoinSet<Job>,
+    pub(super) jobs: JoinSet<CheckJob>,
 }
 
 /// A request waiting for its turn.
@@ -68,7 +68,7 @@ enum Work {
     /// A batch of envelopes being checked by the job `Id`.
     Checking(Id),
     /// A batch of envelopes, checked.
-    Checked(Job),
+    Checked(CheckJob),
     /// A batch whose check failed (the job panicked): refused, the sender sends it again.
     Failed,
     /// Any other request, handled as usual when its turn comes.
@@ -77,7 +77,7 @@ enum Work {
 
 /// Parses each envelope of `batch` and checks its structure, sender and signature against
 /// `sender` (all signatures in one batch verification).
-pub(super) fn verify_batch(batch: &EnvelopeBatch, sender: &PublicIdentity) -> Checked {
+pub(super) fn verify_batch(batch: &EnvelopeBatch, sender: &PublicIdentity) -> CheckedBatch {
     let mut envelopes = Vec::with_capacity(batch.len());
     let parsed: Vec<Result<(), String>> = batch
         .iter()
@@ -107,7 +107,7 @@ pub(super) fn check_batch(
     sender: &PublicIdentity,
     me: &Identity,
     sessions: &Mutex<InboundSessions>,
-) -> Checked {
+) -> CheckedBatch {
     let mut checked = verify_batch(batch, sender);
     crate::unwrap::decrypt_ahead(
         checked.iter_mut().filter_map(|c| c.as_mut().ok()),
@@ -188,7 +188,7 @@ impl Actor {
     }
 
     /// A batch's checks are done: handles every request whose turn has come.
-    pub(super) fn on_verified(&mut self, done: Result<(Id, Job), JoinError>) {
+    pub(super) fn on_verified(&mut self, done: Result<(Id, CheckJob), JoinError>) {
         let (id, work) = match done {
             Ok((id, job)) => (id, Work::Checked(job)),
             Err(e) => {
@@ -240,7 +240,7 @@ impl Actor {
         peer: PeerId,
         pinned: Arc<Pinned>,
         batch: &EnvelopeBatch,
-        checked: Checked,
+        checked: CheckedBatch,
         channel: ResponseChannel<MsgResponse>,
     ) {
         let mut ids = Vec::with_capacity(batch.len());

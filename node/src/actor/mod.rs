@@ -27,18 +27,27 @@
 //!   done; writes made during a flush wait for the next one.
 //! - **Control payloads** (cipher switch, delete chat) travel through the same outbox and are
 //!   acknowledged the same way.
+//!
+//! # Parts
+//!
+//! - `api`: the public API ([`NodeConfig`], [`NodeEvent`], [`NodeError`], [`NodeHandle`],
+//!   [`Started`]) and the `Command`s a handle sends the actor, each with named fields.
+//! - `inbound`: inbound message requests in arrival order, their signatures checked off the
+//!   actor's thread.
+//! - `outbox`: the in-flight requests (one table) and the retry timers with their backoff.
+//! - `receive`: the per-peer rate limit on inbound frames.
+//! - `dht`: the name directory on Kademlia. `nat`: relay reservation, AutoNAT, hole punching.
+//! - `files`: file transfers (sending, downloading, serving, relaying).
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use encrypto_crypto::control::{Control, ControlKind};
 use encrypto_crypto::envelope::{
     self, Envelope, InboundSessions, OpenContext, OpenPolicy, OutboundSession, RejectReason,
-    ReplayGuard, RotationPolicy, UnsignedEnvelope, Verified,
+    ReplayGuard, UnsignedEnvelope, Verified,
 };
-use encrypto_crypto::file::FileId;
 use encrypto_crypto::{
     Cipher, Identity, MessageId, PeerId, PublicIdentity, SignedProfile, StorageKey,
 };
@@ -47,7 +56,6 @@ use libp2p::core::upgrade::NegotiationError;
 use libp2p::request_response::{self, Message, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, Swarm, identify, mdns, ping};
-use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
@@ -58,22 +66,26 @@ use crate::protocol::{
 };
 use crate::store::{
     Acknowledged, Body, Contact, Direction, KnownPeer, OutboxItem, OutboxKind, Status, Store,
-    StoreError, StoredMessage, TransferRole,
+    StoreError, StoredMessage,
 };
-use crate::swarm::{self, Behaviour, BehaviourEvent, SwarmConfig};
-use crate::view;
+use crate::swarm::{self, Behaviour, BehaviourEvent};
 
+mod api;
 mod dht;
 mod files;
 mod inbound;
 mod nat;
+mod outbox;
+mod receive;
+pub use api::{
+    ADD_TIMEOUT, MAX_RSA_TEXT_LEN, MAX_TEXT_LEN, NodeConfig, NodeError, NodeEvent, NodeHandle,
+    PeerInfo, Started, Via, addr_with_peer, peer_of_addr,
+};
+use api::{Command, Reply};
 pub use dht::{DirectoryEntry, SEARCH_TIMEOUT};
 pub use files::FileTransfer;
+use outbox::InFlight;
 
-/// Largest text a message may carry (the `aes` body limit, less the payload's framing).
-pub const MAX_TEXT_LEN: usize = envelope::MAX_BODY_LEN - 64;
-/// Largest text an `rsa` message may carry.
-pub const MAX_RSA_TEXT_LEN: usize = envelope::MAX_RSA_BODY_LEN - 64;
 /// Most envelopes the node puts in one request (the protocol allows more, but a smaller batch
 /// keeps the receiver's actor from working on one request for long).
 const SEND_BATCH: usize = 64;
@@ -95,654 +107,6 @@ const MAX_BATCH: usize = 512;
 /// How long the node with the greater peer id waits before it dials a peer that mDNS found
 /// (see the mDNS arm of `handle_behaviour_event`).
 const MDNS_DIAL_DELAY: Duration = Duration::from_secs(1);
-/// How long [`NodeHandle::add_peer`] waits for the peer's verified profile.
-pub const ADD_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// How the node runs.
-#[derive(Debug, Clone)]
-pub struct NodeConfig {
-    /// The data directory; the store lives in `DATA_DIR/store`.
-    pub data_dir: PathBuf,
-    /// Transports, discovery and limits.
-    pub swarm: SwarmConfig,
-    /// Peers to dial at start (multiaddrs ending in `/p2p/PEER_ID`, or plain addresses).
-    pub bootstrap: Vec<Multiaddr>,
-    /// Addresses at which others can reach this node (a public address, a port forward),
-    /// confirmed as external from the start; a relay server needs one to accept reservations.
-    pub external_addrs: Vec<Multiaddr>,
-    /// When outbound `aes` sessions rotate.
-    pub rotation: RotationPolicy,
-    /// What inbound envelopes are accepted (time window).
-    pub open_policy: OpenPolicy,
-    /// Inbound envelopes accepted per peer and second, on average.
-    pub inbound_per_second: u32,
-    /// Inbound envelopes a peer may send in one burst (never less than a full batch,
-    /// [`MAX_BATCH_ENVELOPES`](crate::protocol::MAX_BATCH_ENVELOPES), or such a batch would
-    /// never be accepted).
-    pub inbound_burst: u32,
-    /// First retry delay for a peer that could not be reached; doubles up to `retry_max`.
-    pub retry_initial: Duration,
-    /// Longest retry delay.
-    pub retry_max: Duration,
-    /// Incoming files up to this size download at once; larger ones wait for
-    /// [`NodeHandle::fetch_file`].
-    pub auto_download_max: u64,
-    /// Largest file [`NodeHandle::send_file`] accepts.
-    pub max_file_size: u64,
-}
-
-impl NodeConfig {
-    /// Defaults for a node whose data lives in `data_dir`.
-    pub fn new(data_dir: PathBuf) -> Self {
-        NodeConfig {
-            data_dir,
-            swarm: SwarmConfig::default(),
-            bootstrap: Vec::new(),
-            external_addrs: Vec::new(),
-            rotation: RotationPolicy::default(),
-            open_policy: OpenPolicy::default(),
-            inbound_per_second: 2_000,
-            inbound_burst: 4_000,
-            retry_initial: Duration::from_millis(500),
-            retry_max: Duration::from_secs(60),
-            auto_download_max: 1 << 30,
-            max_file_size: encrypto_crypto::file::MAX_FILE_SIZE,
-        }
-    }
-}
-
-/// How a peer was found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Via {
-    /// mDNS on the local network.
-    Mdns,
-    /// The Kademlia DHT.
-    Kad,
-    /// Dialled by address, or it dialled us.
-    Direct,
-    /// Through a circuit relay.
-    Relay,
-}
-
-impl Via {
-    /// `mdns`, `kad`, `direct` or `relay`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Via::Mdns => "mdns",
-            Via::Kad => "kad",
-            Via::Direct => "direct",
-            Via::Relay => "relay",
-        }
-    }
-
-    fn parse(s: &str) -> Via {
-        match s {
-            "mdns" => Via::Mdns,
-            "kad" => Via::Kad,
-            "relay" => Via::Relay,
-            _ => Via::Direct,
-        }
-    }
-}
-
-/// A peer the node knows of.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerInfo {
-    /// Its PeerId.
-    pub peer_id: PeerId,
-    /// Its verified profile name, if we have one.
-    pub name: Option<String>,
-    /// Addresses it was seen at.
-    pub addrs: Vec<Multiaddr>,
-    /// Whether a connection is open now.
-    pub connected: bool,
-    /// How it was found; for a peer connected now that was found through the DHT or a relay,
-    /// how the connection runs (`Relay` when every connection goes through a relay, else
-    /// `Direct`).
-    pub via: Via,
-}
-
-/// Something that happened, for the window, the control socket and the tests.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum NodeEvent {
-    /// The node listens on a new address.
-    Listening {
-        /// The address.
-        addr: Multiaddr,
-    },
-    /// A peer was discovered.
-    PeerDiscovered {
-        /// The peer.
-        peer: PeerId,
-        /// How.
-        via: Via,
-    },
-    /// A connection to a peer opened (its first).
-    PeerConnected {
-        /// The peer.
-        peer: PeerId,
-    },
-    /// The last connection to a peer closed.
-    PeerDisconnected {
-        /// The peer.
-        peer: PeerId,
-    },
-    /// A peer's signed profile was verified and its keys pinned (or confirmed).
-    ProfileVerified {
-        /// The peer.
-        peer: PeerId,
-        /// Its name.
-        name: String,
-    },
-    /// A pinned contact presented different keys: not accepted; the user must re-verify.
-    KeyChanged {
-        /// The peer.
-        peer: PeerId,
-    },
-    /// A peer refused our message protocol: it runs another version of encrypto. Messages to
-    /// it stay queued and are retried; told once, until it takes a request again.
-    PeerIncompatible {
-        /// The peer.
-        peer: PeerId,
-    },
-    /// A message arrived and is stored.
-    MessageReceived {
-        /// From.
-        peer: PeerId,
-        /// Its id.
-        id: MessageId,
-        /// The sender's timestamp, Unix ms.
-        timestamp_ms: u64,
-        /// The cipher it came with.
-        cipher: Cipher,
-        /// What it says.
-        body: Body,
-    },
-    /// A sent message was acknowledged by the recipient.
-    Delivered {
-        /// To.
-        peer: PeerId,
-        /// Its id.
-        id: MessageId,
-    },
-    /// The chat's cipher changed.
-    CipherChanged {
-        /// The chat.
-        peer: PeerId,
-        /// The new cipher.
-        cipher: Cipher,
-        /// `Out` when we switched it, `In` when the peer did.
-        by: Direction,
-    },
-    /// A chat's history was deleted.
-    ChatDeleted {
-        /// The chat.
-        peer: PeerId,
-        /// Messages deleted here.
-        deleted: usize,
-        /// `Out` when we deleted it, `In` when the peer asked.
-        by: Direction,
-    },
-    /// DCUtR tried to turn a relayed connection into a direct one.
-    HolePunch {
-        /// The peer.
-        peer: PeerId,
-        /// Whether a direct connection now exists.
-        direct: bool,
-    },
-    /// A contact offered us a file.
-    FileOffered {
-        /// From.
-        peer: PeerId,
-        /// The file.
-        file_id: FileId,
-        /// Its name.
-        name: String,
-        /// Its size in bytes.
-        size: u64,
-    },
-    /// A transfer moved on (at most a few times a second per transfer).
-    FileProgress {
-        /// The other side.
-        peer: PeerId,
-        /// The file.
-        file_id: FileId,
-        /// Our part.
-        role: TransferRole,
-        /// Plaintext bytes moved so far.
-        bytes_done: u64,
-        /// The file's size.
-        size: u64,
-    },
-    /// A transfer finished: received and in place (receive), held (relay), or the recipient
-    /// said it has it (send).
-    FileComplete {
-        /// The other side.
-        peer: PeerId,
-        /// The file.
-        file_id: FileId,
-        /// Our part.
-        role: TransferRole,
-        /// Where the file is.
-        path: Option<PathBuf>,
-        /// Its SHA-256 (not known to a relay).
-        sha256: Option<[u8; 32]>,
-    },
-    /// A transfer failed; `fetch_file` starts it again from what is held.
-    FileFailed {
-        /// The other side.
-        peer: PeerId,
-        /// The file.
-        file_id: FileId,
-        /// Our part.
-        role: TransferRole,
-        /// Why.
-        reason: String,
-    },
-    /// An inbound frame was rejected (for logs and tests; never sent to the peer).
-    Rejected {
-        /// From.
-        peer: PeerId,
-        /// Why.
-        reason: String,
-    },
-}
-
-/// What a node command can fail with.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum NodeError {
-    /// The peer is not a contact: no pinned keys to encrypt to.
-    #[error("{0} is not a contact yet: connect to it first so its signed profile can be pinned")]
-    UnknownPeer(PeerId),
-    /// The contact's keys changed and were not accepted.
-    #[error("the keys of {0} changed: verify the contact again before sending")]
-    KeyChanged(PeerId),
-    /// The text is over the cipher's limit.
-    #[error("the message is {len} bytes; the limit with cipher {cipher} is {max} bytes")]
-    TooLarge {
-        /// Its length.
-        len: usize,
-        /// The limit.
-        max: usize,
-        /// The cipher.
-        cipher: Cipher,
-    },
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
-    /// The swarm could not be built or could not listen.
-    #[error(transparent)]
-    Swarm(#[from] swarm::SwarmError),
-    /// A dial failed at once (bad address).
-    #[error("cannot dial {addr}: {reason}")]
-    Dial {
-        /// The address.
-        addr: Multiaddr,
-        /// Why.
-        reason: String,
-    },
-    /// The name cannot be published in a profile (empty, too long, control characters).
-    #[error(transparent)]
-    Identity(#[from] encrypto_crypto::identity::IdentityError),
-    /// A group commit to the store failed (the message was not queued).
-    #[error("cannot write to the message store: {0}")]
-    StoreWrite(String),
-    /// Sealing or signing failed (not expected with valid pinned keys).
-    #[error("cannot seal: {0}")]
-    Crypto(String),
-    /// The node has stopped.
-    #[error("the node has stopped")]
-    Stopped,
-    /// A peer could not be reached to add it.
-    #[error("cannot reach {peer}: {reason}")]
-    Unreachable {
-        /// The peer.
-        peer: PeerId,
-        /// Why.
-        reason: String,
-    },
-    /// No address is known for a peer added by PeerId alone.
-    #[error("no address is known for {0}: add it by a multiaddr ending in /p2p/{0}")]
-    NoAddress(PeerId),
-    /// No verified profile arrived in time.
-    #[error("{0} did not present a verified profile within {secs} s", secs = ADD_TIMEOUT.as_secs())]
-    Timeout(PeerId),
-    /// One's own PeerId where another peer's was expected.
-    #[error("that is this node's own peer id")]
-    SelfPeer,
-    /// A file cannot be sent, fetched or forwarded.
-    #[error("{0}")]
-    File(String),
-    /// The node's thread or its runtime could not start.
-    #[error("cannot start the node's thread: {0}")]
-    Thread(String),
-}
-
-type Reply<T> = oneshot::Sender<Result<T, NodeError>>;
-
-enum Command {
-    SendText(PeerId, String, Option<Cipher>, Reply<MessageId>),
-    AddPeer(PeerId, Option<Multiaddr>, Reply<Contact>),
-    VerifyContact(PeerId, Reply<Contact>),
-    SetRelay(PeerId, bool, Reply<Contact>),
-    SetCipher(PeerId, Cipher, Reply<()>),
-    DeleteChat(PeerId, bool, Reply<usize>),
-    History(PeerId, Option<usize>, Reply<Vec<StoredMessage>>),
-    Contacts(Reply<Vec<Contact>>),
-    Contact(PeerId, Reply<Option<Contact>>),
-    Peers(Reply<Vec<PeerInfo>>),
-    SearchLocal(String, Reply<Vec<PeerInfo>>),
-    SearchDht(String, Reply<Vec<DirectoryEntry>>),
-    Dial(Multiaddr, Reply<()>),
-    ListenAddrs(Reply<Vec<Multiaddr>>),
-    SendFile(PeerId, PathBuf, Vec<PeerId>, Reply<FileTransfer>),
-    FetchFile(FileId, Option<PathBuf>, Reply<FileTransfer>),
-    ForwardFile(FileId, PeerId, Reply<FileTransfer>),
-    Files(Reply<Vec<FileTransfer>>),
-    Shutdown(oneshot::Sender<()>),
-}
-
-/// A cloneable handle to a running node.
-#[derive(Clone)]
-pub struct NodeHandle {
-    commands: mpsc::Sender<Command>,
-    events: broadcast::Sender<NodeEvent>,
-    peer_id: PeerId,
-}
-
-impl std::fmt::Debug for NodeHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeHandle")
-            .field("peer_id", &self.peer_id)
-            .finish_non_exhaustive()
-    }
-}
-
-impl NodeHandle {
-    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, NodeError> {
-        let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(make(tx))
-            .await
-            .map_err(|_| NodeError::Stopped)?;
-        rx.await.map_err(|_| NodeError::Stopped)?
-    }
-
-    /// This node's PeerId.
-    pub fn peer_id(&self) -> PeerId {
-        self.peer_id
-    }
-
-    /// A new subscription to the node's events, from now on ([`Started::events`] has them
-    /// from the start).
-    pub fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
-        self.events.subscribe()
-    }
-
-    /// Queues a text message; returns once it is durable in the outbox. Delivery happens in
-    /// the background ([`NodeEvent::Delivered`]).
-    ///
-    /// # Errors
-    /// [`NodeError::UnknownPeer`], [`NodeError::KeyChanged`], [`NodeError::TooLarge`], or a
-    /// store failure.
-    pub async fn send_text(&self, peer: PeerId, text: String) -> Result<MessageId, NodeError> {
-        self.send_text_with(peer, text, None).await
-    }
-
-    /// As [`send_text`](Self::send_text), with this message's cipher chosen here instead of
-    /// the chat's (`None`: the chat's). The chat's cipher does not change.
-    ///
-    /// # Errors
-    /// As [`send_text`](Self::send_text).
-    pub async fn send_text_with(
-        &self,
-        peer: PeerId,
-        text: String,
-        cipher: Option<Cipher>,
-    ) -> Result<MessageId, NodeError> {
-        self.ask(|r| Command::SendText(peer, text, cipher, r)).await
-    }
-
-    /// Adds a contact by address: dials `addr` (which must end in `/p2p/PEER_ID`), waits for
-    /// the peer's signed profile, verifies it against the PeerId and pins its keys. Returns the
-    /// contact (at once if it is already pinned and connected).
-    ///
-    /// # Errors
-    /// [`NodeError::Dial`] for an address without a PeerId or one that cannot be reached,
-    /// [`NodeError::KeyChanged`] if the peer now presents keys other than the pinned ones,
-    /// [`NodeError::Timeout`] if no verified profile arrives within [`ADD_TIMEOUT`].
-    pub async fn add_peer(&self, addr: Multiaddr) -> Result<view::Contact, NodeError> {
-        let peer = peer_of_addr(&addr).ok_or_else(|| NodeError::Dial {
-            addr: addr.clone(),
-            reason: "the address does not end in /p2p/PEER_ID".to_owned(),
-        })?;
-        self.add(peer, Some(addr)).await
-    }
-
-    /// Adds a contact by PeerId alone, dialling the addresses the node knows for it.
-    ///
-    /// # Errors
-    /// As [`add_peer`](Self::add_peer); [`NodeError::NoAddress`] when no address is known.
-    pub async fn add_peer_id(&self, peer: PeerId) -> Result<view::Contact, NodeError> {
-        self.add(peer, None).await
-    }
-
-    async fn add(&self, peer: PeerId, addr: Option<Multiaddr>) -> Result<view::Contact, NodeError> {
-        if peer == self.peer_id {
-            return Err(NodeError::SelfPeer);
-        }
-        tokio::time::timeout(ADD_TIMEOUT, self.ask(|r| Command::AddPeer(peer, addr, r)))
-            .await
-            .map_err(|_| NodeError::Timeout(peer))?
-            .map(view::Contact::from)
-    }
-
-    /// Marks a contact verified (the user compared safety numbers). For a contact whose key
-    /// changed, this accepts the new keys it presented: they replace the pinned ones, and the
-    /// chat's session keys start afresh.
-    ///
-    /// # Errors
-    /// [`NodeError::UnknownPeer`] or a store failure.
-    pub async fn verify_contact(&self, peer: PeerId) -> Result<view::Contact, NodeError> {
-        self.ask(|r| Command::VerifyContact(peer, r))
-            .await
-            .map(view::Contact::from)
-    }
-
-    /// Marks a contact as a relay for files, or clears the mark. A file sent to a recipient
-    /// who is not connected goes, sealed, to every contact marked so (besides any named with
-    /// `via`); they never get its key. Purely local: the contact is not told.
-    ///
-    /// # Errors
-    /// [`NodeError::UnknownPeer`] or a store failure.
-    pub async fn set_relay(&self, peer: PeerId, relay: bool) -> Result<view::Contact, NodeError> {
-        self.ask(|r| Command::SetRelay(peer, relay, r))
-            .await
-            .map(view::Contact::from)
-    }
-
-    /// Switches the chat's cipher; the peer is told with a signed control message.
-    ///
-    /// # Errors
-    /// [`NodeError::UnknownPeer`] or a store failure.
-    pub async fn set_cipher(&self, peer: PeerId, cipher: Cipher) -> Result<(), NodeError> {
-        self.ask(|r| Command::SetCipher(peer, cipher, r)).await
-    }
-
-    /// Deletes the chat's history here; with `for_both`, also asks the peer to (a signed
-    /// request it honours and acknowledges). Returns how many messages were deleted here.
-    ///
-    /// # Errors
-    /// [`NodeError::UnknownPeer`] (for both) or a store failure.
-    pub async fn delete_chat(&self, peer: PeerId, for_both: bool) -> Result<usize, NodeError> {
-        self.ask(|r| Command::DeleteChat(peer, for_both, r)).await
-    }
-
-    /// The chat with `peer`, oldest first; with a limit, the newest `limit` messages.
-    ///
-    /// # Errors
-    /// A store failure.
-    pub async fn history(
-        &self,
-        peer: PeerId,
-        limit: Option<usize>,
-    ) -> Result<Vec<view::Message>, NodeError> {
-        let history = self.ask(|r| Command::History(peer, limit, r)).await?;
-        Ok(history.into_iter().map(view::Message::from).collect())
-    }
-
-    /// The contact list: pinned peers the user added, or with whom a chat exists (sent or
-    /// received a message). Other verified peers are pinned too but not listed
-    /// ([`contact`](Self::contact) reads any of them).
-    ///
-    /// # Errors
-    /// A store failure.
-    pub async fn contacts(&self) -> Result<Vec<view::Contact>, NodeError> {
-        let contacts = self.ask(Command::Contacts).await?;
-        Ok(contacts.into_iter().map(view::Contact::from).collect())
-    }
-
-    /// The pinned keys and state of one peer, whether or not it is in the contact list.
-    ///
-    /// # Errors
-    /// A store failure.
-    pub async fn contact(&self, peer: PeerId) -> Result<Option<view::Contact>, NodeError> {
-        let contact = self.ask(|r| Command::Contact(peer, r)).await?;
-        Ok(contact.map(view::Contact::from))
-    }
-
-    /// Connected and discovered peers, with how they were found.
-    ///
-    /// # Errors
-    /// A store failure.
-    pub async fn peers(&self) -> Result<Vec<PeerInfo>, NodeError> {
-        self.ask(Command::Peers).await
-    }
-
-    /// Contacts and known peers whose name starts with `name` (case-insensitive).
-    ///
-    /// # Errors
-    /// A store failure.
-    pub async fn search_local(&self, name: &str) -> Result<Vec<PeerInfo>, NodeError> {
-        self.ask(|r| Command::SearchLocal(name.to_owned(), r)).await
-    }
-
-    /// Searches the name directory (the DHT) for every profile that claims `name`
-    /// (normalised: case and surrounding whitespace do not matter), each verified against
-    /// its PeerId. Answers when the lookup completes, or after [`SEARCH_TIMEOUT`] with what
-    /// was found by then.
-    ///
-    /// # Errors
-    /// [`NodeError::Stopped`].
-    pub async fn search_dht(&self, name: &str) -> Result<Vec<DirectoryEntry>, NodeError> {
-        let name = name.to_owned();
-        tokio::time::timeout(
-            SEARCH_TIMEOUT + Duration::from_secs(5),
-            self.ask(|r| Command::SearchDht(name, r)),
-        )
-        .await
-        .unwrap_or(Ok(Vec::new()))
-    }
-
-    /// Dials an address (returns when the dial has started; watch for
-    /// [`NodeEvent::PeerConnected`]).
-    ///
-    /// # Errors
-    /// [`NodeError::Dial`] for an address that cannot be dialled at all.
-    pub async fn dial(&self, addr: Multiaddr) -> Result<(), NodeError> {
-        self.ask(|r| Command::Dial(addr, r)).await
-    }
-
-    /// The addresses the node listens on.
-    ///
-    /// # Errors
-    /// [`NodeError::Stopped`].
-    pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, NodeError> {
-        self.ask(Command::ListenAddrs).await
-    }
-
-    /// Sends a file: it is read once to seal it and build its signed manifest (never held
-    /// whole in memory), then offered in the chat like a text; the recipient pulls the sealed
-    /// chunks, which are sealed again from the file on request. Returns once the offer is
-    /// durable in the outbox. `via` names relays (third contacts) asked to hold the sealed
-    /// chunks for the recipient; they never get the key.
-    ///
-    /// # Errors
-    /// [`NodeError::File`] for a path that is missing, unreadable, a directory or too large;
-    /// [`NodeError::UnknownPeer`] / [`NodeError::KeyChanged`] as for texts.
-    pub async fn send_file(
-        &self,
-        peer: PeerId,
-        path: PathBuf,
-        via: Vec<PeerId>,
-    ) -> Result<FileTransfer, NodeError> {
-        self.ask(|r| Command::SendFile(peer, path, via, r)).await
-    }
-
-    /// Starts (or restarts, after a failure) downloading a file offered to us, into `out`
-    /// (a file name, or a directory) or the downloads directory.
-    ///
-    /// # Errors
-    /// [`NodeError::File`] if no such file was offered or `out` exists.
-    pub async fn fetch_file(
-        &self,
-        file_id: FileId,
-        out: Option<PathBuf>,
-    ) -> Result<FileTransfer, NodeError> {
-        self.ask(|r| Command::FetchFile(file_id, out, r)).await
-    }
-
-    /// Sends a file we hold (received, or sent) to another contact without sealing its
-    /// chunks again.
-    ///
-    /// # Errors
-    /// [`NodeError::File`] if no complete copy is here; as [`NodeHandle::send_file`].
-    pub async fn forward_file(
-        &self,
-        file_id: FileId,
-        to: PeerId,
-    ) -> Result<FileTransfer, NodeError> {
-        self.ask(|r| Command::ForwardFile(file_id, to, r)).await
-    }
-
-    /// Every file transfer, newest first.
-    ///
-    /// # Errors
-    /// [`NodeError::Store`] on read failures.
-    pub async fn files(&self) -> Result<Vec<FileTransfer>, NodeError> {
-        self.ask(Command::Files).await
-    }
-
-    /// Stops the node: flushes the store, closes connections, ends the actor task.
-    pub async fn shutdown(&self) {
-        let (tx, rx) = oneshot::channel();
-        if self.commands.send(Command::Shutdown(tx)).await.is_ok() {
-            let _ = rx.await;
-        }
-    }
-}
-
-/// Removes from `timers` the peers whose time has come by `now`, and returns them.
-fn take_due(timers: &mut HashMap<PeerId, Instant>, now: Instant) -> Vec<PeerId> {
-    let due: Vec<PeerId> = timers
-        .iter()
-        .filter(|(_, at)| **at <= now)
-        .map(|(peer, _)| *peer)
-        .collect();
-    for peer in &due {
-        timers.remove(peer);
-    }
-    due
-}
-
-/// A token bucket per peer for inbound frames.
-struct Bucket {
-    tokens: f64,
-    last: Instant,
-}
 
 /// A pinned contact with its keys parsed once (parsing an RSA key per message was a tenth of
 /// the node's CPU in the benchmark).
@@ -783,18 +147,6 @@ impl<'a> SeenIn<'a> {
     }
 }
 
-/// An outbound request waiting for its response.
-struct InFlight {
-    peer: PeerId,
-    /// The messages it carries: (id, created_ms).
-    items: Vec<(MessageId, u64)>,
-    /// The session keys their envelopes used.
-    key_ids: Vec<envelope::KeyId>,
-    /// The envelopes sent for texts, by id: recorded in the history once acknowledged (for
-    /// "show ciphertext").
-    envelopes: Vec<(MessageId, Vec<u8>)>,
-}
-
 /// An outbox item sealed for the wire.
 enum Sealed {
     /// A control payload's encoding (already signed; sent alone).
@@ -828,23 +180,6 @@ enum Inbound {
     Ack(MessageId),
     /// A new message: store it in the group commit, then acknowledge.
     Store(StoredMessage),
-}
-
-/// A node just started by [`start`].
-#[derive(Debug)]
-pub struct Started {
-    /// The only way to talk to the node; clone it freely.
-    pub handle: NodeHandle,
-    /// A subscription made before the node's task first ran: it sees every event from the
-    /// start. One made later with [`NodeHandle::subscribe`] can miss what the node did in
-    /// between (it runs on its own thread: a peer may already be connected and verified).
-    pub events: broadcast::Receiver<NodeEvent>,
-    /// Ends when the node has stopped and its store is closed: after [`NodeHandle::shutdown`],
-    /// or once every handle is dropped.
-    pub task: tokio::task::JoinHandle<()>,
-    /// Where it listens: every configured listener has reported its addresses before
-    /// [`start`] returns, so a caller can hand them out (or dial them) at once.
-    pub listen_addrs: Vec<Multiaddr>,
 }
 
 /// How long the configured listeners may take to report their addresses when the node starts.
@@ -932,7 +267,7 @@ pub fn start(
 }
 
 /// What the node's thread sends back once the node is set up.
-type Prepared = (NodeHandle, broadcast::Receiver<NodeEvent>);
+type StartedParts = (NodeHandle, broadcast::Receiver<NodeEvent>);
 
 /// Opens the store, builds the swarm and the actor, on the node's own runtime.
 fn prepare(
@@ -941,7 +276,7 @@ fn prepare(
     created_ms: u64,
     storage_key: StorageKey,
     config: NodeConfig,
-) -> Result<(Actor, mpsc::Receiver<Command>, Prepared), NodeError> {
+) -> Result<(Actor, mpsc::Receiver<Command>, StartedParts), NodeError> {
     let store = Store::open(
         &config.data_dir.join(crate::datadir::STORE_DIR),
         storage_key,
@@ -959,6 +294,8 @@ fn prepare(
     let (commands, rx) = mpsc::channel(256);
     let (events, first_subscriber) = broadcast::channel(EVENT_CAPACITY);
     let peer_id = identity.peer_id();
+    let limiter = receive::RateLimiter::new(config.inbound_per_second, config.inbound_burst);
+    let retries = outbox::Retries::new(config.retry_initial, config.retry_max);
     let mut actor = Actor {
         identity: Arc::new(identity),
         profile,
@@ -972,9 +309,7 @@ fn prepare(
         incompatible: HashSet::new(),
         connected: HashSet::new(),
         pinned: HashMap::new(),
-        in_flight: HashMap::new(),
-        in_flight_ids: HashSet::new(),
-        in_flight_count: HashMap::new(),
+        in_flight: outbox::InFlightTable::default(),
         queues: HashMap::new(),
         pending_sends: Vec::new(),
         pending_replies: Vec::new(),
@@ -986,10 +321,9 @@ fn prepare(
         flushing: JoinSet::new(),
         waiting: VecDeque::new(),
         unflushed: HashSet::new(),
-        retry_at: HashMap::new(),
+        retries,
         mdns_dials: HashMap::new(),
-        backoff: HashMap::new(),
-        buckets: HashMap::new(),
+        limiter,
         last_ts: 0,
         last_prune: Instant::now(),
         adding: HashMap::new(),
@@ -1094,9 +428,8 @@ struct Actor {
     connected: HashSet<PeerId>,
     /// Contacts with parsed keys, by peer; dropped whenever a contact is written.
     pinned: HashMap<PeerId, Arc<Pinned>>,
-    in_flight: HashMap<OutboundRequestId, InFlight>,
-    in_flight_ids: HashSet<MessageId>,
-    in_flight_count: HashMap<PeerId, usize>,
+    /// Outbound message requests waiting for their response.
+    in_flight: outbox::InFlightTable<OutboundRequestId>,
     /// Outbox items loaded from the store and not in flight, per peer, oldest first. A peer
     /// with no entry is (re)loaded from the store on its next delivery.
     queues: HashMap<PeerId, VecDeque<OutboxItem>>,
@@ -1119,12 +452,13 @@ struct Actor {
     waiting: VecDeque<(u64, Waiter)>,
     /// Outgoing messages written but not flushed yet: not sent before they are durable.
     unflushed: HashSet<MessageId>,
-    retry_at: HashMap<PeerId, Instant>,
+    /// When peers with something to deliver are tried again.
+    retries: outbox::Retries,
     /// Peers found through mDNS that this node dials at the given time unless connected by
     /// then.
     mdns_dials: HashMap<PeerId, Instant>,
-    backoff: HashMap<PeerId, Duration>,
-    buckets: HashMap<PeerId, Bucket>,
+    /// The per-peer limit on inbound message frames.
+    limiter: receive::RateLimiter,
     last_ts: u64,
     last_prune: Instant,
     /// `add_peer` calls waiting for the peer's verified profile.
@@ -1155,7 +489,7 @@ impl Actor {
             tokio::select! {
                 biased;
                 command = commands.recv() => match command {
-                    Some(Command::Shutdown(done)) => stop = Some(Some(done)),
+                    Some(Command::Shutdown { done }) => stop = Some(Some(done)),
                     Some(command) => self.handle_command(command),
                     None => stop = Some(None),
                 },
@@ -1180,7 +514,7 @@ impl Actor {
                 }
                 let mut progressed = false;
                 match commands.try_recv() {
-                    Ok(Command::Shutdown(done)) => stop = Some(Some(done)),
+                    Ok(Command::Shutdown { done }) => stop = Some(Some(done)),
                     Ok(command) => {
                         self.handle_command(command);
                         progressed = true;
@@ -1557,7 +891,7 @@ impl Actor {
             Ok(items) => {
                 let now = Instant::now();
                 for item in items {
-                    self.retry_at.entry(item.peer).or_insert(now);
+                    self.retries.due_now(item.peer, now);
                 }
             }
             Err(e) => warn!(error = %e, "cannot read the outbox"),
@@ -1577,66 +911,86 @@ impl Actor {
 
     fn handle_command(&mut self, command: Command) {
         match command {
-            Command::SendText(peer, text, cipher, reply) => {
-                match self.prepare_text(peer, text, cipher) {
-                    Ok((message, item)) => self.queue_send(message, item, reply),
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                    }
+            Command::SendText {
+                peer,
+                text,
+                cipher,
+                reply,
+            } => match self.prepare_text(peer, text, cipher) {
+                Ok((message, item)) => self.queue_send(message, item, reply),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
                 }
-            }
-            Command::AddPeer(peer, addr, reply) => self.add_peer(peer, addr, reply),
-            Command::VerifyContact(peer, reply) => {
+            },
+            Command::AddPeer { peer, addr, reply } => self.add_peer(peer, addr, reply),
+            Command::VerifyContact { peer, reply } => {
                 let _ = reply.send(self.verify_contact(peer));
             }
-            Command::SetRelay(peer, relay, reply) => {
+            Command::SetRelay { peer, relay, reply } => {
                 let _ = reply.send(self.set_relay(peer, relay));
             }
-            Command::SetCipher(peer, cipher, reply) => {
+            Command::SetCipher {
+                peer,
+                cipher,
+                reply,
+            } => {
                 let _ = reply.send(self.set_cipher(peer, cipher));
             }
-            Command::DeleteChat(peer, for_both, reply) => {
+            Command::DeleteChat {
+                peer,
+                for_both,
+                reply,
+            } => {
                 let _ = reply.send(self.delete_chat(peer, for_both));
             }
-            Command::History(peer, limit, reply) => {
+            Command::History { peer, limit, reply } => {
                 let _ = reply.send(self.store.history(&peer, limit).map_err(Into::into));
             }
-            Command::Contact(peer, reply) => {
+            Command::Contact { peer, reply } => {
                 let _ = reply.send(self.store.contact(&peer).map_err(Into::into));
             }
-            Command::Contacts(reply) => {
+            Command::Contacts { reply } => {
                 let listed = self
                     .store
                     .contacts()
                     .map(|all| all.into_iter().filter(|c| c.listed).collect());
                 let _ = reply.send(listed.map_err(Into::into));
             }
-            Command::Peers(reply) => {
+            Command::Peers { reply } => {
                 let _ = reply.send(self.peers());
             }
-            Command::SearchDht(name, reply) => self.search_dht(&name, reply),
-            Command::SearchLocal(name, reply) => {
+            Command::SearchDht { name, reply } => self.search_dht(&name, reply),
+            Command::SearchLocal { name, reply } => {
                 let _ = reply.send(self.search_local(&name));
             }
-            Command::Dial(addr, reply) => {
+            Command::Dial { addr, reply } => {
                 let result = self.swarm.dial(addr.clone()).map_err(|e| NodeError::Dial {
                     addr,
                     reason: e.to_string(),
                 });
                 let _ = reply.send(result);
             }
-            Command::ListenAddrs(reply) => {
+            Command::ListenAddrs { reply } => {
                 let _ = reply.send(Ok(self.swarm.listeners().cloned().collect()));
             }
-            Command::SendFile(peer, path, via, reply) => self.send_file(peer, path, via, reply),
-            Command::FetchFile(file_id, out, reply) => {
+            Command::SendFile {
+                peer,
+                path,
+                via,
+                reply,
+            } => self.send_file(peer, path, via, reply),
+            Command::FetchFile {
+                file_id,
+                out,
+                reply,
+            } => {
                 let _ = reply.send(self.fetch_file(file_id, out));
             }
-            Command::ForwardFile(file_id, to, reply) => self.forward_file(file_id, to, reply),
-            Command::Files(reply) => {
+            Command::ForwardFile { file_id, to, reply } => self.forward_file(file_id, to, reply),
+            Command::Files { reply } => {
                 let _ = reply.send(self.files_list());
             }
-            Command::Shutdown(_) => unreachable!("handled in run"),
+            Command::Shutdown { .. } => unreachable!("handled in run"),
         }
     }
 
@@ -1990,14 +1344,14 @@ impl Actor {
         self.expire_searches();
         self.announce_if_due();
         let now = Instant::now();
-        for peer in take_due(&mut self.mdns_dials, now) {
+        for peer in outbox::take_due(&mut self.mdns_dials, now) {
             self.dial_discovered(peer);
         }
         if now.duration_since(self.last_prune) >= PRUNE_EVERY {
             self.last_prune = now;
             self.prune_seen();
         }
-        for peer in take_due(&mut self.retry_at, now) {
+        for peer in self.retries.take_due(now) {
             if self.connected.contains(&peer) {
                 self.deliver(peer);
                 continue;
@@ -2017,7 +1371,7 @@ impl Actor {
                 }
                 self.schedule_retry(peer);
             } else {
-                self.backoff.remove(&peer);
+                self.retries.reset(&peer);
             }
         }
     }
@@ -2038,20 +1392,7 @@ impl Actor {
     }
 
     fn schedule_retry(&mut self, peer: PeerId) {
-        let next = self
-            .backoff
-            .get(&peer)
-            .map_or(self.config.retry_initial, |d| {
-                (*d * 2).min(self.config.retry_max)
-            });
-        self.backoff.insert(peer, next);
-        // A quarter either way: two nodes that failed to reach each other at the same moment
-        // (both dialling at once after a restart, say: one simultaneous-open TCP connection on
-        // which both noise handshakes fail) would otherwise try again at the same moment too.
-        let jittered = next.mul_f64(rand::random_range(0.75..1.25));
-        self.retry_at
-            .entry(peer)
-            .or_insert(Instant::now() + jittered);
+        self.retries.schedule(peer, Instant::now());
     }
 
     /// Sends what the outbox holds for `peer`, if it is connected; otherwise dials it and
@@ -2070,10 +1411,11 @@ impl Actor {
                     // Acknowledged but not yet recorded: not to be sent again.
                     let acked: HashSet<MessageId> =
                         self.pending_acks.iter().map(|(_, a)| a.id).collect();
+                    let flying = self.in_flight.ids_to(&peer);
                     let queue = items
                         .into_iter()
                         .filter(|i| {
-                            !self.in_flight_ids.contains(&i.id)
+                            !flying.contains(&i.id)
                                 && !self.unflushed.contains(&i.id)
                                 && !acked.contains(&i.id)
                         })
@@ -2086,8 +1428,7 @@ impl Actor {
                 }
             }
         }
-        let mut budget = MAX_IN_FLIGHT_PER_PEER
-            .saturating_sub(self.in_flight_count.get(&peer).copied().unwrap_or(0));
+        let mut budget = MAX_IN_FLIGHT_PER_PEER.saturating_sub(self.in_flight.count_to(&peer));
         while budget > 0 {
             let Some(item) = self.queues.get_mut(&peer).and_then(VecDeque::pop_front) else {
                 break;
@@ -2118,10 +1459,7 @@ impl Actor {
                 }
             };
             let request_id = self.swarm.behaviour_mut().msg.send_request(&peer, request);
-            self.in_flight_ids
-                .extend(flight.items.iter().map(|(id, _)| *id));
-            *self.in_flight_count.entry(peer).or_default() += 1;
-            self.in_flight.insert(request_id, flight);
+            self.in_flight.track(request_id, flight);
             budget -= 1;
         }
     }
@@ -2211,14 +1549,7 @@ impl Actor {
 
     /// Forgets a finished request; returns it.
     fn untrack(&mut self, request_id: OutboundRequestId) -> Option<InFlight> {
-        let flight = self.in_flight.remove(&request_id)?;
-        for (id, _) in &flight.items {
-            self.in_flight_ids.remove(id);
-        }
-        if let Some(n) = self.in_flight_count.get_mut(&flight.peer) {
-            *n = n.saturating_sub(1);
-        }
-        Some(flight)
+        self.in_flight.untrack(&request_id)
     }
 
     /// A request to `peer` failed: reload its queue from the store next time (it still holds
@@ -2345,7 +1676,7 @@ impl Actor {
             self.requeue(peer);
             return;
         }
-        self.backoff.remove(&peer);
+        self.retries.reset(&peer);
         if let Some(session) = self.sessions.get_mut(&peer)
             && flight.key_ids.contains(&session.key_id())
             && !session.is_acknowledged()
@@ -2386,26 +1717,7 @@ impl Actor {
 
     /// Takes `n` tokens from the peer's bucket, if it has them.
     fn allow_inbound(&mut self, peer: &PeerId, n: usize) -> bool {
-        let (rate, burst) = (
-            f64::from(self.config.inbound_per_second),
-            f64::from(self.config.inbound_burst).max(crate::protocol::MAX_BATCH_ENVELOPES as f64),
-        );
-        let now = Instant::now();
-        let bucket = self.buckets.entry(*peer).or_insert(Bucket {
-            tokens: burst,
-            last: now,
-        });
-        bucket.tokens =
-            (bucket.tokens + now.duration_since(bucket.last).as_secs_f64() * rate).min(burst);
-        bucket.last = now;
-        // Batches hold at most a few hundred envelopes: exact as an f64.
-        let n = n as f64;
-        if bucket.tokens >= n {
-            bucket.tokens -= n;
-            true
-        } else {
-            false
-        }
+        self.limiter.allow(peer, n, Instant::now())
     }
 
     fn reject(&mut self, peer: PeerId, channel: ResponseChannel<MsgResponse>, reason: String) {
@@ -2766,7 +2078,7 @@ impl Actor {
                     self.mdns_dials.remove(&peer_id);
                     self.emit(NodeEvent::PeerConnected { peer: peer_id });
                     self.send_profile(peer_id);
-                    self.backoff.remove(&peer_id);
+                    self.retries.reset(&peer_id);
                     self.files_peer_connected(peer_id);
                 }
             }
@@ -2780,7 +2092,7 @@ impl Actor {
                 if num_established == 0 {
                     self.connected.remove(&peer_id);
                     self.queues.remove(&peer_id);
-                    self.buckets.remove(&peer_id);
+                    self.limiter.forget(&peer_id);
                     self.emit(NodeEvent::PeerDisconnected { peer: peer_id });
                 }
             }
@@ -2970,24 +2282,6 @@ fn refused_protocol(error: &request_response::OutboundFailure) -> bool {
             )
         }),
         _ => false,
-    }
-}
-
-/// `addr` ending in `/p2p/PEER` (what [`NodeHandle::add_peer`] takes), unless it already
-/// names a peer.
-pub fn addr_with_peer(addr: &Multiaddr, peer: PeerId) -> Multiaddr {
-    if peer_of_addr(addr).is_some() {
-        addr.clone()
-    } else {
-        addr.clone().with(libp2p::multiaddr::Protocol::P2p(peer))
-    }
-}
-
-/// The PeerId an address ends with (`/p2p/ID`), if any.
-pub fn peer_of_addr(addr: &Multiaddr) -> Option<PeerId> {
-    match addr.iter().last() {
-        Some(libp2p::multiaddr::Protocol::P2p(peer)) => Some(peer),
-        _ => None,
     }
 }
 
