@@ -8,21 +8,35 @@
 //!
 //! [`WrappedKey::unwrap_key`]: encrypto_crypto::envelope::WrappedKey::unwrap_key
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use encrypto_crypto::envelope::{InboundSessions, KeyId, OpenError, RsaWork, Verified};
 use encrypto_crypto::{CryptoRng, Identity};
 
-/// A session key being unwrapped: the cache it goes to (by address), its sender and its id.
-type Claim = (usize, [u8; 32], KeyId);
+/// The unwrapped `aes` session keys of inbound chats, shared by the node and its check jobs,
+/// with the keys that a [`decrypt_ahead`] call is unwrapping now (by sender and key id).
+///
+/// Lock order: the sessions first, then the claims; the claims lock is held only to insert or
+/// remove one entry, never during RSA work.
+#[derive(Debug, Default)]
+pub(crate) struct InboundKeys {
+    sessions: Mutex<InboundSessions>,
+    unwrapping: Mutex<HashSet<([u8; 32], KeyId)>>,
+}
 
-/// The keys a [`decrypt_ahead`] call is unwrapping now, for every session cache in the
-/// process. Kept here rather than beside the cache so that the cache stays the crypto crate's
-/// plain type; entries are keyed by the cache's address, which cannot be reused while a call
-/// holds a claim (the call borrows the cache), and each claim is gone when its call returns.
-/// Lock order: the cache's lock first, then this one.
-static UNWRAPPING: Mutex<BTreeSet<Claim>> = Mutex::new(BTreeSet::new());
+impl InboundKeys {
+    /// The session cache, locked.
+    pub(crate) fn sessions(&self) -> MutexGuard<'_, InboundSessions> {
+        lock(&self.sessions)
+    }
+
+    /// How many keys calls are unwrapping now (none once every call has returned).
+    #[cfg(test)]
+    fn claims(&self) -> usize {
+        lock(&self.unwrapping).len()
+    }
+}
 
 /// A poisoned lock is taken as it is: each write under these locks is a single insert or
 /// removal, whole or not at all.
@@ -33,12 +47,12 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Does the RSA private-key work of opening `verified` ahead, on the thread that checked
 /// their signatures, so that the thread which opens them ([`open_verified`]) does not stop for
 /// it: an `aes` session key not cached yet is unwrapped, checked against its key id and added
-/// to `sessions` (each distinct key once, even across threads), and an `rsa` body is decrypted
+/// to `keys` (each distinct key once, even across threads), and an `rsa` body is decrypted
 /// into its [`Verified`]. An envelope addressed to another identity than `me` is left alone
 /// (opening rejects it without any RSA work). A failure is recorded in the envelope, and
 /// [`open_verified`] rejects it for that reason after its own checks.
 ///
-/// The lock on `sessions` is never held during an RSA operation. A key that another call is
+/// The lock on the sessions is never held during an RSA operation. A key that another call is
 /// unwrapping at the same time is left to it (the envelope carries nothing ahead): after a
 /// key rotation several batches in flight bring the same new key, and unwrapping it once per
 /// batch would take every core for the length of an RSA decryption. Opening such an envelope
@@ -49,10 +63,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(crate) fn decrypt_ahead<'a, R: CryptoRng + ?Sized>(
     verified: impl IntoIterator<Item = &'a mut Verified>,
     me: &Identity,
-    sessions: &Mutex<InboundSessions>,
+    keys: &InboundKeys,
     rng: &mut R,
 ) {
-    let cache = std::ptr::from_ref(sessions).addr();
     // Wrapped keys (with the key id they claim to be) that did not unwrap in this call, so
     // that a batch repeating one costs one RSA operation, not one per envelope. By key id as
     // well: the same wrapped key under its own id still opens.
@@ -76,16 +89,16 @@ pub(crate) fn decrypt_ahead<'a, R: CryptoRng + ?Sized>(
             v.reject_ahead(error);
             continue;
         }
-        let claim = (cache, key.sender, key.key_id);
+        let claim = (key.sender, key.key_id);
         {
-            let sessions = lock(sessions);
-            if key.is_cached(&sessions) || !lock(&UNWRAPPING).insert(claim) {
+            let sessions = keys.sessions();
+            if key.is_cached(&sessions) || !lock(&keys.unwrapping).insert(claim) {
                 continue;
             }
         }
         let unwrapped = key.unwrap_key(me, rng);
-        let mut sessions = lock(sessions);
-        lock(&UNWRAPPING).remove(&claim);
+        let mut sessions = keys.sessions();
+        lock(&keys.unwrapping).remove(&claim);
         match unwrapped {
             Ok(unwrapped) => {
                 sessions.insert(key.sender, unwrapped);

@@ -21,9 +21,9 @@
 //! threads than that.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use encrypto_crypto::envelope::{self, Envelope, InboundSessions, OpenError, Verified};
+use encrypto_crypto::envelope::{self, Envelope, OpenError, Verified};
 use encrypto_crypto::identity::{Identity, PublicIdentity};
 use libp2p::request_response::ResponseChannel;
 use tokio::task::{Id, JoinError, JoinSet};
@@ -106,13 +106,13 @@ pub(super) fn check_batch(
     batch: &EnvelopeBatch,
     sender: &PublicIdentity,
     me: &Identity,
-    sessions: &Mutex<InboundSessions>,
+    keys: &crate::unwrap::InboundKeys,
 ) -> CheckedBatch {
     let mut checked = verify_batch(batch, sender);
     crate::unwrap::decrypt_ahead(
         checked.iter_mut().filter_map(|c| c.as_mut().ok()),
         me,
-        sessions,
+        keys,
         &mut rand::rng(),
     );
     checked
@@ -175,9 +175,9 @@ impl Actor {
                 Work::Waiting(batch) => {
                     let public = queued.pinned.public.clone();
                     let me = Arc::clone(&self.identity);
-                    let sessions = Arc::clone(&self.inbound);
+                    let keys = Arc::clone(&self.inbound);
                     let job = jobs.spawn_blocking(move || {
-                        let checked = check_batch(&batch, &public, &me, &sessions);
+                        let checked = check_batch(&batch, &public, &me, &keys);
                         (batch, checked)
                     });
                     Work::Checking(job.id())

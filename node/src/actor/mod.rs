@@ -40,7 +40,7 @@
 //! - `files`: file transfers (sending, downloading, serving, relaying).
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use encrypto_crypto::control::{Control, ControlKind};
@@ -69,6 +69,7 @@ use crate::store::{
     StoreError, StoredMessage,
 };
 use crate::swarm::{self, Behaviour, BehaviourEvent};
+use crate::unwrap::InboundKeys;
 
 mod api;
 mod dht;
@@ -304,7 +305,7 @@ fn prepare(
         config,
         events: events.clone(),
         sessions: HashMap::new(),
-        inbound: Arc::new(Mutex::new(InboundSessions::default())),
+        inbound: Arc::new(InboundKeys::default()),
         persisted_keys: HashSet::new(),
         incompatible: HashSet::new(),
         connected: HashSet::new(),
@@ -419,8 +420,8 @@ struct Actor {
     events: broadcast::Sender<NodeEvent>,
     sessions: HashMap<PeerId, OutboundSession>,
     /// The unwrapped `aes` session keys of inbound chats; the inbound check jobs add the keys
-    /// they unwrap ahead ([`envelope::decrypt_ahead`]).
-    inbound: Arc<Mutex<InboundSessions>>,
+    /// they unwrap ahead ([`crate::unwrap::decrypt_ahead`]).
+    inbound: Arc<InboundKeys>,
     persisted_keys: HashSet<(PeerId, envelope::KeyId)>,
     /// Peers that refused our message protocol (another version of encrypto), warned about
     /// once until they take a request again.
@@ -840,7 +841,7 @@ impl Actor {
     /// The inbound session keys (a poisoned lock is taken as it is: a cache entry is written
     /// whole or not at all).
     fn inbound_sessions(&self) -> MutexGuard<'_, InboundSessions> {
-        self.inbound.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inbound.sessions()
     }
 
     fn load_inbound_keys(&mut self) {
@@ -1822,7 +1823,7 @@ impl Actor {
             peer,
         };
         let ctx = seen.context(&self.identity, public, self.config.open_policy);
-        let mut sessions = self.inbound.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut sessions = self.inbound.sessions();
         let opened = match envelope::open_verified(&verified, &ctx, &mut sessions, &mut rand::rng())
         {
             Ok(opened) => opened,

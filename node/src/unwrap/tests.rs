@@ -92,12 +92,9 @@ fn verified_all(envelopes: Vec<Envelope>) -> Vec<Verified> {
         .collect()
 }
 
-fn claims_on(sessions: &Mutex<InboundSessions>) -> usize {
-    let cache = std::ptr::from_ref(sessions).addr();
-    lock(&UNWRAPPING)
-        .iter()
-        .filter(|(at, _, _)| *at == cache)
-        .count()
+/// The cache out of its shared form, for opening.
+fn into_sessions(keys: InboundKeys) -> InboundSessions {
+    keys.sessions.into_inner().unwrap()
 }
 
 #[test]
@@ -109,18 +106,21 @@ fn rsa_work_done_ahead_leaves_none_for_the_opening() {
         .push(envelope::seal_rsa(alice(), bob().public(), id, NOW, b"by rsa", &mut r).unwrap());
     let mut verified = verified_all(envelopes);
 
-    let sessions = Mutex::new(InboundSessions::default());
-    decrypt_ahead(verified.iter_mut(), bob(), &sessions, &mut r);
-    assert_eq!(claims_on(&sessions), 0);
-    let mut sessions = sessions.into_inner().unwrap();
+    let keys = InboundKeys::default();
+    decrypt_ahead(verified.iter_mut(), bob(), &keys, &mut r);
+    assert_eq!(keys.claims(), 0);
+    let mut sessions = into_sessions(keys);
     assert_eq!(sessions.len(), 1, "the four share one session key");
     for v in &verified {
         envelope::open_verified(v, &ctx(bob()), &mut sessions, &mut NoRsaWork).unwrap();
     }
     // A key already cached costs nothing ahead either.
     let mut again = verified_all(aes_envelopes(2));
-    let sessions = Mutex::new(sessions);
-    decrypt_ahead(again.iter_mut(), bob(), &sessions, &mut NoRsaWork);
+    let keys = InboundKeys {
+        sessions: Mutex::new(sessions),
+        ..InboundKeys::default()
+    };
+    decrypt_ahead(again.iter_mut(), bob(), &keys, &mut NoRsaWork);
 }
 
 /// The saved form of an [`OutboundSession`], to give one a wrapped key that is not its own.
@@ -157,10 +157,10 @@ fn a_failed_unwrap_is_remembered_by_wrapped_key_and_key_id() {
     envelopes.extend(seal_in(&mut s2, 1, &mut r));
     let mut verified = verified_all(envelopes);
 
-    let sessions = Mutex::new(InboundSessions::default());
-    decrypt_ahead(verified.iter_mut(), bob(), &sessions, &mut r);
-    assert_eq!(claims_on(&sessions), 0);
-    let mut sessions = sessions.into_inner().unwrap();
+    let keys = InboundKeys::default();
+    decrypt_ahead(verified.iter_mut(), bob(), &keys, &mut r);
+    assert_eq!(keys.claims(), 0);
+    let mut sessions = into_sessions(keys);
     assert_eq!(sessions.len(), 1, "only the fourth one's key");
     let fourth = verified.pop().unwrap();
     let opened = envelope::open_verified(&fourth, &ctx(bob()), &mut sessions, &mut NoRsaWork);
@@ -177,16 +177,16 @@ fn a_key_another_call_is_unwrapping_is_left_to_it() {
     let key_id = envelopes[0].key_id.unwrap();
     let sender = alice().public().ed25519_bytes();
     let mut verified = verified_all(envelopes.clone());
-    let sessions = Mutex::new(InboundSessions::default());
-    let claim = (std::ptr::from_ref(&sessions).addr(), sender, key_id);
-    lock(&UNWRAPPING).insert(claim);
-    decrypt_ahead(verified.iter_mut(), bob(), &sessions, &mut NoRsaWork);
+    let keys = InboundKeys::default();
+    let claim = (sender, key_id);
+    lock(&keys.unwrapping).insert(claim);
+    decrypt_ahead(verified.iter_mut(), bob(), &keys, &mut NoRsaWork);
     // The other call finishes: its key is cached, and these open with no RSA work left.
-    lock(&UNWRAPPING).remove(&claim);
+    lock(&keys.unwrapping).remove(&claim);
     let mut done = verified_all(envelopes);
-    decrypt_ahead(done.iter_mut().take(1), bob(), &sessions, &mut rng(32));
-    assert_eq!(claims_on(&sessions), 0);
-    let mut sessions = sessions.into_inner().unwrap();
+    decrypt_ahead(done.iter_mut().take(1), bob(), &keys, &mut rng(32));
+    assert_eq!(keys.claims(), 0);
+    let mut sessions = into_sessions(keys);
     for v in &verified {
         let opened = envelope::open_verified(v, &ctx(bob()), &mut sessions, &mut NoRsaWork);
         assert_eq!(opened.unwrap().key_id, Some(key_id));
@@ -196,9 +196,9 @@ fn a_key_another_call_is_unwrapping_is_left_to_it() {
 #[test]
 fn envelopes_for_another_identity_get_no_rsa_work_ahead() {
     let mut verified = verified_all(aes_envelopes(2));
-    let sessions = Mutex::new(InboundSessions::default());
-    decrypt_ahead(verified.iter_mut(), carol(), &sessions, &mut NoRsaWork);
-    let mut sessions = sessions.into_inner().unwrap();
+    let keys = InboundKeys::default();
+    decrypt_ahead(verified.iter_mut(), carol(), &keys, &mut NoRsaWork);
+    let mut sessions = into_sessions(keys);
     assert!(sessions.is_empty());
     let err = envelope::open_verified(&verified[0], &ctx(carol()), &mut sessions, &mut NoRsaWork);
     assert_eq!(err.unwrap_err().reason(), RejectReason::WrongRecipient);
