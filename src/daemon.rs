@@ -31,9 +31,6 @@ use crate::{UsageError, output, passphrase};
 
 /// Replies and notifications queued for one client before it counts as stuck.
 const CLIENT_QUEUE: usize = 1024;
-/// How long the daemon waits for its listeners to report their addresses before it prints
-/// the ready line anyway.
-const LISTEN_WAIT: Duration = Duration::from_secs(5);
 
 /// The daemon's command-line options.
 #[derive(Debug, Default)]
@@ -158,12 +155,15 @@ async fn serve(
     config: NodeConfig,
     socket: PathBuf,
 ) -> Result<()> {
-    let listeners = config.swarm.listen.len();
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let public = contents.identity.public().clone();
+    // `start` returns once every listener has reported its addresses.
     let encrypto_node::Started {
-        handle: node, task, ..
+        handle: node,
+        task,
+        listen_addrs: addrs,
+        ..
     } = encrypto_node::start(
         contents.identity,
         &contents.name,
@@ -182,7 +182,6 @@ async fn serve(
     };
     let guard = SocketGuard(socket.clone());
 
-    let addrs = wait_listening(&node, listeners).await;
     let addr_strings: Vec<String> = addrs.iter().map(ToString::to_string).collect();
     let ready = if json {
         output::json(&Ready {
@@ -227,18 +226,6 @@ async fn serve(
     let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
     output::note(&format!("encrypto daemon stopped ({stop})"));
     Ok(())
-}
-
-/// The node's listen addresses once every listener has reported one (bounded wait).
-async fn wait_listening(node: &encrypto_node::NodeHandle, listeners: usize) -> Vec<Multiaddr> {
-    let deadline = tokio::time::Instant::now() + LISTEN_WAIT;
-    loop {
-        let addrs = node.listen_addrs().await.unwrap_or_default();
-        if addrs.len() >= listeners || tokio::time::Instant::now() >= deadline {
-            return addrs;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Serves one client: reads request lines, answers each in order; `subscribe` adds event
