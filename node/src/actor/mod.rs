@@ -32,6 +32,8 @@
 //!
 //! - `api`: the public API ([`NodeConfig`], [`NodeEvent`], [`NodeError`], [`NodeHandle`],
 //!   [`Started`]) and the `Command`s a handle sends the actor, each with named fields.
+//! - `commit`: the group commit's tickets, the flush in progress and what waits for it
+//!   (`GroupCommit`, which hands back the waiters a flush releases for the actor to answer).
 //! - `inbound`: inbound message requests in arrival order, their signatures checked off the
 //!   actor's thread.
 //! - `outbox`: the in-flight requests (one table) and the retry timers with their backoff.
@@ -57,7 +59,6 @@ use libp2p::request_response::{self, Message, OutboundRequestId, ResponseChannel
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, Swarm, identify, mdns, ping};
 use tokio::sync::{broadcast, mpsc, oneshot};
-use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use crate::protocol::{
@@ -72,6 +73,7 @@ use crate::swarm::{self, Behaviour, BehaviourEvent};
 use crate::unwrap::InboundKeys;
 
 mod api;
+mod commit;
 mod dht;
 mod files;
 mod inbound;
@@ -83,6 +85,7 @@ pub use api::{
     PeerInfo, Started, Via, addr_with_peer, peer_of_addr,
 };
 use api::{Command, Reply};
+use commit::{Flushed, GroupCommit, Outcome};
 pub use dht::{DirectoryEntry, SEARCH_TIMEOUT};
 pub use files::FileTransfer;
 use outbox::InFlight;
@@ -98,8 +101,6 @@ const MAX_IN_FLIGHT_PER_PEER: usize = 128;
 /// many messages at once (up to [`MAX_BATCH`] acks of up to [`SEND_BATCH`] messages each),
 /// each with its own [`NodeEvent::Delivered`].
 const EVENT_CAPACITY: usize = 8 * 1024;
-/// Most waiting callers and requests for which the actor flushes on its own thread.
-const INLINE_FLUSH_MAX: usize = 2;
 /// How often seen message ids past the replay window are forgotten.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// Most commands and swarm events handled before the pending writes are committed (one flush
@@ -164,16 +165,13 @@ struct PendingAck {
     channel: ResponseChannel<MsgResponse>,
 }
 
-/// What waits for a store flush (see [`Actor::written`]).
+/// What waits for a store flush (see [`Actor::commit`]).
 enum Waiter {
     /// A `send_text` caller; its outbox item is sent once it is durable.
     Queued(Reply<MessageId>, OutboxItem),
     /// An inbound request whose messages are written: acknowledged once they are durable.
     Ack(PendingAck),
 }
-
-/// A store flush run off the actor's thread: the ticket it covers and how it went.
-type Flushed = (u64, Result<(), StoreError>);
 
 /// What to do with an inbound request once it is checked.
 enum Inbound {
@@ -317,10 +315,7 @@ fn prepare(
         pending_incoming: Vec::new(),
         pending_requests: Vec::new(),
         pending_acks: Vec::new(),
-        written: 0,
-        durable: 0,
-        flushing: JoinSet::new(),
-        waiting: VecDeque::new(),
+        commit: GroupCommit::default(),
         unflushed: HashSet::new(),
         retries,
         mdns_dials: HashMap::new(),
@@ -443,14 +438,9 @@ struct Actor {
     /// Acknowledged outgoing messages waiting for the group commit.
     pending_acks: Vec<(PeerId, Acknowledged)>,
     /// Group commits write without flushing; the flush runs on a blocking thread while the
-    /// actor goes on pumping the swarm. Each write that something waits on takes a ticket;
-    /// `durable` is the last ticket a finished flush covered.
-    written: u64,
-    durable: u64,
-    /// The flush in progress, if any (at most one; writes made meanwhile wait for the next).
-    flushing: JoinSet<Flushed>,
-    /// Replies and acknowledgements waiting for a flush, in ticket order.
-    waiting: VecDeque<(u64, Waiter)>,
+    /// actor goes on pumping the swarm. Replies and acknowledgements wait here for the flush
+    /// covering their write's ticket.
+    commit: GroupCommit<Waiter>,
     /// Outgoing messages written but not flushed yet: not sent before they are durable.
     unflushed: HashSet<MessageId>,
     /// When peers with something to deliver are tried again.
@@ -494,7 +484,7 @@ impl Actor {
                     Some(command) => self.handle_command(command),
                     None => stop = Some(None),
                 },
-                Some(done) = self.flushing.join_next(), if !self.flushing.is_empty() => {
+                Some(done) = self.commit.join_flush(), if self.commit.is_flushing() => {
                     self.on_flushed(done);
                 }
                 Some(done) = self.files.jobs.join_next(), if !self.files.jobs.is_empty() => {
@@ -527,7 +517,7 @@ impl Actor {
                     self.handle_swarm_event(event);
                     progressed = true;
                 }
-                if let Some(done) = self.flushing.try_join_next() {
+                if let Some(done) = self.commit.try_join_flush() {
                     self.on_flushed(done);
                     progressed = true;
                 }
@@ -543,7 +533,7 @@ impl Actor {
                     break;
                 }
             }
-            self.commit();
+            self.commit_group();
             self.start_flush();
             if let Some(done) = stop {
                 self.shutdown();
@@ -559,7 +549,7 @@ impl Actor {
     /// one store write and no flush. Callers are answered and requests acknowledged once a
     /// flush covers their write ([`Actor::start_flush`], [`Actor::on_flushed`]); nothing
     /// waits for deliveries.
-    fn commit(&mut self) {
+    fn commit_group(&mut self) {
         self.commit_sends();
         self.commit_incoming();
         self.commit_acks();
@@ -567,29 +557,19 @@ impl Actor {
 
     /// A write that something will wait on: its ticket.
     fn note_write(&mut self) -> u64 {
-        self.written += 1;
-        self.written
+        self.commit.note_write()
     }
 
-    /// Starts a flush of everything written so far on a blocking thread, unless one is running
-    /// (the next one starts when it ends) or nothing was written. When only one or two
-    /// callers or requests wait, the node is lightly loaded: it flushes right here, which
-    /// saves the two thread hand-offs on their way and costs nothing else to wait.
+    /// Starts a flush of everything written so far ([`GroupCommit::start_flush`]: on a
+    /// blocking thread, or right here when few wait) and answers its waiters if it ran here.
     fn start_flush(&mut self) {
-        if self.written == self.durable || !self.flushing.is_empty() {
-            return;
-        }
-        let ticket = self.written;
-        if (1..=INLINE_FLUSH_MAX).contains(&self.waiting.len()) {
-            match self.store.flush() {
-                Ok(()) => self.release(ticket),
-                Err(e) => self.fail_waiting(ticket, &e),
-            }
+        if !self.commit.flush_due() {
             return;
         }
         let store = self.store.clone();
-        self.flushing
-            .spawn_blocking(move || (ticket, store.flush()));
+        if let Some(done) = self.commit.start_flush(move || store.flush()) {
+            self.answer(done);
+        }
     }
 
     fn on_flushed(&mut self, done: Result<Flushed, tokio::task::JoinError>) {
@@ -597,7 +577,7 @@ impl Actor {
             Ok(done) => done,
             // The flush thread panicked: nothing since the last flush is known to be durable.
             Err(e) => (
-                self.written,
+                self.commit.last_ticket(),
                 Err(StoreError::Io {
                     op: "flush",
                     path: self.store.path().to_owned(),
@@ -605,22 +585,23 @@ impl Actor {
                 }),
             ),
         };
-        match result {
-            Ok(()) => self.release(ticket),
-            Err(e) => self.fail_waiting(ticket, &e),
-        }
+        self.answer((ticket, result));
         self.start_flush();
     }
 
-    /// Everything written up to `ticket` is durable: answer the callers, send their messages,
+    /// A flush ended: answers the waiters it covered.
+    fn answer(&mut self, done: Flushed) {
+        match self.commit.flushed(done) {
+            Outcome::Durable(waiters) => self.release(waiters),
+            Outcome::Failed(waiters, e) => self.fail_waiting(waiters, &e),
+        }
+    }
+
+    /// What `waiters` wait for is durable: answer the callers, send their messages,
     /// acknowledge the requests.
-    fn release(&mut self, ticket: u64) {
-        self.durable = self.durable.max(ticket);
+    fn release(&mut self, waiters: Vec<Waiter>) {
         let mut peers = Vec::new();
-        while self.waiting.front().is_some_and(|(t, _)| *t <= ticket) {
-            let Some((_, waiter)) = self.waiting.pop_front() else {
-                break;
-            };
+        for waiter in waiters {
             match waiter {
                 Waiter::Queued(reply, item) => {
                     let _ = reply.send(Ok(item.id));
@@ -640,15 +621,11 @@ impl Actor {
         }
     }
 
-    /// The flush covering writes up to `ticket` failed: those callers get the error and those
-    /// requests are rejected (the sender retries them).
-    fn fail_waiting(&mut self, ticket: u64, e: &StoreError) {
+    /// The flush `waiters` waited for failed: the callers get the error and the requests are
+    /// rejected (the sender retries them).
+    fn fail_waiting(&mut self, waiters: Vec<Waiter>, e: &StoreError) {
         warn!(error = %e, "cannot flush the store");
-        self.durable = self.durable.max(ticket);
-        while self.waiting.front().is_some_and(|(t, _)| *t <= ticket) {
-            let Some((_, waiter)) = self.waiting.pop_front() else {
-                break;
-            };
+        for waiter in waiters {
             match waiter {
                 Waiter::Queued(reply, item) => {
                     self.unflushed.remove(&item.id);
@@ -661,16 +638,17 @@ impl Actor {
 
     /// A synchronous flush just covered every write so far.
     fn flushed_now(&mut self) {
-        self.release(self.written);
+        self.answer((self.commit.last_ticket(), Ok(())));
     }
 
     /// Acknowledges `ids` once everything written so far is durable (a repeat of a message
     /// whose first copy is written but not yet flushed must not be acknowledged before it).
     fn acknowledge_when_durable(&mut self, ack: PendingAck) {
-        if self.written == self.durable {
+        let ticket = self.commit.last_ticket();
+        if self.commit.is_durable(ticket) {
             self.acknowledge(ack.peer, &ack.pinned.public, ack.ids, ack.channel);
         } else {
-            self.waiting.push_back((self.written, Waiter::Ack(ack)));
+            self.commit.wait(ticket, Waiter::Ack(ack));
         }
     }
 
@@ -690,8 +668,7 @@ impl Actor {
         let ticket = self.note_write();
         for ((_, item), reply) in pending.into_iter().zip(replies) {
             self.unflushed.insert(item.id);
-            self.waiting
-                .push_back((ticket, Waiter::Queued(reply, item)));
+            self.commit.wait(ticket, Waiter::Queued(reply, item));
         }
     }
 
@@ -724,10 +701,10 @@ impl Actor {
                 let ticket = if fresh.contains(&true) {
                     self.note_write()
                 } else {
-                    self.written
+                    self.commit.last_ticket()
                 };
                 for request in requests {
-                    if ticket == self.durable {
+                    if self.commit.is_durable(ticket) {
                         self.acknowledge(
                             request.peer,
                             &request.pinned.public,
@@ -735,7 +712,7 @@ impl Actor {
                             request.channel,
                         );
                     } else {
-                        self.waiting.push_back((ticket, Waiter::Ack(request)));
+                        self.commit.wait(ticket, Waiter::Ack(request));
                     }
                 }
             }
@@ -816,7 +793,7 @@ impl Actor {
             Ok(()) => self.flushed_now(),
             Err(e) => {
                 warn!(error = %e, "cannot flush the store at shutdown");
-                self.fail_waiting(self.written, &e);
+                self.answer((self.commit.last_ticket(), Err(e)));
             }
         }
         let peers: Vec<PeerId> = self.connected.iter().copied().collect();
