@@ -321,9 +321,18 @@ mod any_case {
     }
 }
 
-/// `params` as `P`, or an invalid-params error that says what is wrong (serde names the
-/// unknown or missing member and lists the known ones).
+/// `params` as `P`, or an invalid-params error that says what is wrong: serde names an
+/// unknown or missing member (and lists the known ones); a member of the wrong type is named
+/// by its path.
 fn read<P: DeserializeOwned>(params: Map<String, Value>) -> Result<P, RpcError> {
-    serde_json::from_value(Value::Object(params))
-        .map_err(|e| RpcError::invalid_params(format!("invalid params: {e}")))
+    serde_path_to_error::deserialize(Value::Object(params)).map_err(|e| {
+        let path = e.path().to_string();
+        let error = e.into_inner().to_string();
+        // serde's own message names an unknown or missing member already.
+        RpcError::invalid_params(if path == "." || error.starts_with("unknown field") {
+            format!("invalid params: {error}")
+        } else {
+            format!("invalid params: \"{path}\": {error}")
+        })
+    })
 }

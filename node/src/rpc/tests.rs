@@ -188,6 +188,28 @@ fn unknown_params_are_refused_by_name() {
 }
 
 #[test]
+fn a_param_of_the_wrong_type_is_named() {
+    let err = Call::parse("history", params(json!({"to": "bob", "limit": "ten"}))).unwrap_err();
+    assert_eq!(err.code, code::INVALID_PARAMS);
+    assert!(
+        err.message
+            .starts_with("invalid params: \"limit\": invalid type"),
+        "{}",
+        err.message
+    );
+    let err = Call::parse(
+        "send",
+        params(json!({"to": "bob", "text": "hi", "cipher": "des"})),
+    )
+    .unwrap_err();
+    assert!(
+        err.message.contains("\"cipher\"") && err.message.contains("unknown cipher"),
+        "{}",
+        err.message
+    );
+}
+
+#[test]
 fn optional_params_may_be_null_and_ciphers_any_case() {
     let call = Call::parse(
         "send",
